@@ -1,0 +1,37 @@
+# Two commands: `make demo` and `make test`. Everything installs into a project-local .venv.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := True
+export DO_NOT_TRACK := 1
+
+DEMO_DEALS ?= 5000
+DEMO_SEED ?= 7
+
+.PHONY: demo test test-slow install clean docs
+
+$(BIN)/dealrisk: pyproject.toml
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/dealrisk
+
+install: $(BIN)/dealrisk
+
+demo: install
+	$(BIN)/dealrisk generate --deals $(DEMO_DEALS) --seed $(DEMO_SEED) --out data/demo/export --truth data/demo/truth.csv
+	$(BIN)/dealrisk validate data/demo/export
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow -q
+
+docs: install
+	$(BIN)/python -m features.registry > docs/features.md
+
+clean:
+	rm -rf data/demo mlflow.db mlruns .pytest_cache

@@ -1,0 +1,93 @@
+"""Reading and writing export folders (CSV or Parquet). File I/O lives here, at the edge."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from features.schema import TABLES
+
+SUFFIXES = (".csv", ".parquet")
+
+
+class ExportFolderError(ValueError):
+    """The export folder itself is unusable (missing, ambiguous files)."""
+
+
+def find_table_files(folder: Path) -> dict[str, Path]:
+    """Map each contract table present in ``folder`` to its file; ignore other files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportFolderError(f"export folder {folder} does not exist or is not a folder")
+    found: dict[str, Path] = {}
+    for name in TABLES:
+        candidates = [folder / f"{name}{suffix}" for suffix in SUFFIXES if (folder / f"{name}{suffix}").exists()]
+        if len(candidates) > 1:
+            raise ExportFolderError(
+                f"table {name}: both {candidates[0].name} and {candidates[1].name} exist in {folder}; keep one"
+            )
+        if candidates:
+            found[name] = candidates[0]
+    return found
+
+
+def read_raw_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    """Read every contract table in ``folder`` as raw strings (no type coercion, nothing dropped).
+
+    CSV cells are read as text so that the contract check, not the reader, decides what is
+    valid; Parquet keeps its own types and is checked the same way.
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    for name, path in find_table_files(folder).items():
+        if path.suffix == ".csv":
+            tables[name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            tables[name] = pd.read_parquet(path)
+    return tables
+
+
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path, fmt: str = "csv") -> Path:
+    """Write tables to ``folder`` atomically: into a temporary sibling, then renamed into place.
+
+    An interrupted write leaves no half-written export behind.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"format must be csv or parquet, got {fmt!r}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, frame in tables.items():
+            if fmt == "csv":
+                frame.to_csv(staging / f"{name}.csv", index=False)
+            else:
+                frame.to_parquet(staging / f"{name}.parquet", index=False)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write one frame as CSV or Parquet by the file's suffix, atomically."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: output must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if path.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
