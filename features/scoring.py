@@ -1,0 +1,64 @@
+"""Score a feature frame with a model bundle: the one prediction path for training and serving.
+
+Pure (no MLflow, no I/O): ``encode_matrix`` -> ``booster.predict`` -> ``Calibration.apply``.
+Training's evaluation calls these functions, so offline scores and served scores are the
+same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.bundle import ModelBundle
+
+PROBABILITY_COLUMNS: tuple[str, str] = ("win_probability", "slip_probability")
+
+
+def matrix_spec_from_bundle(bundle: ModelBundle):
+    """Rebuild the fitted matrix spec (feature names, categorical levels) stored in the bundle."""
+    from features import matrix
+
+    return matrix.MatrixSpec.from_dict(bundle.features)
+
+
+def encode_bundle_matrix(bundle: ModelBundle, features_frame: pd.DataFrame) -> np.ndarray:
+    """Encode a feature frame into the numeric matrix the bundle's boosters were trained on."""
+    from features.matrix import encode_matrix
+
+    return encode_matrix(features_frame, matrix_spec_from_bundle(bundle))
+
+
+def predict_raw(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFrame:
+    """Uncalibrated booster probabilities, one row per input row (same index).
+
+    Returns a frame with ``win_probability`` and ``slip_probability`` before calibration;
+    use ``predict_probabilities`` for the calibrated values that are reported and served.
+    """
+    matrix = encode_bundle_matrix(bundle, features_frame)
+    if len(matrix) == 0:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in PROBABILITY_COLUMNS}, index=features_frame.index)
+    return pd.DataFrame(
+        {
+            "win_probability": np.asarray(bundle.win_model.predict(matrix), dtype=float),
+            "slip_probability": np.asarray(bundle.slip_model.predict(matrix), dtype=float),
+        },
+        index=features_frame.index,
+    )
+
+
+def apply_calibration(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
+    """Map raw probabilities through the bundle's isotonic calibrations; returns a new frame."""
+    return raw.assign(
+        win_probability=bundle.win_calibration.apply(raw["win_probability"].to_numpy()),
+        slip_probability=bundle.slip_calibration.apply(raw["slip_probability"].to_numpy()),
+    )
+
+
+def predict_probabilities(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFrame:
+    """Calibrated win and slip probabilities, one row per input row (same index).
+
+    ``features_frame`` is what ``features.pipeline.build_features`` returns (deal_id, as_of,
+    then the registry's features); extra columns are ignored by ``encode_matrix``.
+    """
+    return apply_calibration(bundle, predict_raw(bundle, features_frame))
