@@ -1,0 +1,416 @@
+"""Turn model outputs into what a manager reads: score, grade, risk level, factors, warnings.
+
+Pure functions on frames and arrays (no MLflow, no HTTP), so offline scoring and the serving
+endpoint produce the same explained scores from the same inputs:
+
+- ``score_from_probability`` / ``grade_from_probability`` / ``risk_level_from_probabilities``:
+  the documented cut-offs in ``ExplainConfig``;
+- ``compute_contributions``: TreeSHAP contributions of the win model (LightGBM ``pred_contrib``);
+- ``select_top_factors``: the top raising and lowering features per deal, vectorised;
+- ``describe_factor``: one plain sentence per factor;
+- ``flag_warnings``: rule-based warnings (no activity, ghosted, single-threaded, ...);
+- ``explain_frame``: all of it for a batch, one row per deal.
+
+Contributions are in the win model's log-odds units (before calibration): positive raises the
+win probability, negative lowers it. The calibrated probability is monotone in the raw score, so
+the sign and the ranking carry over.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import pandas as pd
+
+# --- configuration (data, not code) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WarningThresholds:
+    """Thresholds of the rule-based warnings; every value is configurable.
+
+    >>> WarningThresholds().no_activity_days
+    14.0
+    """
+
+    no_activity_days: float = 14.0  # no activity of any kind for this many days
+    ghosted_days: float = 21.0  # nothing inbound for this long while the rep keeps reaching out
+    ghosted_min_outbound_30d: float = 3.0  # ... with at least this many touches in the last 30 days
+    single_thread_max_contacts: float = 1.0  # at most this many contacts engaged so far ...
+    single_thread_share: float = 0.8  # ... or this share of contact activity goes to one person
+    decision_maker_days: float = 30.0  # neither decision maker nor economic buyer engaged this long
+    stalled_ratio: float = 2.0  # days in stage / days won deals typically take in that stage
+    close_date_pushes: float = 2.0  # the expected close date moved out at least this often
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "WarningThresholds":
+        """Build from a plain mapping; unknown keys are an error that names them."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown warning thresholds {unknown}; known: {sorted(known)}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Cut-offs for grades and risk levels, number of factors and warning thresholds.
+
+    Grades by calibrated win probability: A >= 0.60, B >= 0.40, C >= 0.20, else D.
+    Risk level: ``high`` when win < 0.20 or slip >= 0.70; ``medium`` when win < 0.40 or
+    slip >= 0.40; else ``low``.
+    """
+
+    grade_cutoffs: tuple[tuple[str, float], ...] = (("A", 0.60), ("B", 0.40), ("C", 0.20))
+    lowest_grade: str = "D"
+    high_risk_win_below: float = 0.20
+    high_risk_slip_from: float = 0.70
+    medium_risk_win_below: float = 0.40
+    medium_risk_slip_from: float = 0.40
+    top_factors: int = 5
+    warnings: WarningThresholds = field(default_factory=WarningThresholds)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- scores ----------------------------------------------------------------------------------
+
+
+def score_from_probability(win_probability: np.ndarray) -> np.ndarray:
+    """Map calibrated win probability to an integer score 1-99 (probability in percent, clipped).
+
+    >>> score_from_probability(np.array([0.0, 0.314, 0.5, 1.0])).tolist()
+    [1, 31, 50, 99]
+    """
+    p = np.asarray(win_probability, dtype=float)
+    return np.clip(np.rint(p * 100.0), 1, 99).astype(int)
+
+
+def grade_from_probability(win_probability: np.ndarray, config: ExplainConfig = ExplainConfig()) -> np.ndarray:
+    """Grade A-D by calibrated win probability, using ``config.grade_cutoffs``.
+
+    >>> grade_from_probability(np.array([0.75, 0.45, 0.25, 0.05])).tolist()
+    ['A', 'B', 'C', 'D']
+    """
+    p = np.asarray(win_probability, dtype=float)
+    conditions = [p >= cut for _, cut in config.grade_cutoffs]
+    choices = [grade for grade, _ in config.grade_cutoffs]
+    return np.select(conditions, choices, default=config.lowest_grade).astype(object)
+
+
+def risk_level_from_probabilities(
+    win_probability: np.ndarray, slip_probability: np.ndarray, config: ExplainConfig = ExplainConfig()
+) -> np.ndarray:
+    """Risk level ``high`` / ``medium`` / ``low`` from win and slip probability.
+
+    >>> risk_level_from_probabilities(np.array([0.1, 0.5, 0.8]), np.array([0.2, 0.5, 0.1])).tolist()
+    ['high', 'medium', 'low']
+    """
+    win = np.asarray(win_probability, dtype=float)
+    slip = np.asarray(slip_probability, dtype=float)
+    high = (win < config.high_risk_win_below) | (slip >= config.high_risk_slip_from)
+    medium = (win < config.medium_risk_win_below) | (slip >= config.medium_risk_slip_from)
+    return np.select([high, medium], ["high", "medium"], default="low").astype(object)
+
+
+def value_at_risk_from(amount: np.ndarray, win_probability: np.ndarray) -> np.ndarray:
+    """Value at risk = amount x (1 - win probability); a missing amount gives 0.
+
+    >>> value_at_risk_from(np.array([1000.0, np.nan]), np.array([0.25, 0.5])).tolist()
+    [750.0, 0.0]
+    """
+    amount = np.nan_to_num(np.asarray(amount, dtype=float), nan=0.0)
+    return amount * (1.0 - np.asarray(win_probability, dtype=float))
+
+
+# --- SHAP contributions ----------------------------------------------------------------------
+
+
+def compute_contributions(booster, matrix: pd.DataFrame) -> np.ndarray:
+    """TreeSHAP contributions of a LightGBM booster: shape (n_rows, n_features); bias dropped.
+
+    LightGBM's ``pred_contrib`` is exact TreeSHAP and needs no extra dependency; each row's
+    contributions plus the bias sum to the raw (log-odds) score.
+    """
+    if len(matrix) == 0:
+        return np.zeros((0, matrix.shape[1]))
+    contrib = np.asarray(booster.predict(matrix, pred_contrib=True))
+    return contrib[:, :-1]
+
+
+def select_top_factors(contributions: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of the ``k`` largest positive and ``k`` most negative contributions per row.
+
+    Returns ``(up, down)``, each of shape (n_rows, k), ordered by strength; ``-1`` pads rows with
+    fewer than ``k`` positive (or negative) contributions.
+
+    >>> up, down = select_top_factors(np.array([[0.5, -0.2, 0.1, 0.0]]), k=2)
+    >>> up.tolist(), down.tolist()
+    ([[0, 2]], [[1, -1]])
+    """
+    c = np.nan_to_num(np.asarray(contributions, dtype=float))
+    n, f = c.shape
+    k_eff = min(k, f)
+    order_up = np.argsort(-c, axis=1, kind="stable")[:, :k_eff]
+    order_down = np.argsort(c, axis=1, kind="stable")[:, :k_eff]
+    up = np.where(np.take_along_axis(c, order_up, axis=1) > 0, order_up, -1)
+    down = np.where(np.take_along_axis(c, order_down, axis=1) < 0, order_down, -1)
+    if k_eff < k:
+        pad = np.full((n, k - k_eff), -1)
+        up, down = np.hstack([up, pad]), np.hstack([down, pad])
+    return up, down
+
+
+# --- sentences -------------------------------------------------------------------------------
+
+
+def describe_factor(feature: str, value, row: dict) -> str:
+    """One plain sentence for a feature's value in a deal, in the registry's manager phrasing.
+
+    >>> describe_factor("days_in_stage_vs_won", 2.3, {"current_stage": "negotiate", "days_in_stage": 41})
+    'In negotiate for 41 days, 2.3x what won deals take'
+    >>> describe_factor("decision_maker_engaged_30d", 0.0, {})
+    'No decision maker engaged in the last 30 days'
+    >>> describe_factor("not_in_registry", 4.0, {})
+    'not_in_registry = 4.0'
+    """
+    from features.registry import FEATURES_BY_NAME, describe_feature
+
+    if feature not in FEATURES_BY_NAME:
+        return f"{feature} = {value}"
+    return describe_feature(feature, value, row)
+
+
+# --- warnings --------------------------------------------------------------------------------
+
+WARNING_CODES: tuple[str, ...] = (
+    "no_activity",
+    "ghosted",
+    "single_threaded",
+    "no_decision_maker",
+    "stalled_in_stage",
+    "close_date_pushed",
+)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A numeric column, or all-NaN when the feature is missing (rules then stay silent)."""
+    if name in frame.columns:
+        return pd.to_numeric(frame[name], errors="coerce").astype(float)
+    return pd.Series(np.nan, index=frame.index, dtype=float)
+
+
+def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = WarningThresholds()) -> pd.DataFrame:
+    """Boolean frame, one column per warning code, one row per deal (same index as ``features``).
+
+    A rule whose input features are missing (the table was absent from the request or export)
+    does not fire: missing is not zero.
+
+    >>> f = pd.DataFrame({"days_since_last_activity": [20.0, 2.0], "close_date_pushes": [3, 0]})
+    >>> flag_warnings(f)[["no_activity", "close_date_pushed"]].to_numpy().tolist()
+    [[True, True], [False, False]]
+    """
+    t = thresholds
+    age = _column(features, "deal_age_days")
+    activities_30d = _column(features, "activities_30d")  # NaN: no activity log
+    has_log = activities_30d.notna()
+    last_activity = _column(features, "days_since_last_activity")
+    last_inbound = _column(features, "days_since_last_inbound")
+    engaged = _column(features, "contacts_engaged")
+    top_share = _column(features, "top_contact_share")
+    dm_flag = _column(features, "decision_maker_engaged_30d")  # NaN: no contact or activity data
+    dm_days = _column(features, "days_since_decision_maker_engaged")
+    eb_days = _column(features, "days_since_economic_buyer_engaged")
+    ratio = _column(features, "days_in_stage_vs_won")
+    pushes = _column(features, "close_date_pushes")
+
+    silent = (last_activity >= t.no_activity_days) | (last_activity.isna() & has_log & (age >= t.no_activity_days))
+    unanswered = (last_inbound >= t.ghosted_days) | (last_inbound.isna() & has_log & (age >= t.ghosted_days))
+    dm_absent = (dm_days.isna() | (dm_days > t.decision_maker_days)) & (
+        eb_days.isna() | (eb_days > t.decision_maker_days)
+    )
+    return pd.DataFrame(
+        {
+            "no_activity": silent,
+            "ghosted": unanswered & (activities_30d >= t.ghosted_min_outbound_30d),
+            "single_threaded": top_share.notna()
+            & ((engaged <= t.single_thread_max_contacts) | (top_share >= t.single_thread_share)),
+            "no_decision_maker": dm_flag.notna() & dm_absent,
+            "stalled_in_stage": ratio >= t.stalled_ratio,
+            "close_date_pushed": pushes >= t.close_date_pushes,
+        },
+        index=features.index,
+    )
+
+
+def _warning_message(code: str, row: dict, t: WarningThresholds) -> str:
+    def number(name: str) -> float:
+        value = row.get(name)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+        return value
+
+    if code == "no_activity":
+        days = number("days_since_last_activity")
+        return (
+            f"No activity for {days:.0f} days" if math.isfinite(days) else "No activity logged since the deal was created"
+        )
+    if code == "ghosted":
+        days = number("days_since_last_inbound")
+        since = f"for {days:.0f} days" if math.isfinite(days) else "since the deal was created"
+        return f"Customer silent {since} despite {number('activities_30d'):.0f} touches in the last 30 days"
+    if code == "single_threaded":
+        return (
+            f"Single-threaded: {number('contacts_engaged'):.0f} contact(s) engaged, "
+            f"{number('top_contact_share'):.0%} of contact activity with one person"
+        )
+    if code == "no_decision_maker":
+        return f"No decision maker or economic buyer engaged in the last {t.decision_maker_days:.0f} days"
+    if code == "stalled_in_stage":
+        return (
+            f"Stalled in {row.get('current_stage', 'stage')}: {number('days_in_stage'):.0f} days, "
+            f"{number('days_in_stage_vs_won'):.1f}x what won deals take"
+        )
+    return f"Close date pushed {number('close_date_pushes'):.0f} times"
+
+
+def describe_warnings(
+    flags: pd.DataFrame, features: pd.DataFrame, thresholds: WarningThresholds = WarningThresholds()
+) -> list[list[dict]]:
+    """Turn warning flags into ``[{"code", "message"}, ...]`` per deal (only the rules that fired).
+
+    >>> f = pd.DataFrame({"close_date_pushes": [3.0]})
+    >>> describe_warnings(flag_warnings(f), f)
+    [[{'code': 'close_date_pushed', 'message': 'Close date pushed 3 times'}]]
+    """
+    fired = flags.to_numpy(dtype=bool)
+    codes = list(flags.columns)
+    hit_rows = np.flatnonzero(fired.any(axis=1))
+    out: list[list[dict]] = [[] for _ in range(len(flags))]
+    if len(hit_rows):
+        rows = features.iloc[hit_rows].to_dict("records")
+        for row, i in zip(rows, hit_rows):
+            out[i] = [
+                {"code": codes[j], "message": _warning_message(codes[j], row, thresholds)}
+                for j in np.flatnonzero(fired[i])
+            ]
+    return out
+
+
+# --- the whole explanation for a batch -------------------------------------------------------
+
+
+def _plain(value):
+    """JSON-friendly scalar: NaN/NA -> None, numpy -> Python."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if not math.isfinite(v) else v
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return str(value) if not isinstance(value, (int, str)) else value
+
+
+def explain_frame(
+    features: pd.DataFrame,
+    contributions: np.ndarray,
+    feature_names: list[str],
+    win_probability: np.ndarray,
+    slip_probability: np.ndarray,
+    config: ExplainConfig = ExplainConfig(),
+) -> pd.DataFrame:
+    """Explained scores, one row per row of ``features`` (same index).
+
+    Args:
+        features: the point-in-time feature frame (human-readable values; ``amount`` and
+            ``deal_id`` used when present).
+        contributions: SHAP contributions, shape (len(features), len(feature_names)).
+        feature_names: the model's features in the matrix's column order.
+
+    Returns a frame with columns ``win_probability, score, grade, slip_probability, risk_level,
+    value_at_risk, factors_up, factors_down, warnings``; factor and warning cells are lists of
+    dicts (``feature, value, contribution, sentence`` / ``code, message``).
+    """
+    contributions = np.asarray(contributions, dtype=float)
+    if contributions.shape != (len(features), len(feature_names)):
+        raise ValueError(
+            f"contributions have shape {contributions.shape}, expected {(len(features), len(feature_names))}"
+        )
+    win = np.asarray(win_probability, dtype=float)
+    slip = np.asarray(slip_probability, dtype=float)
+    amount = _column(features, "amount").to_numpy()
+    up, down = select_top_factors(contributions, config.top_factors)
+
+    value_frame = features.reindex(columns=feature_names)
+    values = value_frame.to_numpy(dtype=object)
+    rows = features.to_dict("records")
+    names = np.asarray(feature_names, dtype=object)
+
+    def factors(indices: np.ndarray) -> list[list[dict]]:
+        out = []
+        for i, row_idx in enumerate(indices):
+            items = []
+            for j in row_idx[row_idx >= 0]:
+                value = _plain(values[i, j])
+                items.append(
+                    {
+                        "feature": names[j],
+                        "value": value,
+                        "contribution": float(contributions[i, j]),
+                        "sentence": describe_factor(names[j], value, rows[i]),
+                    }
+                )
+            out.append(items)
+        return out
+
+    flags = flag_warnings(features, config.warnings)
+    return pd.DataFrame(
+        {
+            "win_probability": win,
+            "score": score_from_probability(win),
+            "grade": grade_from_probability(win, config),
+            "slip_probability": slip,
+            "risk_level": risk_level_from_probabilities(win, slip, config),
+            "value_at_risk": value_at_risk_from(amount, win),
+            "factors_up": factors(up),
+            "factors_down": factors(down),
+            "warnings": describe_warnings(flags, features, config.warnings),
+        },
+        index=features.index,
+    )
+
+
+def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig = ExplainConfig()) -> pd.DataFrame:
+    """Score and explain a feature frame with a model bundle: the one path offline and served.
+
+    ``features_frame`` is ``features.pipeline.build_features`` output (``deal_id``, ``as_of``, then
+    the registry's features). Returns ``deal_id``, ``as_of``, ``amount`` and the columns of
+    ``explain_frame``, same index. Probabilities come from ``features.scoring`` (calibrated);
+    contributions from the win booster on the same encoded matrix.
+    """
+    from features.scoring import encode_bundle_matrix, predict_probabilities
+
+    names = list(bundle.features["names"])
+    probabilities = predict_probabilities(bundle, features_frame)
+    contributions = compute_contributions(bundle.win_model, encode_bundle_matrix(bundle, features_frame))
+    explained = explain_frame(
+        features_frame,
+        contributions,
+        names,
+        probabilities["win_probability"].to_numpy(),
+        probabilities["slip_probability"].to_numpy(),
+        config,
+    )
+    keys = features_frame.reindex(columns=["deal_id", "as_of"])
+    return pd.concat([keys, explained.assign(amount=_column(features_frame, "amount"))], axis=1)

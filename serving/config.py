@@ -1,0 +1,76 @@
+"""Serving settings as data: defaults here, overrides from the environment (secrets included).
+
+Nothing is read at import time; ``ServingConfig.from_env()`` is called when the service starts.
+
+| variable | default | meaning |
+|---|---|---|
+| ``MLFLOW_TRACKING_URI`` | ``sqlite:///mlflow.db`` | MLflow store holding the registered models |
+| ``DEALRISK_API_TOKEN`` | unset | when set, scoring routes require ``Authorization: Bearer <token>`` |
+| ``DEALRISK_MAX_DEALS`` | ``2000`` | most deals in one request (413 beyond) |
+| ``DEALRISK_MAX_BODY_BYTES`` | ``33554432`` | largest request body in bytes (413 beyond) |
+| ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.explain.WarningThresholds`` |
+| ``DEALRISK_LOG_REQUESTS`` | ``false`` | log deal ids of scored requests (contents are never logged) |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from features.explain import ExplainConfig, WarningThresholds
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+WIN_MODEL_NAME = "deal-win"
+SLIP_MODEL_NAME = "deal-slip"
+CHAMPION_ALIAS = "champion"
+
+
+class ConfigError(ValueError):
+    """A serving setting from the environment is invalid."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Everything the service reads from its environment."""
+
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    win_model_name: str = WIN_MODEL_NAME
+    slip_model_name: str = SLIP_MODEL_NAME
+    alias: str = CHAMPION_ALIAS
+    api_token: str | None = field(default=None, repr=False)
+    max_deals: int = 2000
+    max_body_bytes: int = 32 * 1024 * 1024
+    log_requests: bool = False
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "ServingConfig":
+        """Read settings from ``environ`` (default ``os.environ``); raise ``ConfigError`` naming a bad one."""
+        env = os.environ if environ is None else environ
+
+        def positive_int(name: str, default: int) -> int:
+            raw = env.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+            if value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+            return value
+
+        raw_thresholds = env.get("DEALRISK_WARNING_THRESHOLDS")
+        try:
+            thresholds = WarningThresholds.from_dict(json.loads(raw_thresholds) if raw_thresholds else None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"DEALRISK_WARNING_THRESHOLDS: {exc}") from None
+        return cls(
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            api_token=env.get("DEALRISK_API_TOKEN") or None,
+            max_deals=positive_int("DEALRISK_MAX_DEALS", cls.max_deals),
+            max_body_bytes=positive_int("DEALRISK_MAX_BODY_BYTES", cls.max_body_bytes),
+            log_requests=(env.get("DEALRISK_LOG_REQUESTS", "").lower() in ("1", "true", "yes")),
+            explain=ExplainConfig(warnings=thresholds),
+        )

@@ -1,0 +1,80 @@
+"""Load the champion win and slip models (with their fitted feature state) from the MLflow registry.
+
+The registry alias is the only hand-off from training: registered models ``deal-win`` and
+``deal-slip`` with alias ``champion``; each version's run holds the artifact folder ``bundle/``
+(``features.bundle``). MLflow is touched here and nowhere else in serving.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from features.bundle import BundleError, ModelBundle, load_bundle_dir
+from serving.config import ServingConfig
+
+
+class ChampionError(RuntimeError):
+    """The champion models cannot be found or read; the message says which and why."""
+
+
+def _champion_version(client, name: str, alias: str):
+    """The model version behind ``name@alias``; ``ChampionError`` when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ChampionError(
+            f"no '{alias}' version of registered model '{name}' in {client.tracking_uri}: "
+            f"train and promote one first (dealrisk train --data DIR --promote). MLflow said: {exc.message}"
+        ) from None
+
+
+def _download_bundle(run_id: str, name: str, dst: Path) -> ModelBundle:
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(dst))
+    except (MlflowException, OSError) as exc:
+        raise ChampionError(f"cannot download artefact 'bundle/' of run {run_id} ({name}): {exc}") from None
+    try:
+        return load_bundle_dir(Path(local))
+    except (BundleError, ValueError, KeyError, TypeError) as exc:
+        raise ChampionError(f"artefact 'bundle/' of run {run_id} ({name}) is unreadable: {exc}") from None
+
+
+def load_champion(config: ServingConfig) -> ModelBundle:
+    """Return one bundle scoring with the champion win model and the champion slip model.
+
+    When the two aliases point at different runs, the slip booster and calibration come from the
+    slip run; both runs must then share the same feature list and feature state.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+    win_version = _champion_version(client, config.win_model_name, config.alias)
+    slip_version = _champion_version(client, config.slip_model_name, config.alias)
+    with tempfile.TemporaryDirectory(prefix="dealrisk-champion-") as tmp:
+        bundle = _download_bundle(win_version.run_id, config.win_model_name, Path(tmp) / "win")
+        if slip_version.run_id != win_version.run_id:
+            slip = _download_bundle(slip_version.run_id, config.slip_model_name, Path(tmp) / "slip")
+            if slip.features != bundle.features or slip.feature_state != bundle.feature_state:
+                raise ChampionError(
+                    f"champion win (run {win_version.run_id}) and slip (run {slip_version.run_id}) models were "
+                    "trained on different features; promote both from one training run"
+                )
+            bundle.slip_model = slip.slip_model
+            bundle.slip_calibration = slip.slip_calibration
+    bundle.versions = {
+        "win": str(win_version.version),
+        "slip": str(slip_version.version),
+        "win_run_id": win_version.run_id,
+        "slip_run_id": slip_version.run_id,
+        "win_name": config.win_model_name,
+        "slip_name": config.slip_model_name,
+    }
+    return bundle

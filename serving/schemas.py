@@ -1,0 +1,257 @@
+"""Request and response models of the scoring service (pydantic), with a complete example.
+
+A request carries one or many deals, each with its own history in the data contract's shape
+(``features.schema``): the deal's fields, ``stage_history``, ``field_history``, ``contacts`` and
+``activities``. Names of stages, roles, seniorities, activity types and directions may be the
+CRM's own (e.g. Salesforce's "Negotiation/Review"): the same mapping and contract check as file
+loads turn them into canonical names or reject them with a reason.
+
+Every model forbids unknown fields, rejects NaN/inf, and hides input values in its error
+messages so that deal contents never reach a log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True, str_max_length=1000)
+
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class StageEntry(BaseModel):
+    """The deal entered ``stage`` at ``entered_at`` (back-steps allowed)."""
+
+    model_config = STRICT
+    stage: Name = Field(description="Stage entered (canonical: identify, qualify, propose, negotiate, contract).")
+    entered_at: datetime = Field(description="UTC timestamp; a time without offset is read as UTC.")
+
+
+class FieldChange(BaseModel):
+    """A change of a tracked field (``expected_close_date`` or ``amount``)."""
+
+    model_config = STRICT
+    field: Literal["expected_close_date", "amount"]
+    old_value: Optional[Annotated[str, Field(max_length=100)]] = None
+    new_value: Optional[Annotated[str, Field(max_length=100)]] = None
+    changed_at: datetime
+
+
+class Contact(BaseModel):
+    """A person on the deal and their role in the decision chain."""
+
+    model_config = STRICT
+    contact_id: Id
+    role: Name = Field(
+        description="decision_maker, economic_buyer, champion, technical_evaluator, influencer, "
+        "business_user, procurement or other (or a mapped CRM name such as 'Economic Buyer')."
+    )
+    seniority: Optional[Name] = Field(default=None, description="individual, manager, director, vp or c_level.")
+    added_at: datetime
+
+
+class Activity(BaseModel):
+    """A logged call, meeting, email or demo."""
+
+    model_config = STRICT
+    activity_id: Id
+    contact_id: Optional[Id] = None
+    type: Name = Field(description="call, meeting, email or demo.")
+    direction: Name = Field(description="outbound or inbound.")
+    occurred_at: datetime
+    duration_min: Optional[Annotated[float, Field(ge=0, le=100_000)]] = None
+    customer_talk_ratio: Optional[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default=None, description="Recorded calls only: share of talk time by the customer."
+    )
+    next_step_set: Optional[bool] = Field(default=None, description="Recorded calls only.")
+
+
+class Deal(BaseModel):
+    """One open deal and its full history up to ``as_of``."""
+
+    model_config = STRICT
+    deal_id: Id
+    account_id: Id
+    owner_id: Id
+    created_at: datetime
+    amount: Annotated[float, Field(ge=0, le=1e13)]
+    deal_type: Literal["new_business", "expansion", "renewal"]
+    lead_source: Optional[Annotated[str, Field(max_length=200)]] = None
+    segment: Optional[Annotated[str, Field(max_length=200)]] = None
+    region: Optional[Annotated[str, Field(max_length=200)]] = None
+    product: Optional[Annotated[str, Field(max_length=200)]] = None
+    stage: Name = Field(description="Current (open) stage.")
+    expected_close_date: Optional[datetime] = None
+    stage_history: Optional[Annotated[list[StageEntry], Field(min_length=1, max_length=1000)]] = Field(
+        default=None, description="Stage entries; omit (null) only if the CRM keeps no stage history."
+    )
+    field_history: Optional[Annotated[list[FieldChange], Field(max_length=5000)]] = Field(
+        default=None, description="Close-date and amount changes; null when the CRM does not track them."
+    )
+    contacts: Optional[Annotated[list[Contact], Field(max_length=1000)]] = Field(
+        default=None, description="Contacts on the deal; null when the CRM has no contact roles."
+    )
+    activities: Optional[Annotated[list[Activity], Field(max_length=20000)]] = Field(
+        default=None, description="Logged activities; null when the CRM has no activity log."
+    )
+
+
+EXAMPLE_REQUEST: dict = {
+    "as_of": "2026-06-30T00:00:00Z",
+    "deals": [
+        {
+            "deal_id": "D-1001",
+            "account_id": "A-204",
+            "owner_id": "U-7",
+            "created_at": "2026-03-02T09:00:00Z",
+            "amount": 48000.0,
+            "deal_type": "new_business",
+            "lead_source": "inbound",
+            "segment": "mid_market",
+            "region": "emea",
+            "product": "platform",
+            "stage": "negotiate",
+            "expected_close_date": "2026-07-31T00:00:00Z",
+            "stage_history": [
+                {"stage": "identify", "entered_at": "2026-03-02T09:00:00Z"},
+                {"stage": "qualify", "entered_at": "2026-03-16T10:00:00Z"},
+                {"stage": "propose", "entered_at": "2026-04-13T14:00:00Z"},
+                {"stage": "negotiate", "entered_at": "2026-05-20T11:00:00Z"},
+            ],
+            "field_history": [
+                {
+                    "field": "expected_close_date",
+                    "old_value": "2026-06-30T00:00:00Z",
+                    "new_value": "2026-07-31T00:00:00Z",
+                    "changed_at": "2026-06-10T08:00:00Z",
+                }
+            ],
+            "contacts": [
+                {"contact_id": "C-1", "role": "champion", "seniority": "manager", "added_at": "2026-03-02T09:00:00Z"},
+                {
+                    "contact_id": "C-2",
+                    "role": "decision_maker",
+                    "seniority": "vp",
+                    "added_at": "2026-04-13T14:00:00Z",
+                },
+            ],
+            "activities": [
+                {
+                    "activity_id": "X-1",
+                    "contact_id": "C-1",
+                    "type": "call",
+                    "direction": "outbound",
+                    "occurred_at": "2026-03-05T15:00:00Z",
+                    "duration_min": 30.0,
+                    "customer_talk_ratio": 0.55,
+                    "next_step_set": True,
+                },
+                {
+                    "activity_id": "X-2",
+                    "contact_id": "C-2",
+                    "type": "meeting",
+                    "direction": "outbound",
+                    "occurred_at": "2026-04-20T10:00:00Z",
+                    "duration_min": 60.0,
+                },
+                {
+                    "activity_id": "X-3",
+                    "contact_id": "C-1",
+                    "type": "email",
+                    "direction": "inbound",
+                    "occurred_at": "2026-06-18T12:00:00Z",
+                },
+            ],
+        }
+    ],
+}
+
+
+class ScoreRequest(BaseModel):
+    """One or many deals to score, each with its history, as of one moment."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        hide_input_in_errors=True,
+        json_schema_extra={"examples": [EXAMPLE_REQUEST]},
+    )
+    as_of: Optional[datetime] = Field(
+        default=None,
+        description="Score as of this UTC moment (default: now). Events after it are rejected.",
+    )
+    deals: Annotated[list[Deal], Field(min_length=1)] = Field(description="Deals to score (at least one).")
+
+
+class Factor(BaseModel):
+    """One feature's push on the win probability."""
+
+    feature: str = Field(description="Feature name (see GET /model for the list).")
+    value: Optional[float | str | bool] = Field(description="The deal's value of the feature (null: missing).")
+    contribution: float = Field(
+        description="SHAP contribution to the win model's log-odds (before calibration); > 0 raises the win probability."
+    )
+    sentence: str = Field(description="The factor in plain words.")
+
+
+class DealWarning(BaseModel):
+    """A rule-based warning worth showing (thresholds: see the README)."""
+
+    code: Literal["no_activity", "ghosted", "single_threaded", "no_decision_maker", "stalled_in_stage", "close_date_pushed"]
+    message: str
+
+
+class ModelVersions(BaseModel):
+    """Registered model versions that produced a score."""
+
+    win: str
+    slip: str
+
+
+class DealScore(BaseModel):
+    """The explained score of one deal."""
+
+    deal_id: str
+    win_probability: float = Field(
+        ge=0, le=1,
+        description="Calibrated probability that the deal is eventually won (of deals scored 0.3, about 30% win); "
+        "a probability, not a rank.",
+    )
+    score: int = Field(ge=1, le=99, description="Win probability in percent, rounded and clipped to 1-99.")
+    grade: Literal["A", "B", "C", "D"] = Field(description="A: win >= 0.60, B: >= 0.40, C: >= 0.20, D: below.")
+    slip_probability: float = Field(
+        ge=0, le=1, description="Calibrated probability that the deal is not won by its current expected close date."
+    )
+    risk_level: Literal["low", "medium", "high"] = Field(
+        description="high: win < 0.20 or slip >= 0.70; medium: win < 0.40 or slip >= 0.40; else low."
+    )
+    amount: float
+    value_at_risk: float = Field(description="amount x (1 - win_probability).")
+    factors_up: list[Factor] = Field(description="Up to 5 factors raising the win probability, strongest first.")
+    factors_down: list[Factor] = Field(description="Up to 5 factors lowering the win probability, strongest first.")
+    warnings: list[DealWarning]
+    model_versions: ModelVersions
+
+
+class ScoreResponse(BaseModel):
+    """Explained scores, in the order of the request's deals."""
+
+    as_of: datetime
+    model_versions: ModelVersions
+    deals: list[DealScore]
+
+
+class ModelInfo(BaseModel):
+    """The champion models the service is using."""
+
+    model_versions: ModelVersions
+    model_names: dict[str, str]
+    run_ids: dict[str, str]
+    trained_at: Optional[str] = Field(default=None, description="When the champion was trained (UTC).")
+    metrics: dict = Field(description="Headline held-out metrics as recorded by training.")
+    features: list[dict] = Field(description="Model features in order: name, description, categorical.")
+    thresholds: dict = Field(description="Grade, risk-level and warning thresholds in use.")
