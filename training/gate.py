@@ -1,0 +1,187 @@
+"""Promotion gate: move ``champion`` to the challenger only if it is at least as good.
+
+Both the challenger and the current champion are re-scored by the same code on the same points:
+the challenger run's test period (its logged ``evaluation/test_points.parquet``), each with its
+own bundle (feature state, boosters, calibration), so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.config import GateConfig
+from training.metrics import compute_metrics, per_deal_weights
+from training.tracking import CHALLENGER, CHAMPION
+
+TARGETS: dict[str, tuple[str, str]] = {"win": ("won", "win_probability"), "slip": ("slipped", "slip_probability")}
+
+
+class PromotionError(RuntimeError):
+    """Promotion cannot proceed (no challenger, unknown version, no data to re-evaluate on)."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of the gate with the numbers behind it."""
+
+    promote: bool
+    reasons: tuple[str, ...]
+    challenger: dict = field(default_factory=dict)  # {"win": {"auc":..., "log_loss":...}, "slip": {...}}
+    champion: dict = field(default_factory=dict)
+
+
+def decide_promotion(challenger: dict, champion: dict | None, config: GateConfig) -> GateDecision:
+    """Compare metrics of both models on the same points; None champion -> promote.
+
+    >>> good = {"win": {"auc": 0.80, "log_loss": 0.50}}
+    >>> decide_promotion(good, {"win": {"auc": 0.802, "log_loss": 0.501}}, GateConfig()).promote
+    True
+    >>> decide_promotion(good, {"win": {"auc": 0.85, "log_loss": 0.45}}, GateConfig()).promote
+    False
+    """
+    if champion is None:
+        return GateDecision(True, ("no champion yet",), challenger, {})
+    reasons: list[str] = []
+    ok = True
+    for target in challenger:
+        new, old = challenger[target], champion[target]
+        auc_ok = new["auc"] >= old["auc"] - config.auc_drop
+        loss_ok = new["log_loss"] <= old["log_loss"] * (1 + config.log_loss_rise)
+        ok = ok and auc_ok and loss_ok
+        reasons.append(
+            f"{target}: AUC challenger {new['auc']:.4f} vs champion {old['auc']:.4f} "
+            f"({'ok' if auc_ok else f'drops more than {config.auc_drop}'}); "
+            f"log-loss challenger {new['log_loss']:.4f} vs champion {old['log_loss']:.4f} "
+            f"({'ok' if loss_ok else f'rises more than {config.log_loss_rise:.0%}'})"
+        )
+    return GateDecision(ok, tuple(reasons), challenger, champion)
+
+
+def score_bundle_on_points(bundle, export, points: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Re-score a bundle on labelled points (deal_id, as_of, won, slipped): per-deal weighted metrics."""
+    from features.pipeline import build_features
+    from features.scoring import predict_probabilities
+    from features.state import FeatureState
+
+    state = FeatureState.from_dict(bundle.feature_state)
+    frame = build_features(export, points[["deal_id", "as_of"]], state)
+    probabilities = predict_probabilities(bundle, frame)
+    result = {}
+    for target, (label, column) in TARGETS.items():
+        mask = points[label].notna().to_numpy()
+        y = points.loc[mask, label].to_numpy(dtype=float)
+        w = per_deal_weights(points.loc[mask, "deal_id"])
+        metrics = compute_metrics(y, probabilities[column].to_numpy()[mask], w)
+        result[target] = {"auc": metrics["auc"], "log_loss": metrics["log_loss"], "brier": metrics["brier"]}
+    return result
+
+
+def run_promote(
+    *,
+    data: Path | None,
+    win_name: str,
+    slip_name: str,
+    config: GateConfig,
+    version: str | None = None,
+    force: bool = False,
+    mapping: Path | None = None,
+    uri: str | None = None,
+    echo=print,
+) -> GateDecision:
+    """Gate the challenger (or ``version``) against the champion and move the alias if it passes.
+
+    ``force`` moves ``champion`` to ``version`` without evaluation: that is how to roll back.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.tracking import download_bundle, download_table, run_id_of_version, version_by_alias, version_of_run
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    if version is None:
+        challenger = version_by_alias(client, win_name, CHALLENGER)
+        if challenger is None:
+            raise PromotionError(f"model {win_name} has no '{CHALLENGER}' version; run `dealrisk train` first")
+        version = str(challenger.version)
+    run_id = run_id_of_version(client, win_name, version)
+    slip_version = version_of_run(client, slip_name, run_id)
+    if slip_version is None:
+        raise PromotionError(f"no version of {slip_name} was registered by run {run_id} (of {win_name} v{version})")
+
+    def move() -> None:
+        client.set_registered_model_alias(win_name, CHAMPION, version)
+        client.set_registered_model_alias(slip_name, CHAMPION, slip_version)
+        echo(f"'{CHAMPION}' -> {win_name} v{version}, {slip_name} v{slip_version} (run {run_id})")
+
+    if force:
+        move()
+        return GateDecision(True, (f"forced: {win_name} v{version}",))
+    champion = version_by_alias(client, win_name, CHAMPION)
+    if champion is None:
+        decision = decide_promotion({}, None, config)
+        move()
+        return decision
+    champion_run = run_id_of_version(client, win_name, str(champion.version))
+    if champion_run == run_id:
+        echo(f"{win_name} v{version} is already the champion")
+        return GateDecision(True, ("already champion",))
+    if data is None:
+        raise PromotionError(
+            "a champion exists, so the challenger must be compared with it on the same test period: "
+            "pass --data EXPORT_FOLDER (the export the challenger was trained on)"
+        )
+    from features.contract import load_export
+
+    export = load_export(data, mapping=mapping)
+    with tempfile.TemporaryDirectory() as tmp:
+        points = download_table(run_id, "evaluation/test_points.parquet", Path(tmp) / "points")
+        new = score_bundle_on_points(download_bundle(run_id, Path(tmp) / "challenger"), export, points)
+        old = score_bundle_on_points(download_bundle(champion_run, Path(tmp) / "champion"), export, points)
+    decision = decide_promotion(new, old, config)
+    for reason in decision.reasons:
+        echo(reason)
+    if decision.promote:
+        move()
+    else:
+        echo(f"refused: {win_name} v{version} is worse than champion v{champion.version} on the same test period")
+    return decision
+
+
+def list_models(win_name: str, slip_name: str, uri: str | None = None) -> pd.DataFrame:
+    """Registered versions of both models with aliases and headline test metrics of their run."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    rows = []
+    for target, name in (("win", win_name), ("slip", slip_name)):
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+        except Exception:  # noqa: BLE001 - an empty store has no registry tables yet
+            versions = []
+        for mv in versions:
+            run_id = mv.run_id or mv.tags.get("run_id")
+            metrics = client.get_run(run_id).data.metrics if run_id else {}
+            rows.append({
+                "model": name,
+                "version": int(mv.version),
+                "aliases": ",".join(sorted(mv.aliases)),
+                "run_id": run_id,
+                "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(timespec="seconds"),
+                "test_auc": metrics.get(f"{target}.model.auc", math.nan),
+                "test_log_loss": metrics.get(f"{target}.model.log_loss", math.nan),
+                "test_brier": metrics.get(f"{target}.model.brier", math.nan),
+                "test_ece": metrics.get(f"{target}.model.ece", math.nan),
+            })
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["model", "version"]).reset_index(drop=True) if len(frame) else frame

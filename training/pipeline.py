@@ -1,0 +1,409 @@
+"""``dealrisk train``: export -> time split -> features -> LightGBM win/slip -> calibration ->
+evaluation against baselines (and the generator's truth) -> MLflow -> registry.
+
+``run_train`` is the wiring; the steps are the functions above it, each pure apart from
+``load_export`` at the start and ``log_training_run`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.bundle import ModelBundle
+from training.baselines import fit_logistic_regression, predict_logistic_regression, predict_stage_table
+from training.calibration import fit_calibration
+from training.config import MinimumData, TrainConfig
+from training.evaluate import (
+    clean_for_json,
+    evaluate_forecast,
+    evaluate_predictions,
+    evaluate_slices,
+    flatten_metrics,
+)
+from training.fit import fit_booster, monotone_vector
+from training.metrics import compute_metrics, per_deal_weights
+from training.split import SplitPlan, assign_sides, attach_sides, plan_split
+
+STAGE_FEATURE = "current_stage"
+SLICE_FEATURES: tuple[str, ...] = ("current_stage", "segment", "deal_type")
+TARGETS: dict[str, tuple[str, str]] = {"win": ("won", "win_probability"), "slip": ("slipped", "slip_probability")}
+
+
+class InsufficientDataError(ValueError):
+    """Too few won or lost deals in the training period to train a trustworthy model."""
+
+
+@dataclass
+class TrainingData:
+    """Labelled snapshot rows and their point-in-time features, aligned row by row.
+
+    ``rows``: deal_id, as_of, won, slipped, side, weight (1/snapshots of the deal within its
+    side), closed_at and amount of the deal (evaluation only; never features).
+    """
+
+    plan: SplitPlan
+    state: object  # features.state.FeatureState
+    rows: pd.DataFrame
+    features: pd.DataFrame
+    feature_names: list[str]
+
+    def side(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        mask = (self.rows["side"] == name).to_numpy()
+        return self.rows.loc[mask].reset_index(drop=True), self.features.loc[mask].reset_index(drop=True)
+
+
+def label_points(export, sides: pd.Series) -> pd.DataFrame:
+    """Snapshot points of closed deals with their labels (features.snapshots), one side each."""
+    from features.snapshots import sample_training_snapshots
+
+    points = sample_training_snapshots(export)
+    points = attach_sides(points, sides)
+    deals = export.deals.set_index("deal_id")
+    return points.assign(
+        closed_at=points["deal_id"].map(deals["closed_at"]),
+        deal_amount=points["deal_id"].map(deals["amount"]).astype(float),
+    )
+
+
+def add_weights(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-deal weight within each side: 1 / snapshots of the deal."""
+    return rows.assign(weight=per_deal_weights(rows["deal_id"]))
+
+
+def prepare_training_data(export, config: TrainConfig) -> TrainingData:
+    """Split by close date, fit the feature state on the training period, build the features."""
+    from features.pipeline import build_features
+    from features.registry import FEATURE_NAMES
+    from features.state import fit_feature_state
+
+    plan = plan_split(export.deals, config.split)
+    state = fit_feature_state(export, plan.cutoff)
+    rows = add_weights(label_points(export, assign_sides(export.deals, plan)))
+    features = build_features(export, rows[["deal_id", "as_of"]], state)
+    return TrainingData(plan=plan, state=state, rows=rows, features=features.reset_index(drop=True),
+                        feature_names=list(FEATURE_NAMES))
+
+
+def check_minimum_data(rows: pd.DataFrame, minimum: MinimumData) -> list[str]:
+    """Refuse (raise) below the minimum of won and lost training deals; return warnings.
+
+    >>> rows = pd.DataFrame({"side": ["train"] * 4, "deal_id": list("abcd"), "won": [1, 0, 1, 0]})
+    >>> check_minimum_data(rows, MinimumData(won=2, lost=2, extreme_win_rate_low=0.05))
+    []
+    """
+    train = rows.loc[rows["side"] == "train"].drop_duplicates("deal_id")
+    won = int((train["won"] == 1).sum())
+    lost = int((train["won"] == 0).sum())
+    if won < minimum.won or lost < minimum.lost:
+        raise InsufficientDataError(
+            f"training period has {won} won and {lost} lost deals; at least {minimum.won} won and "
+            f"{minimum.lost} lost are needed (Dynamics 365 opportunity scoring asks for 40 + 40, "
+            "Salesforce Einstein for 200 + 200). Export a longer history or move the cutoff "
+            "(--cutoff) later."
+        )
+    rate = won / (won + lost)
+    if rate < minimum.extreme_win_rate_low or rate > minimum.extreme_win_rate_high:
+        return [
+            f"win rate in the training period is {rate:.1%} ({won} won / {lost} lost): probabilities "
+            "near 0 or 1 are hard to calibrate; check the outcome mapping of the export"
+        ]
+    return []
+
+
+def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> ModelBundle:
+    """Fit the win and slip boosters (early stopping on validation) and their calibrations."""
+    from features.matrix import encode_matrix, fit_matrix_spec
+    from features.registry import CATEGORICAL_FEATURES
+
+    train_rows, train_features = data.side("train")
+    val_rows, val_features = data.side("validation")
+    spec = fit_matrix_spec(train_features)
+    x_train, x_val = encode_matrix(train_features, spec), encode_matrix(val_features, spec)
+    names = list(spec.names)
+    boosters, calibrations = {}, {}
+    for target, (label, _) in TARGETS.items():
+        t_mask = train_rows[label].notna().to_numpy()
+        v_mask = val_rows[label].notna().to_numpy()
+        sign = 1 if target == "win" else -1
+        booster = fit_booster(
+            (x_train[t_mask], train_rows.loc[t_mask, label].to_numpy(float), _weights(train_rows.loc[t_mask])),
+            (x_val[v_mask], val_rows.loc[v_mask, label].to_numpy(float), _weights(val_rows.loc[v_mask])),
+            config.booster,
+            names,
+            categorical=[c for c in CATEGORICAL_FEATURES if c in names],
+            monotone=monotone_vector(names, config.booster.monotone_win, sign),
+        )
+        raw = booster.predict(x_val[v_mask], num_iteration=booster.best_iteration)
+        boosters[target] = booster
+        calibrations[target] = fit_calibration(raw, val_rows.loc[v_mask, label].to_numpy(float), _weights(val_rows.loc[v_mask]))
+    return ModelBundle(
+        win_model=boosters["win"], slip_model=boosters["slip"],
+        win_calibration=calibrations["win"], slip_calibration=calibrations["slip"],
+        feature_state=data.state.to_dict(), features=spec.to_dict(), metrics=dict(fitted_on),
+    )
+
+
+def _weights(rows: pd.DataFrame) -> np.ndarray:
+    # Re-weight within the labelled subset so every deal still sums to one.
+    return per_deal_weights(rows["deal_id"])
+
+
+def read_truth(path: Path) -> pd.DataFrame:
+    """The generator's truth file: snapshot rows (deal_id, as_of, true_win_probability)."""
+    truth = pd.read_csv(path, dtype={"deal_id": "str", "kind": "str"})
+    missing = {"deal_id", "as_of", "kind", "true_win_probability"} - set(truth.columns)
+    if missing:
+        raise ValueError(f"truth file {path}: missing columns {sorted(missing)}")
+    truth = truth.loc[truth["kind"] == "snapshot"]
+    return truth.assign(as_of=pd.to_datetime(truth["as_of"], utc=True, format="ISO8601").astype("datetime64[us, UTC]"))[
+        ["deal_id", "as_of", "true_win_probability"]
+    ].reset_index(drop=True)
+
+
+def select_truth_points(truth: pd.DataFrame, export, test_deals: pd.Index) -> pd.DataFrame:
+    """Truth snapshots of test-period deals with a known outcome, taken while the deal was open."""
+    deals = export.deals.set_index("deal_id")
+    in_test = truth["deal_id"].isin(test_deals)
+    points = truth.loc[in_test].reset_index(drop=True)
+    closed_at = points["deal_id"].map(deals["closed_at"])
+    created_at = points["deal_id"].map(deals["created_at"])
+    open_then = (points["as_of"] < closed_at) & (points["as_of"] >= created_at)
+    points = points.loc[open_then.to_numpy()].reset_index(drop=True)
+    won = points["deal_id"].map(deals["outcome"]).eq("won").astype(float)
+    return points.assign(won=won.to_numpy(), weight=per_deal_weights(points["deal_id"]))
+
+
+def predict_all(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
+    """Calibrated win and slip probabilities through the shared scoring path."""
+    from features.scoring import predict_probabilities
+
+    return predict_probabilities(bundle, features)
+
+
+def evaluate_run(
+    data: TrainingData, bundle: ModelBundle, config: TrainConfig, export, truth: pd.DataFrame | None
+) -> tuple[dict, dict]:
+    """The evaluation report (JSON-ready) and the arrays the plots need."""
+    from features.registry import CATEGORICAL_FEATURES
+
+    train_rows, train_features = data.side("train")
+    test_rows, test_features = data.side("test")
+    test_probabilities = predict_all(bundle, test_features)
+    stage_win = predict_stage_table(test_features[STAGE_FEATURE], config.stage_probabilities)
+    report: dict = {
+        "weighting": "per-deal: each snapshot weighs 1 / (snapshots of its deal), so every deal counts once",
+        "split": data.plan.to_dict(),
+        "counts": {
+            side: {"deals": int(data.rows.loc[data.rows["side"] == side, "deal_id"].nunique()),
+                   "snapshots": int((data.rows["side"] == side).sum())}
+            for side in ("train", "validation", "test")
+        },
+        "best_iteration": {"win": int(bundle.win_model.best_iteration), "slip": int(bundle.slip_model.best_iteration)},
+    }
+    plots: dict = {}
+    slices = test_features[list(SLICE_FEATURES)]
+    report["slices"] = {}
+    for target, (label, column) in TARGETS.items():
+        t_mask = train_rows[label].notna().to_numpy()
+        mask = test_rows[label].notna().to_numpy()
+        y = test_rows.loc[mask, label].to_numpy(float)
+        w = per_deal_weights(test_rows.loc[mask, "deal_id"])
+        lr, numeric, categorical = fit_logistic_regression(
+            train_features.loc[t_mask, data.feature_names], data.feature_names,
+            train_rows.loc[t_mask, label].to_numpy(float), per_deal_weights(train_rows.loc[t_mask, "deal_id"]),
+            categorical_names=CATEGORICAL_FEATURES, max_iter=config.logistic_max_iter,
+        )
+        stage = stage_win[mask] if target == "win" else 1.0 - stage_win[mask]
+        predictions = {
+            "model": test_probabilities[column].to_numpy()[mask],
+            "stage_table": stage,
+            "logistic_regression": predict_logistic_regression(lr, test_features.loc[mask], numeric, categorical),
+        }
+        report[target] = evaluate_predictions(y, w, predictions, config.ece_bins)
+        report["slices"][target] = evaluate_slices(slices.loc[mask].reset_index(drop=True), y, w, predictions, config.ece_bins)
+        plots[target] = {"y": y, "w": w, "predictions": predictions}
+    forecast_rows = test_rows.assign(won=test_rows["won"].astype(float), amount=test_rows["deal_amount"])
+    forecast_predictions = {
+        "model": test_probabilities["win_probability"].to_numpy(),
+        "stage_table": stage_win,
+    }
+    report["forecast"] = evaluate_forecast(forecast_rows, forecast_predictions)
+    if truth is not None:
+        report["win"]["truth"] = evaluate_truth(truth, data, bundle, config, export)
+        report["truth_note"] = "the truth file holds win probabilities only; slip has no truth block"
+    report["forecast_note"] = (
+        "per close month of the test period: sum over test deals closing that month of "
+        "weight x win probability x deal amount, against the amount actually won that month"
+    )
+    return clean_for_json(report), plots
+
+
+def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle, config: TrainConfig, export) -> dict:
+    """Truth (the generator's probability) vs the model and the stage table on the same points."""
+    from features.pipeline import build_features
+
+    test_deals = pd.Index(data.rows.loc[data.rows["side"] == "test", "deal_id"].unique())
+    points = select_truth_points(truth, export, test_deals)
+    if points.empty:
+        return {"note": "no truth snapshot falls in the test period"}
+    features = build_features(export, points[["deal_id", "as_of"]], data.state)
+    model = predict_all(bundle, features)["win_probability"].to_numpy()
+    stage = predict_stage_table(features[STAGE_FEATURE], config.stage_probabilities)
+    y, w = points["won"].to_numpy(float), points["weight"].to_numpy(float)
+    block = compute_metrics(y, points["true_win_probability"].to_numpy(float), w, config.ece_bins)
+    block.update({f"model_{k}": v for k, v in compute_metrics(y, model, w, config.ece_bins).items() if k not in ("deals", "snapshots")})
+    block.update({f"stage_table_{k}": v for k, v in compute_metrics(y, stage, w, config.ece_bins).items() if k not in ("deals", "snapshots")})
+    return block
+
+
+def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
+    """Calibration, lift, forecast and SHAP summary figures, keyed by artifact path."""
+    from features.scoring import encode_bundle_matrix
+    from training.plots import plot_calibration, plot_forecast, plot_lift, plot_shap_summary
+
+    figures = {}
+    for target in TARGETS:
+        p = plots[target]
+        figures[f"plots/calibration_{target}.png"] = plot_calibration(p["y"], p["w"], p["predictions"], config.ece_bins)
+        figures[f"plots/lift_{target}.png"] = plot_lift(p["y"], p["w"], p["predictions"])
+    figures["plots/forecast_by_month.png"] = plot_forecast(report["forecast"]["months"], ["model", "stage_table"])
+    _, test_features = data.side("test")
+    sample = test_features.sample(n=min(config.shap_sample, len(test_features)), random_state=config.seed)
+    matrix = encode_bundle_matrix(bundle, sample)
+    names = list(bundle.features["names"])
+    figures["plots/shap_summary_win.png"] = plot_shap_summary(bundle.win_model, matrix, names)
+    figures["plots/shap_summary_slip.png"] = plot_shap_summary(bundle.slip_model, matrix, names)
+    return figures
+
+
+def write_model_card(report: dict, fingerprint: dict, config: TrainConfig, feature_names: list[str]) -> str:
+    """A short markdown model card for the run."""
+    win, slip = report["win"], report["slip"]
+
+    def line(block: dict, name: str) -> str:
+        m = block[name]
+        return f"| {name} | {m['auc']:.3f} | {m['log_loss']:.4f} | {m['brier']:.4f} | {m['ece']:.4f} |"
+
+    rows = "\n".join(line(win, n) for n in ("model", "stage_table", "logistic_regression"))
+    slip_rows = "\n".join(line(slip, n) for n in ("model", "stage_table", "logistic_regression"))
+    split = report["split"]
+    return f"""# Model card: {config.win_model_name} / {config.slip_model_name}
+
+**What**: LightGBM win model (P(deal is eventually won)) and slip model (P(not won by the expected
+close date known at scoring time)), isotonic-calibrated, on {len(feature_names)} point-in-time features
+(`features/registry.py`).
+
+**Data**: export sha256 `{fingerprint['sha256'][:16]}...`, rows {json.dumps(fingerprint['rows'])},
+span {fingerprint['time_span']['start'][:10]} .. {fingerprint['time_span']['end'][:10]}.
+
+**Split (by close date)**: train closed before {split['cutoff'][:10]}; validation (early stopping,
+calibration) from {split['validation_start'][:10]}; test from {split['test_start'][:10]} to {split['end'][:10]}.
+Metrics are per-deal weighted (each snapshot weighs 1/snapshots of its deal).
+
+## Win model, test period
+| predictor | AUC | log-loss | Brier | ECE |
+|---|---|---|---|---|
+{rows}
+
+## Slip model, test period
+| predictor | AUC | log-loss | Brier | ECE |
+|---|---|---|---|---|
+{slip_rows}
+
+**Intended use**: ranking and forecasting open B2B deals of the same CRM and process as the
+training export. **Limits**: a new sales process, new segments or a changed stage definition
+need retraining; probabilities are calibrated on the validation period and drift with the
+business; the slip model has no ground truth on generated data.
+"""
+
+
+def headline_metrics(report: dict, fingerprint: dict, trained_at: str) -> dict:
+    """The bundle's metrics.json: headline test metrics, training date, data fingerprint."""
+    keep = ("auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
+    return {
+        "trained_at": trained_at,
+        "data_fingerprint": {"sha256": fingerprint["sha256"], "rows": fingerprint["rows"], "time_span": fingerprint["time_span"]},
+        "split": report["split"],
+        "test": {t: {k: report[t]["model"][k] for k in keep} for t in ("win", "slip")},
+    }
+
+
+@dataclass
+class TrainResult:
+    """What ``run_train`` hands back to the CLI and the tests."""
+
+    report: dict
+    bundle: ModelBundle
+    registered: object  # training.tracking.RegisteredPair
+    warnings: list[str]
+    seconds: dict[str, float]
+
+
+def run_train(
+    data_dir: Path,
+    config: TrainConfig,
+    truth_path: Path | None = None,
+    mapping: Path | None = None,
+    step: Callable[[str], None] = lambda description: None,
+    uri: str | None = None,
+) -> TrainResult:
+    """Train, evaluate, log and register the win and slip models from an export folder."""
+    from features.contract import load_export
+    from training.tracking import describe_export, fingerprint_files, log_training_run, setup_mlflow
+
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    step("validating the export")
+    export = load_export(data_dir, mapping=mapping)
+    fingerprint = {**fingerprint_files(data_dir), **describe_export(export)}
+    lap("load")
+    step("splitting by close date, fitting feature state, building features")
+    data = prepare_training_data(export, config)
+    warnings = check_minimum_data(data.rows, config.minimum)
+    lap("features")
+    step("fitting LightGBM win and slip models, calibrating")
+    trained_at = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
+    bundle = fit_bundle(data, config, {"trained_at": trained_at})
+    lap("fit")
+    step("evaluating on the test period")
+    truth = read_truth(truth_path) if truth_path is not None else None
+    report, plots = evaluate_run(data, bundle, config, export, truth)
+    report["warnings"] = warnings
+    bundle.metrics = headline_metrics(report, fingerprint, trained_at)
+    lap("evaluate")
+    step("plotting and logging to MLflow")
+    setup_mlflow(config.experiment, uri)
+    figures = build_figures(report, plots, bundle, data, config)
+    test_rows, _ = data.side("test")
+    registered = log_training_run(
+        params={**config.to_params(), **{f"split.{k}": v for k, v in data.plan.to_dict().items()},
+                "features.count": len(data.feature_names)},
+        metrics=flatten_metrics(report),
+        fingerprint=fingerprint,
+        bundle=bundle,
+        report=report,
+        figures=figures,
+        model_card=write_model_card(report, fingerprint, config, data.feature_names),
+        tables={"evaluation/test_points.parquet": test_rows[["deal_id", "as_of", "won", "slipped"]]},
+        win_name=config.win_model_name,
+        slip_name=config.slip_model_name,
+    )
+    lap("mlflow")
+    report["run_id"] = registered.run_id
+    report["registered"] = {config.win_model_name: registered.win_version, config.slip_model_name: registered.slip_version}
+    report["seconds"] = seconds
+    return TrainResult(report=report, bundle=bundle, registered=registered, warnings=warnings, seconds=seconds)

@@ -1,0 +1,107 @@
+"""Render the evaluation report as rich tables (the CLI prints them; nothing here reads files)."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("auc", "ROC AUC", "{:.3f}"),
+    ("pr_auc", "PR AUC", "{:.3f}"),
+    ("log_loss", "log-loss", "{:.4f}"),
+    ("brier", "Brier", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+    ("lift_top_decile", "lift@10%", "{:.2f}"),
+    ("deals", "deals", "{:.0f}"),
+    ("snapshots", "snapshots", "{:.0f}"),
+)
+LABELS = {
+    "model": "model (LightGBM, calibrated)",
+    "stage_table": "CRM stage table",
+    "logistic_regression": "logistic regression",
+}
+
+
+def _fmt(value, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def render_metric_table(report: dict, target: str) -> Table:
+    """One table per target: model and baselines on the test period, then the truth comparison."""
+    title = (
+        f"{target} model - test period {report['split']['test_start'][:10]} .. {report['split']['end'][:10]}, "
+        "per-deal weighted (each snapshot weighs 1/snapshots of its deal)"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("predictor")
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    block = report[target]
+    for name in ("model", "stage_table", "logistic_regression"):
+        if name in block:
+            table.add_row(LABELS[name], *(_fmt(block[name].get(k), p) for k, _, p in COLUMNS))
+    truth = block.get("truth")
+    if truth:
+        table.add_section()
+        table.add_row("truth (generator's probability)", *(_fmt(truth.get(k), p) for k, _, p in COLUMNS))
+        table.add_row("model on the same truth points", *(_fmt(truth.get(f"model_{k}", truth.get(k) if k in ("deals", "snapshots") else None), p) for k, _, p in COLUMNS))
+        if "stage_table_auc" in truth:
+            table.add_row(
+                "stage table on the truth points",
+                *(_fmt(truth.get(f"stage_table_{k}", truth.get(k) if k in ("deals", "snapshots") else None), p) for k, _, p in COLUMNS),
+            )
+    return table
+
+
+def render_forecast_table(report: dict) -> Table:
+    """Monthly forecast: expected won amount per predictor against the amount actually won."""
+    forecast = report["forecast"]
+    names = [n for n in ("model", "stage_table", "truth") if f"{n}_mean_abs_error_pct" in forecast]
+    table = Table(
+        title="forecast by close month (test period): sum of weight x win probability x amount vs won amount",
+        title_justify="left",
+    )
+    table.add_column("month")
+    table.add_column("won amount", justify="right")
+    for name in names:
+        table.add_column(f"{name}", justify="right")
+        table.add_column(f"{name} err %", justify="right")
+    for month in forecast["months"]:
+        table.add_row(
+            month["month"], f"{month['actual_won']:,.0f}",
+            *[cell for n in names for cell in (f"{month[n]:,.0f}", _fmt(month.get(f"{n}_error_pct"), "{:+.1f}"))],
+        )
+    table.add_section()
+    table.add_row("mean |error| %", "", *[c for n in names for c in ("", _fmt(forecast[f"{n}_mean_abs_error_pct"], "{:.1f}"))])
+    table.add_row("total error %", "", *[c for n in names for c in ("", _fmt(forecast[f"{n}_total_error_pct"], "{:+.1f}"))])
+    return table
+
+
+def render_slice_table(report: dict, target: str = "win") -> Table:
+    """AUC and Brier per slice (stage, segment, deal type) for the model and the baselines."""
+    table = Table(title=f"{target} model by slice (per-deal weighted)", title_justify="left")
+    for header in ("slice", "value", "deals", "model AUC", "stage AUC", "LR AUC", "model Brier", "stage Brier", "LR Brier"):
+        table.add_column(header, justify="right" if header not in ("slice", "value") else "left")
+    for column, values in report.get("slices", {}).get(target, {}).items():
+        for value, block in values.items():
+            table.add_row(
+                column, value, _fmt(block["model"].get("deals"), "{:.0f}"),
+                *(_fmt(block.get(n, {}).get("auc"), "{:.3f}") for n in ("model", "stage_table", "logistic_regression")),
+                *(_fmt(block.get(n, {}).get("brier"), "{:.4f}") for n in ("model", "stage_table", "logistic_regression")),
+            )
+    return table
+
+
+def render_report(report: dict) -> Group:
+    """Everything ``dealrisk train`` prints after training."""
+    parts = [render_metric_table(report, "win"), render_metric_table(report, "slip")]
+    if report.get("slices"):
+        parts.append(render_slice_table(report, "win"))
+    if report.get("forecast"):
+        parts.append(render_forecast_table(report))
+    return Group(*parts)
+
+
+def print_report(report: dict, console: Console | None = None) -> None:
+    """Print the evaluation tables."""
+    (console or Console()).print(render_report(report))

@@ -1,0 +1,196 @@
+"""MLflow at the edge: experiment setup, run logging, model registration and aliases.
+
+Everything that talks to MLflow lives here (and in ``training.gate`` for promotion), so the
+training and evaluation logic stays pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from training.config import tracking_uri
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class RegisteredPair:
+    """The win and slip model versions registered from one training run."""
+
+    run_id: str
+    win_version: str
+    slip_version: str
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifact folder beside a SQLite tracking database (``.../mlartifacts``); None for servers."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def setup_mlflow(experiment: str, uri: str | None = None) -> str:
+    """Point MLflow at the tracking store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    uri = uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        mlflow.set_experiment(experiment_id=found.experiment_id)
+        return found.experiment_id
+    experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root_for(uri))
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def fingerprint_files(folder: Path) -> dict:
+    """SHA-256 over the export's files (names and bytes, sorted), per file and overall."""
+    folder = Path(folder)
+    total = hashlib.sha256()
+    files = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[path.name] = digest
+        total.update(path.name.encode() + b"\0" + digest.encode())
+    return {"sha256": total.hexdigest(), "files": files}
+
+
+def describe_export(export) -> dict:
+    """Row counts per table and the time span of the export (first creation .. last event)."""
+    from features.schema import TABLES
+
+    counts = {name: (None if export.table(name) is None else int(len(export.table(name)))) for name in TABLES}
+    times = [export.deals["created_at"].min(), export.deals["created_at"].max(), export.deals["closed_at"].max()]
+    for name, table in TABLES.items():
+        frame = export.table(name)
+        if table.time_column and frame is not None and len(frame):
+            times.append(frame[table.time_column].max())
+    times = [t for t in times if pd.notna(t)]
+    return {"rows": counts, "time_span": {"start": min(times).isoformat(), "end": max(times).isoformat()}}
+
+
+def log_training_run(
+    *,
+    params: dict,
+    metrics: dict[str, float],
+    fingerprint: dict,
+    bundle,
+    report: dict,
+    figures: dict,
+    model_card: str,
+    tables: dict[str, pd.DataFrame],
+    win_name: str,
+    slip_name: str,
+) -> RegisteredPair:
+    """Log one training run and register its two boosters, aliased ``challenger``.
+
+    ``figures`` maps artifact file names (``plots/calibration.png``) to matplotlib figures;
+    ``tables`` maps artifact file names (``evaluation/test_points.parquet``) to frames.
+    """
+    import matplotlib.pyplot as plt
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow import MlflowClient
+
+    from features.bundle import save_bundle_dir
+
+    with mlflow.start_run() as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({
+            "data.sha256": fingerprint["sha256"],
+            "data.deals": str(fingerprint.get("rows", {}).get("deals")),
+            "dealrisk.kind": "training",
+        })
+        mlflow.log_dict(fingerprint, "data/fingerprint.json")
+        mlflow.log_dict(bundle.features, "features/features.json")
+        mlflow.log_dict(bundle.feature_state, "features/feature_state.json")
+        mlflow.log_dict(bundle.win_calibration.to_dict(), "calibration/win.json")
+        mlflow.log_dict(bundle.slip_calibration.to_dict(), "calibration/slip.json")
+        mlflow.log_text(json.dumps(report, indent=2, sort_keys=True), "evaluation/report.json")
+        mlflow.log_text(model_card, "model_card.md")
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, name)
+            plt.close(figure)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, frame in tables.items():
+                path = Path(tmp) / Path(name).name
+                frame.to_parquet(path, index=False)
+                mlflow.log_artifact(str(path), str(Path(name).parent))
+            save_bundle_dir(bundle, Path(tmp) / "bundle")
+            mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
+        pip = [f"lightgbm=={_version('lightgbm')}"]
+        win_info = mlflow.lightgbm.log_model(bundle.win_model, name="win_model", pip_requirements=pip)
+        slip_info = mlflow.lightgbm.log_model(bundle.slip_model, name="slip_model", pip_requirements=pip)
+        run_id = run.info.run_id
+
+    client = MlflowClient()
+    win_version = _register(client, win_info.model_uri, win_name, run_id)
+    slip_version = _register(client, slip_info.model_uri, slip_name, run_id)
+    return RegisteredPair(run_id=run_id, win_version=win_version, slip_version=slip_version)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _register(client, model_uri: str, name: str, run_id: str) -> str:
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return str(version.version)
+
+
+def run_id_of_version(client, name: str, version: str) -> str:
+    """The training run of a registered version (its ``run_id``, or our ``run_id`` tag)."""
+    mv = client.get_model_version(name, version)
+    return mv.run_id or mv.tags.get("run_id")
+
+
+def version_by_alias(client, name: str, alias: str):
+    """The model version holding ``alias``, or None if the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def version_of_run(client, name: str, run_id: str) -> str | None:
+    """The version of ``name`` registered from ``run_id`` (the newest if several)."""
+    versions = [
+        mv for mv in client.search_model_versions(f"name = '{name}'")
+        if (mv.run_id or mv.tags.get("run_id")) == run_id
+    ]
+    return str(max(int(mv.version) for mv in versions)) if versions else None
+
+
+def download_bundle(run_id: str, destination: Path):
+    """Download and read the ``bundle/`` artifact of a training run."""
+    import mlflow
+
+    from features.bundle import load_bundle_dir
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(destination))
+    return load_bundle_dir(Path(local))
+
+
+def download_table(run_id: str, artifact_path: str, destination: Path) -> pd.DataFrame:
+    """Download one Parquet artifact of a run and read it."""
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(destination))
+    return pd.read_parquet(local)
