@@ -1,0 +1,621 @@
+"""Point-in-time features: ``build_features(export, points, state)`` for training and serving alike.
+
+Every event table is sorted once by (deal, time) with running sums; each point's features are
+then read off with binary searches (``np.searchsorted``) at ``as_of`` and at ``as_of - window``.
+No per-deal Python loop: the cost is O((events + points) log events) for any number of deals, and
+the same code on a one-deal export is the serving path. See docs/features.md for the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.registry import (
+    ENGAGED_WINDOW_DAYS,
+    FEATURE_NAMES,
+    SHORT_WINDOW_DAYS,
+    TREND_WINDOW_DAYS,
+    WIN_RATE_PRIOR_DEALS,
+)
+from features.schema import (
+    ACTIVITY_TYPES,
+    OPEN_STAGES,
+    ROLES,
+    SENIORITY_LEVEL,
+    STAGES,
+    TIMESTAMP_DTYPE,
+    Export,
+)
+from features.state import FeatureState
+
+DAY_US = 86_400_000_000  # microseconds per day
+ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
+_STAGE_CODE = {s: i for i, s in enumerate(STAGES)}
+_OPEN_CODES = np.array([i for i, s in enumerate(STAGES) if s in OPEN_STAGES])
+
+
+class FeatureInputError(ValueError):
+    """The points asked for cannot be computed from the export (unknown deal, bad as_of)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sorted event index: the one vectorised primitive
+# --------------------------------------------------------------------------------------------
+
+
+class EventIndex:
+    """Events sorted by (entity code, time, file order) with running sums, for as-of look-ups.
+
+    ``locate(codes, times)`` returns, for each query, the slice ``[start, stop)`` of the sorted
+    events of that entity at or before that time: ``stop - start`` events, ``stop - 1`` the last.
+
+    >>> index = EventIndex(np.array([0, 0, 1]), np.array([10, 20, 5]), {"one": np.ones(3)})
+    >>> start, stop = index.locate(np.array([0, 0, 1]), np.array([15, 20, 4]))
+    >>> (stop - start).tolist(), index.window_sum("one", stop, start).tolist()
+    ([1, 2, 0], [1.0, 2.0, 0.0])
+    """
+
+    def __init__(self, codes: np.ndarray, times: np.ndarray, values: dict[str, np.ndarray] | None = None):
+        order = np.lexsort((np.arange(len(codes)), times, codes))
+        self.order = order
+        self.codes = codes[order]
+        self.times = times[order]
+        self.unique_times = np.unique(self.times)
+        self.stride = np.int64(len(self.unique_times) + 1)
+        rank = np.searchsorted(self.unique_times, self.times)
+        self.keys = self.codes.astype(np.int64) * self.stride + rank + 1
+        self.cums: dict[str, np.ndarray] = {}
+        for name, value in (values or {}).items():
+            self.add_running_sum(name, np.asarray(value, dtype=float)[order])
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def add_running_sum(self, name: str, sorted_values: np.ndarray) -> None:
+        """Store the running sum of values already in sorted order (NaN counts as 0)."""
+        self.cums[name] = np.concatenate(([0.0], np.cumsum(np.nan_to_num(sorted_values, nan=0.0))))
+
+    def stop(self, codes: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Sorted position just past the entity's last event at or before each time."""
+        rank = np.searchsorted(self.unique_times, times, side="right")
+        return np.searchsorted(self.keys, codes * self.stride + rank, side="right")
+
+    def start(self, codes: np.ndarray) -> np.ndarray:
+        """Sorted position of each entity's first event."""
+        return np.searchsorted(self.keys, codes * self.stride, side="right")
+
+    def end(self, codes: np.ndarray) -> np.ndarray:
+        """Sorted position just past each entity's last event (at any time)."""
+        return np.searchsorted(self.keys, (codes + 1) * self.stride, side="left")
+
+    def locate(self, codes: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.start(codes), self.stop(codes, times)
+
+    def window_sum(self, name: str, stop: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Sum of ``name`` over sorted events in ``[start, stop)``."""
+        cum = self.cums[name]
+        return cum[stop] - cum[start]
+
+    def last_value(self, sorted_values: np.ndarray, start: np.ndarray, stop: np.ndarray, fill=np.nan) -> np.ndarray:
+        """``sorted_values`` at the last event in ``[start, stop)``; ``fill`` where it is empty."""
+        has = stop > start
+        out = np.full(len(stop), fill, dtype=np.result_type(sorted_values.dtype, np.asarray(fill).dtype))
+        out[has] = sorted_values[stop[has] - 1]
+        return out
+
+
+def forward_fill_last(mask: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """For each sorted row, the position of the latest row of the same entity where ``mask`` holds (-1 if none).
+
+    >>> forward_fill_last(np.array([True, False, False, True]), np.array([0, 0, 1, 1])).tolist()
+    [0, 0, -1, 3]
+    """
+    position = np.where(mask, np.arange(len(mask)), -1)
+    position = np.maximum.accumulate(position) if len(position) else position
+    same = position >= 0
+    same[same] = codes[position[same]] == codes[same]
+    return np.where(same, position, -1)
+
+
+def group_cumcount(*keys: np.ndarray) -> np.ndarray:
+    """0-based running count of each row within its group of equal ``keys`` (rows in given order).
+
+    >>> group_cumcount(np.array([0, 0, 0, 1]), np.array([5, 6, 5, 5])).tolist()
+    [0, 0, 1, 0]
+    """
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(n),) + tuple(reversed(keys)))
+    new_group = np.zeros(n, dtype=bool)
+    new_group[0] = True
+    for key in keys:
+        k = key[order]
+        new_group[1:] |= k[1:] != k[:-1]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    counts = np.empty(n, dtype=np.int64)
+    counts[order] = np.arange(n) - group_start
+    return counts
+
+
+def to_micros(values) -> np.ndarray:
+    """UTC timestamps (Series, Index or array) as int64 microseconds since the epoch."""
+    index = pd.DatetimeIndex(values)
+    if index.tz is None:
+        index = index.tz_localize("UTC")
+    return index.as_unit("us").asi8
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    """A numeric or boolean column (nullable) as float64 with NaN for missing."""
+    try:
+        return series.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _days(delta_us: np.ndarray) -> np.ndarray:
+    return delta_us.astype(float) / DAY_US
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Points:
+    """Validated points: deal row position in ``export.deals`` and as_of in microseconds."""
+
+    frame: pd.DataFrame  # deal_id, as_of (TIMESTAMP_DTYPE), in the caller's order
+    deal_row: np.ndarray
+    as_of: np.ndarray
+
+
+def prepare_points(export: Export, points: pd.DataFrame) -> Points:
+    """Check points against the export; raises FeatureInputError naming the bad row."""
+    missing = [c for c in ("deal_id", "as_of") if c not in points.columns]
+    if missing:
+        raise FeatureInputError(f"points: missing column(s) {missing}; expected deal_id, as_of")
+    try:
+        as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP_DTYPE)
+    except (ValueError, TypeError) as exc:
+        raise FeatureInputError(f"points: column as_of: not a UTC timestamp ({exc})") from exc
+    if as_of.isna().any():
+        row = int(np.flatnonzero(as_of.isna().to_numpy())[0])
+        raise FeatureInputError(f"points: row {row}, column as_of: missing timestamp")
+    deal_ids = points["deal_id"].astype(str)
+    deal_row = pd.Index(export.deals["deal_id"]).get_indexer(deal_ids)
+    if (deal_row < 0).any():
+        row = int(np.flatnonzero(deal_row < 0)[0])
+        raise FeatureInputError(f"points: row {row}, column deal_id: deal {deal_ids.iloc[row]!r} is not in deals")
+    as_of_us = to_micros(as_of)
+    created = to_micros(export.deals["created_at"])[deal_row]
+    early = as_of_us < created
+    if early.any():
+        row = int(np.flatnonzero(early)[0])
+        raise FeatureInputError(
+            f"points: row {row}, column as_of: {as_of.iloc[row]} is before deal {deal_ids.iloc[row]!r} was created"
+        )
+    frame = pd.DataFrame({"deal_id": deal_ids.to_numpy(), "as_of": as_of.to_numpy()}, index=points.index)
+    return Points(frame=frame, deal_row=deal_row, as_of=as_of_us)
+
+
+def _deal_codes(export: Export, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Deal row position of each event, and the mask of events whose deal is in ``deals``."""
+    codes = pd.Index(export.deals["deal_id"]).get_indexer(table["deal_id"])
+    return codes, codes >= 0
+
+
+def _nan(n: int) -> np.ndarray:
+    return np.full(n, np.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# Families
+# --------------------------------------------------------------------------------------------
+
+
+def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> dict[str, np.ndarray]:
+    """Stage as of as_of, time in it (absolute and vs won deals), stage changes and back-steps."""
+    n = len(pts.as_of)
+    created = to_micros(export.deals["created_at"])[pts.deal_row]
+    out: dict[str, np.ndarray] = {"deal_age_days": _days(pts.as_of - created)}
+    history = export.stage_history
+    if history is None:
+        out.update({k: _nan(n) for k in ("days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps")})
+        out["current_stage"] = np.full(n, np.nan, dtype=object)
+        return out
+    codes, known = _deal_codes(export, history)
+    stage = history["stage"].map(_STAGE_CODE).to_numpy(dtype=float)
+    index = EventIndex(codes[known], to_micros(history["entered_at"])[known])
+    stage_sorted = stage[known][index.order]
+    is_open = np.isin(stage_sorted, _OPEN_CODES)
+    back = np.zeros(len(index), dtype=float)
+    if len(index) > 1:
+        same_deal = index.codes[1:] == index.codes[:-1]
+        back[1:] = same_deal & is_open[1:] & is_open[:-1] & (stage_sorted[1:] < stage_sorted[:-1])
+    index.add_running_sum("back", back)
+    start, stop = index.locate(pts.deal_row, pts.as_of)
+    count = (stop - start).astype(float)
+    current = index.last_value(stage_sorted, start, stop)
+    entered = index.last_value(index.times.astype(float), start, stop)
+    days_in_stage = (pts.as_of - entered) / DAY_US
+    stage_names = np.array(STAGES + ("",), dtype=object)
+    current_name = np.where(np.isnan(current), np.nan, stage_names[np.nan_to_num(current, nan=len(STAGES)).astype(int)])
+    typical = np.array([state.won_stage_days.get(s, np.nan) for s in STAGES] + [np.nan])
+    typical_days = typical[np.nan_to_num(current, nan=len(STAGES)).astype(int)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(typical_days > 0, days_in_stage / typical_days, np.nan)
+    out.update(
+        current_stage=current_name,
+        days_in_stage=days_in_stage,
+        days_in_stage_vs_won=ratio,
+        stage_changes=np.maximum(count - 1, 0),
+        stage_back_steps=index.window_sum("back", stop, start),
+    )
+    return out
+
+
+def _parse_field_values(rows: pd.DataFrame, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """old_value/new_value as floats: microseconds for expected_close_date, the number for amount."""
+    if field == "amount":
+        return tuple(pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in ("old_value", "new_value"))
+    parsed = []
+    for column in ("old_value", "new_value"):
+        stamps = pd.to_datetime(rows[column], utc=True, errors="coerce", format="ISO8601")
+        micros = pd.DatetimeIndex(stamps).as_unit("us").asi8.astype(float)
+        parsed.append(np.where(stamps.isna().to_numpy(), np.nan, micros))
+    return parsed[0], parsed[1]
+
+
+def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.ndarray]:
+    """A tracked deal field as of each point, from field_history.
+
+    Value: the last change at or before as_of (its new_value); else the first later change's
+    old_value; else the deals row (the field never changed). Without field_history: NaN.
+    Also returns ``initial`` (value at creation) and, for expected_close_date, push counts.
+    """
+    n = len(pts.as_of)
+    history = export.field_history
+    if history is None:
+        return {"value": _nan(n), "initial": _nan(n), "pushes": _nan(n), "days_pushed": _nan(n)}
+    rows = history[history["field"] == field]
+    codes, known = _deal_codes(export, rows)
+    old, new = _parse_field_values(rows, field)
+    index = EventIndex(codes[known], to_micros(rows["changed_at"])[known])
+    old_sorted, new_sorted = old[known][index.order], new[known][index.order]
+    start, stop = index.locate(pts.deal_row, pts.as_of)
+    end = index.end(pts.deal_row)
+    if field == "amount":
+        current = export.deals["amount"].to_numpy(dtype=float)[pts.deal_row]
+    else:
+        current_ts = export.deals["expected_close_date"]
+        current_us = to_micros(current_ts).astype(float)
+        current = np.where(current_ts.isna().to_numpy(), np.nan, current_us)[pts.deal_row]
+    has_any = end > start
+    first_old = np.where(has_any, old_sorted[np.minimum(start, max(len(index) - 1, 0))] if len(index) else np.nan, np.nan)
+    value = np.where(stop > start, index.last_value(new_sorted, start, stop), np.where(has_any, first_old, current))
+    initial = np.where(has_any, first_old, current)
+    out = {"value": value, "initial": initial}
+    if field == "expected_close_date":
+        moved_days = (new_sorted - old_sorted) / DAY_US
+        with np.errstate(invalid="ignore"):
+            pushed = moved_days > 0
+        index.add_running_sum("pushes", pushed.astype(float))
+        index.add_running_sum("days_pushed", np.where(pushed, moved_days, 0.0))
+        out["pushes"] = index.window_sum("pushes", stop, start)
+        out["days_pushed"] = index.window_sum("days_pushed", stop, start)
+    return out
+
+
+def compute_field_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
+    """Days to expected close, close-date pushes and amount as known at as_of."""
+    close = reconstruct_field(export, pts, "expected_close_date")
+    amount = reconstruct_field(export, pts, "amount")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(amount["initial"] > 0, amount["value"] / amount["initial"], np.nan)
+    return {
+        "days_to_expected_close": (close["value"] - pts.as_of) / DAY_US,
+        "close_date_pushes": close["pushes"],
+        "close_date_days_pushed": close["days_pushed"],
+        "amount_change_ratio": ratio,
+        "amount": amount["value"],
+    }
+
+
+def compute_contact_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
+    """Contacts on the deal and distinct roles present, counting contacts from their added_at."""
+    n = len(pts.as_of)
+    contacts = export.contacts
+    if contacts is None:
+        return {"contacts_count": _nan(n), "roles_present": _nan(n)}
+    codes, known = _deal_codes(export, contacts)
+    role = contacts["role"].to_numpy()[known]
+    index = EventIndex(codes[known], to_micros(contacts["added_at"])[known], {r: role == r for r in ROLES})
+    start, stop = index.locate(pts.deal_row, pts.as_of)
+    roles_present = sum((index.window_sum(r, stop, start) > 0).astype(float) for r in ROLES)
+    return {"contacts_count": (stop - start).astype(float), "roles_present": roles_present}
+
+
+def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
+    """Activity counts by window and type, inbound share and recency, trend, call metrics, threading."""
+    n = len(pts.as_of)
+    activities = export.activities
+    names = [f"activities_{SHORT_WINDOW_DAYS}d", f"activities_{ENGAGED_WINDOW_DAYS}d"]
+    names += [f"{t}s_{d}d" for d in (SHORT_WINDOW_DAYS, ENGAGED_WINDOW_DAYS) for t in ACTIVITY_TYPES]
+    names += ["inbound_share", "days_since_last_activity", "days_since_last_inbound", "activity_trend_14d",
+              "meetings_held", "mean_customer_talk_ratio", "next_step_rate", "contacts_engaged", "top_contact_share"]
+    if activities is None:
+        return {name: _nan(n) for name in names}
+    codes, known = _deal_codes(export, activities)
+    kind = activities["type"].to_numpy()[known]
+    inbound = (activities["direction"].to_numpy()[known] == "inbound").astype(float)
+    values = {t: kind == t for t in ACTIVITY_TYPES} | {"one": np.ones(int(known.sum())), "inbound": inbound}
+    for metric in ("customer_talk_ratio", "next_step_set"):
+        if metric in activities.columns:
+            metric_values = _as_float(activities[metric])[known]
+            values[metric] = metric_values
+            values[f"{metric}_n"] = ~np.isnan(metric_values)
+    index = EventIndex(codes[known], to_micros(activities["occurred_at"])[known], values)
+    start, stop = index.locate(pts.deal_row, pts.as_of)
+
+    def window(days: int) -> np.ndarray:
+        return index.stop(pts.deal_row, pts.as_of - days * DAY_US)
+
+    total = (stop - start).astype(float)
+    out: dict[str, np.ndarray] = {}
+    for days in (SHORT_WINDOW_DAYS, ENGAGED_WINDOW_DAYS):
+        lo = window(days)
+        out[f"activities_{days}d"] = (stop - lo).astype(float)
+        for t in ACTIVITY_TYPES:
+            out[f"{t}s_{days}d"] = index.window_sum(t, stop, lo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["inbound_share"] = np.where(total > 0, index.window_sum("inbound", stop, start) / total, np.nan)
+        last_time = index.last_value(index.times.astype(float), start, stop)
+        out["days_since_last_activity"] = (pts.as_of - last_time) / DAY_US
+        last_inbound = forward_fill_last(np.asarray(values["inbound"], dtype=bool)[index.order], index.codes)
+        inbound_pos = index.last_value(last_inbound, start, stop, fill=-1)
+        inbound_time = np.where(inbound_pos >= 0, index.times[np.maximum(inbound_pos, 0)], np.nan) if len(index) else _nan(n)
+        out["days_since_last_inbound"] = (pts.as_of - inbound_time) / DAY_US
+        recent = (stop - window(TREND_WINDOW_DAYS)).astype(float)
+        before = (window(TREND_WINDOW_DAYS) - window(2 * TREND_WINDOW_DAYS)).astype(float)
+        out["activity_trend_14d"] = np.where(recent + before > 0, (recent - before) / (recent + before), 0.0)
+        out["meetings_held"] = index.window_sum("meeting", stop, start)
+        for metric, name in (("customer_talk_ratio", "mean_customer_talk_ratio"), ("next_step_set", "next_step_rate")):
+            if metric in values:
+                counted = index.window_sum(f"{metric}_n", stop, start)
+                out[name] = np.where(counted > 0, index.window_sum(metric, stop, start) / counted, np.nan)
+            else:
+                out[name] = _nan(n)
+    out |= _threading_features(activities, known, index, start, stop)
+    return {name: out[name] for name in names}
+
+
+def _threading_features(activities: pd.DataFrame, known: np.ndarray, index: EventIndex, start, stop) -> dict:
+    """Distinct contacts engaged so far and the share of contact activities on the top contact."""
+    contact = activities["contact_id"].to_numpy()[known][index.order]
+    has_contact = pd.notna(contact)
+    contact_code = np.where(has_contact, pd.factorize(contact, use_na_sentinel=True)[0], -1)
+    running = group_cumcount(index.codes, contact_code) + 1
+    running = np.where(has_contact, running, 0)
+    index.add_running_sum("with_contact", has_contact.astype(float))
+    index.add_running_sum("new_contact", (has_contact & (running == 1)).astype(float))
+    # Running max per deal: deals are sorted ascending, so offsetting by deal code resets the max.
+    offset = index.codes.astype(np.int64) * (len(index) + 1)
+    top = (np.maximum.accumulate(running + offset) - offset) if len(index) else running
+    top_count = index.last_value(top.astype(float), start, stop, fill=0.0)
+    with_contact = index.window_sum("with_contact", stop, start)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(with_contact > 0, top_count / with_contact, np.nan)
+    return {"contacts_engaged": index.window_sum("new_contact", stop, start), "top_contact_share": share}
+
+
+def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
+    """Roles and seniority engaged in the last 30 days; decision maker / economic buyer / champion recency.
+
+    An activity engages its contact's role from the later of its time and the contact's added_at.
+    """
+    n = len(pts.as_of)
+    names = ["roles_engaged_30d", "max_seniority_engaged_30d"]
+    names += [name for r in ENGAGED_ROLES for name in (f"{r}_engaged_30d", f"days_since_{r}_engaged")]
+    activities, contacts = export.activities, export.contacts
+    if activities is None or contacts is None:
+        return {name: _nan(n) for name in names}
+    contact_key = pd.MultiIndex.from_arrays([contacts["deal_id"], contacts["contact_id"]])
+    activity_key = pd.MultiIndex.from_arrays([activities["deal_id"], activities["contact_id"]])
+    matched = contact_key.get_indexer(activity_key)
+    codes, known = _deal_codes(export, activities)
+    keep = known & (matched >= 0)
+    contact_row = matched[keep]
+    role = contacts["role"].to_numpy()[contact_row]
+    level = contacts["seniority"].map(SENIORITY_LEVEL).to_numpy(dtype=float, na_value=np.nan)[contact_row]
+    effective = np.maximum(to_micros(activities["occurred_at"])[keep], to_micros(contacts["added_at"])[contact_row])
+    values = {r: role == r for r in ROLES} | {f"level_{v}": level == v for v in SENIORITY_LEVEL.values()}
+    index = EventIndex(codes[keep], effective, values)
+    start, stop = index.locate(pts.deal_row, pts.as_of)
+    lo = index.stop(pts.deal_row, pts.as_of - ENGAGED_WINDOW_DAYS * DAY_US)
+    out: dict[str, np.ndarray] = {}
+    out["roles_engaged_30d"] = sum((index.window_sum(r, stop, lo) > 0).astype(float) for r in ROLES)
+    max_level = np.zeros(n)
+    for v in SENIORITY_LEVEL.values():
+        max_level = np.where(index.window_sum(f"level_{v}", stop, lo) > 0, float(v), max_level)
+    out["max_seniority_engaged_30d"] = max_level
+    role_sorted = role[index.order]
+    for r in ENGAGED_ROLES:
+        out[f"{r}_engaged_30d"] = (index.window_sum(r, stop, lo) > 0).astype(float)
+        last = index.last_value(forward_fill_last(role_sorted == r, index.codes), start, stop, fill=-1)
+        last_time = np.where(last >= 0, index.times[np.maximum(last, 0)], np.nan) if len(index) else _nan(n)
+        out[f"days_since_{r}_engaged"] = (pts.as_of - last_time) / DAY_US
+    return {name: out[name] for name in names}
+
+
+_WIN_HISTORY_CACHE: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _win_history(state: FeatureState) -> dict:
+    """Closed-deal history of the state, indexed by owner, by account and overall (cached per state).
+
+    Serving applies one state to many requests; building the index once keeps one-deal calls cheap.
+    """
+    cached = _WIN_HISTORY_CACHE.get(id(state))
+    if cached is not None and cached[0]() is state:
+        return cached[1]
+    built = _index_win_history(state)
+    _WIN_HISTORY_CACHE[id(state)] = (weakref.ref(state, lambda _, key=id(state): _WIN_HISTORY_CACHE.pop(key, None)), built)
+    return built
+
+
+def _index_win_history(state: FeatureState) -> dict:
+    history = state.closed_history()
+    closed = to_micros(history["closed_at"]) if len(history) else np.zeros(0, dtype=np.int64)
+    won = history["won"].to_numpy(dtype=float)
+    built = {"all": EventIndex(np.zeros(len(history), dtype=np.int64), closed, {"won": won})}
+    for key in ("owner_id", "account_id"):
+        ids = pd.Index(pd.unique(history[key]))
+        built[key] = (ids, EventIndex(ids.get_indexer(history[key]).astype(np.int64), closed, {"won": won}))
+    return built
+
+
+def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) -> dict[str, np.ndarray]:
+    """Owner's and account's closed deals and smoothed win rate, over deals closed at or before as_of."""
+    history = _win_history(state)
+    overall = history["all"]
+    start, stop = overall.locate(np.zeros(len(pts.as_of), dtype=np.int64), pts.as_of)
+    global_n = (stop - start).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        global_rate = np.where(global_n > 0, overall.window_sum("won", stop, start) / global_n, np.nan)
+    out: dict[str, np.ndarray] = {}
+    for key, prefix in (("owner_id", "owner"), ("account_id", "account")):
+        ids, index = history[key]
+        code = ids.get_indexer(export.deals[key].to_numpy()[pts.deal_row]).astype(np.int64)
+        # Unknown ids get code -1: an empty slice (no closed deals), hence the global rate.
+        start, stop = index.locate(code, pts.as_of)
+        closed = np.where(code >= 0, stop - start, 0).astype(float)
+        wins = np.where(code >= 0, index.window_sum("won", stop, start), 0.0)
+        out[f"{prefix}_closed_deals"] = closed
+        out[f"{prefix}_win_rate"] = (wins + WIN_RATE_PRIOR_DEALS * global_rate) / (closed + WIN_RATE_PRIOR_DEALS)
+    return out
+
+
+def compute_context_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
+    """Categorical deal attributes, taken from the deals row (not tracked, assumed constant)."""
+    deals = export.deals
+    return {
+        name: deals[name].to_numpy(dtype=object, na_value=np.nan)[pts.deal_row]
+        for name in ("deal_type", "segment", "region", "product", "lead_source")
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Composition
+# --------------------------------------------------------------------------------------------
+
+
+def build_features(export: Export, points: pd.DataFrame, state: FeatureState) -> pd.DataFrame:
+    """Features of each (deal_id, as_of) point from events at or before as_of only.
+
+    Returns one row per point, in the points' order and index: deal_id, as_of, then every
+    registry feature in registry order. The same call on a one-deal export serves one request.
+
+    >>> from tests.factories import make_export
+    >>> from features.state import fit_feature_state
+    >>> export = make_export()
+    >>> points = pd.DataFrame({"deal_id": ["D1"], "as_of": [pd.Timestamp("2026-03-01", tz="UTC")]})
+    >>> row = build_features(export, points, fit_feature_state(export, "2026-12-31")).iloc[0]
+    >>> row["current_stage"], row["days_in_stage"], row["decision_maker_engaged_30d"], row["top_contact_share"]
+    ('negotiate', 14.0, 0.0, 0.6)
+    """
+    pts = prepare_points(export, points)
+    columns: dict[str, np.ndarray] = {}
+    columns |= compute_stage_features(export, pts, state)
+    columns |= compute_field_features(export, pts)
+    columns |= compute_contact_features(export, pts)
+    columns |= compute_role_engagement_features(export, pts)
+    columns |= compute_activity_features(export, pts)
+    columns |= compute_win_rate_features(export, pts, state)
+    columns |= compute_context_features(export, pts)
+    data = {"deal_id": pts.frame["deal_id"].to_numpy(), "as_of": pts.frame["as_of"].to_numpy()}
+    data |= {name: columns[name] for name in FEATURE_NAMES}
+    frame = pd.DataFrame(data, index=points.index)
+    return frame.astype({"as_of": TIMESTAMP_DTYPE})
+
+
+def subset_export(export: Export, deal_ids) -> Export:
+    """The export restricted to the given deals (every table; absent tables stay absent)."""
+    wanted = set(map(str, deal_ids))
+    tables = {
+        name: None if table is None else table[table["deal_id"].isin(wanted)].reset_index(drop=True)
+        for name, table in export.tables().items()
+    }
+    return Export(**tables)
+
+
+def select_open_deals(export: Export, as_of) -> pd.DataFrame:
+    """Points (deal_id, as_of) for every deal open at as_of: created at or before, not closed at or before."""
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    deals = export.deals
+    is_open = (deals["created_at"] <= as_of) & ~(deals["closed_at"].notna() & (deals["closed_at"] <= as_of))
+    ids = deals.loc[is_open, "deal_id"].to_numpy()
+    return pd.DataFrame({"deal_id": ids, "as_of": pd.Series([as_of] * len(ids), dtype=TIMESTAMP_DTYPE)})
+
+
+def load_model_feature_state(model_uri: str) -> FeatureState:
+    """Read feature_state.json from the bundle/ artifacts of a registered model version's run.
+
+    ``model_uri`` is ``models:/<name>@<alias>`` or ``models:/<name>/<version>``; the tracking
+    and registry URIs come from the environment (MLFLOW_TRACKING_URI), as MLflow does.
+    """
+    import json
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"--model must look like models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
+    ref = model_uri[len("models:/"):]
+    client = MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in ref:
+        name, number = ref.split("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        raise ValueError(f"--model {model_uri!r}: give an alias (@champion) or a version (/3)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="bundle/feature_state.json", dst_path=tmp
+        )
+        return FeatureState.from_dict(json.loads(Path(path).read_text()))
+
+
+def run_features(data: Path, as_of: str, out: Path, model: str | None = None, mapping: Path | None = None) -> Path:
+    """CLI wiring: load the export, pick the deals open at as_of, compute their features, write them.
+
+    The state is fitted on deals closed before as_of, or read from ``model``'s bundle, so the
+    output is exactly what could have been known at as_of.
+    """
+    from features.contract import load_export
+    from features.io import write_frame
+
+    export = load_export(Path(data), mapping=mapping)
+    as_of_ts = pd.Timestamp(as_of)
+    as_of_ts = as_of_ts.tz_localize("UTC") if as_of_ts.tzinfo is None else as_of_ts.tz_convert("UTC")
+    state = load_model_feature_state(model) if model else fit_feature_state_before(export, as_of_ts)
+    points = select_open_deals(export, as_of_ts)
+    return write_frame(build_features(export, points, state), Path(out))
+
+
+def fit_feature_state_before(export: Export, as_of: pd.Timestamp) -> FeatureState:
+    """The state fitted on deals closed strictly before as_of (what was known then)."""
+    from features.state import fit_feature_state
+
+    return fit_feature_state(export, as_of)

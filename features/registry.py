@@ -1,0 +1,340 @@
+"""The feature registry: one ordered list of every model feature, its meaning, unit and phrasing.
+
+Training, serving, the docs and the explanation sentences all read this list; the pipeline
+(``features.pipeline.build_features``) returns exactly these columns, in this order.
+``python -m features.registry`` prints docs/features.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+FAMILIES: tuple[str, ...] = ("stage", "decision_chain", "engagement", "context")
+KINDS: tuple[str, ...] = ("numeric", "categorical", "flag")
+
+# Window lengths (days) shared by the pipeline and the feature descriptions.
+ENGAGED_WINDOW_DAYS = 30
+SHORT_WINDOW_DAYS = 7
+TREND_WINDOW_DAYS = 14
+# Pseudo-count pulling owner/account win rates towards the global rate for small histories.
+WIN_RATE_PRIOR_DEALS = 5.0
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model feature: its name, family, meaning, unit, kind and how to say it to a manager.
+
+    ``phrases`` holds ``str.format`` templates keyed by case: ``value`` (any number), ``zero``
+    (the value is 0), ``true`` / ``false`` (flags) and ``missing`` (NaN). Templates may use
+    ``{value}`` and any other column of the feature row (e.g. ``{current_stage}``).
+    """
+
+    name: str
+    family: str
+    description: str
+    unit: str
+    kind: str = "numeric"
+    phrases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"feature {self.name}: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"feature {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+
+
+def _role_features(role: str, label: str) -> list[Feature]:
+    return [
+        Feature(
+            f"{role}_engaged_30d", "decision_chain",
+            f"1 if an activity with a {label} contact happened in the last {ENGAGED_WINDOW_DAYS} days.",
+            "flag", "flag",
+            {"true": f"{label.capitalize()} engaged in the last {ENGAGED_WINDOW_DAYS} days",
+             "false": f"No {label} engaged in the last {ENGAGED_WINDOW_DAYS} days",
+             "missing": f"Unknown whether a {label} is engaged (no contact or activity log)"},
+        ),
+        Feature(
+            f"days_since_{role}_engaged", "decision_chain",
+            f"Days since the last activity with a {label} contact; missing if never.",
+            "days", "numeric",
+            {"value": f"{label.capitalize()} last engaged {{value:.0f}} days ago",
+             "missing": f"No {label} ever engaged"},
+        ),
+    ]
+
+
+def _activity_count(kind: str, days: int) -> Feature:
+    label = "activities" if kind == "activities" else f"{kind}s"
+    what = "activities of any type" if kind == "activities" else f"activities of type {kind}"
+    return Feature(
+        f"{label}_{days}d", "engagement",
+        f"Number of {what} in the last {days} days.", "count", "numeric",
+        {"value": f"{{value:.0f}} {label} in the last {days} days",
+         "zero": f"No {label} in the last {days} days",
+         "missing": "No activity log"},
+    )
+
+
+FEATURES: tuple[Feature, ...] = (
+    # --- stage duration and velocity ---------------------------------------------------------
+    Feature("current_stage", "stage", "Stage the deal was in as of as_of (from stage_history).", "stage",
+            "categorical", {"value": "In stage {value}", "missing": "Stage unknown"}),
+    Feature("days_in_stage", "stage", "Days since the deal last entered its current stage.", "days", "numeric",
+            {"value": "In {current_stage} for {value:.0f} days", "missing": "Time in stage unknown"}),
+    Feature("days_in_stage_vs_won", "stage",
+            "days_in_stage divided by the median days that won deals spent in that stage (fitted state).",
+            "ratio", "numeric",
+            {"value": "In {current_stage} for {days_in_stage:.0f} days, {value:.1f}x what won deals take",
+             "missing": "No won-deal benchmark for this stage"}),
+    Feature("deal_age_days", "stage", "Days since the deal was created.", "days", "numeric",
+            {"value": "Deal is {value:.0f} days old"}),
+    Feature("stage_changes", "stage", "Number of stage entries after the first one.", "count", "numeric",
+            {"value": "{value:.0f} stage changes", "zero": "Never moved stage", "missing": "No stage history"}),
+    Feature("stage_back_steps", "stage", "Number of moves back to an earlier open stage.", "count", "numeric",
+            {"value": "Moved back a stage {value:.0f} times", "zero": "Never moved back a stage",
+             "missing": "No stage history"}),
+    Feature("days_to_expected_close", "stage",
+            "Days from as_of to the expected close date known at as_of (negative: overdue).", "days", "numeric",
+            {"value": "Expected to close in {value:.0f} days", "missing": "Expected close date unknown"}),
+    Feature("close_date_pushes", "stage", "Number of times the expected close date moved later.", "count",
+            "numeric", {"value": "Close date pushed {value:.0f} times", "zero": "Close date never pushed",
+                        "missing": "No field history"}),
+    Feature("close_date_days_pushed", "stage", "Total days the expected close date moved later.", "days",
+            "numeric", {"value": "Close date pushed by {value:.0f} days in total", "zero": "Close date never pushed",
+                        "missing": "No field history"}),
+    Feature("amount_change_ratio", "stage", "Amount as of as_of divided by the amount at creation.", "ratio",
+            "numeric", {"value": "Amount is {value:.2f}x its initial value", "missing": "Amount history unknown"}),
+    # --- decision-chain coverage --------------------------------------------------------------
+    Feature("contacts_count", "decision_chain", "Contacts added to the deal.", "count", "numeric",
+            {"value": "{value:.0f} contacts on the deal", "zero": "No contacts on the deal",
+             "missing": "No contact data"}),
+    Feature("roles_present", "decision_chain", "Distinct decision-chain roles among the deal's contacts.",
+            "count", "numeric", {"value": "{value:.0f} distinct roles on the deal", "zero": "No roles on the deal",
+                                 "missing": "No contact data"}),
+    Feature("roles_engaged_30d", "decision_chain",
+            f"Distinct roles with an activity in the last {ENGAGED_WINDOW_DAYS} days.", "count", "numeric",
+            {"value": f"{{value:.0f}} roles engaged in the last {ENGAGED_WINDOW_DAYS} days",
+             "zero": f"No role engaged in the last {ENGAGED_WINDOW_DAYS} days",
+             "missing": "No contact or activity data"}),
+    *_role_features("decision_maker", "decision maker"),
+    *_role_features("economic_buyer", "economic buyer"),
+    *_role_features("champion", "champion"),
+    Feature("max_seniority_engaged_30d", "decision_chain",
+            f"Highest seniority level engaged in the last {ENGAGED_WINDOW_DAYS} days "
+            "(1 individual .. 5 c_level; 0 nobody).", "level", "numeric",
+            {"value": f"Most senior contact engaged in {ENGAGED_WINDOW_DAYS} days is level {{value:.0f}} of 5",
+             "zero": f"No contact of known seniority engaged in {ENGAGED_WINDOW_DAYS} days",
+             "missing": "No contact or activity data"}),
+    Feature("contacts_engaged", "decision_chain", "Distinct contacts with at least one activity so far.", "count",
+            "numeric", {"value": "{value:.0f} contacts engaged so far", "zero": "No contact engaged yet",
+                        "missing": "No activity log"}),
+    Feature("top_contact_share", "decision_chain",
+            "Share of the deal's contact activities that went to its most-contacted person (single-threading).",
+            "share", "numeric",
+            {"value": "{value:.0%} of contact activities go to one person",
+             "missing": "No activities with a named contact"}),
+    # --- engagement frequency and recency -----------------------------------------------------
+    _activity_count("activities", SHORT_WINDOW_DAYS),
+    _activity_count("activities", ENGAGED_WINDOW_DAYS),
+    _activity_count("call", SHORT_WINDOW_DAYS),
+    _activity_count("meeting", SHORT_WINDOW_DAYS),
+    _activity_count("email", SHORT_WINDOW_DAYS),
+    _activity_count("demo", SHORT_WINDOW_DAYS),
+    _activity_count("call", ENGAGED_WINDOW_DAYS),
+    _activity_count("meeting", ENGAGED_WINDOW_DAYS),
+    _activity_count("email", ENGAGED_WINDOW_DAYS),
+    _activity_count("demo", ENGAGED_WINDOW_DAYS),
+    Feature("inbound_share", "engagement", "Share of all activities so far that were inbound (customer-initiated).",
+            "share", "numeric", {"value": "{value:.0%} of activities came from the customer",
+                                 "missing": "No activities yet"}),
+    Feature("days_since_last_activity", "engagement", "Days since the last activity; missing if none yet.",
+            "days", "numeric", {"value": "Last activity {value:.0f} days ago", "missing": "No activity yet"}),
+    Feature("days_since_last_inbound", "engagement", "Days since the customer last reached out; missing if never.",
+            "days", "numeric", {"value": "Customer last reached out {value:.0f} days ago",
+                                "missing": "Customer has never reached out"}),
+    Feature("activity_trend_14d", "engagement",
+            f"(last {TREND_WINDOW_DAYS} days - the {TREND_WINDOW_DAYS} before) / (their sum); 0 if both empty.",
+            "ratio -1..1", "numeric",
+            {"value": f"Activity trend over {TREND_WINDOW_DAYS} days: {{value:+.2f}}",
+             "missing": "No activity log"}),
+    Feature("meetings_held", "engagement", "Meetings held so far.", "count", "numeric",
+            {"value": "{value:.0f} meetings held", "zero": "No meeting held yet", "missing": "No activity log"}),
+    Feature("mean_customer_talk_ratio", "engagement", "Mean customer talk ratio over recorded calls so far.",
+            "share", "numeric", {"value": "Customer talks {value:.0%} of recorded calls",
+                                 "missing": "No recorded calls"}),
+    Feature("next_step_rate", "engagement", "Share of recorded calls so far that ended with a next step set.",
+            "share", "numeric", {"value": "{value:.0%} of recorded calls set a next step",
+                                 "missing": "No recorded calls"}),
+    # --- context ------------------------------------------------------------------------------
+    Feature("amount", "context", "Deal amount as of as_of (reconstructed from field_history).", "currency",
+            "numeric", {"value": "Amount {value:,.0f}", "missing": "Amount unknown"}),
+    Feature("deal_type", "context", "new_business, expansion or renewal.", "category", "categorical",
+            {"value": "Deal type {value}", "missing": "Deal type unknown"}),
+    Feature("segment", "context", "Customer segment.", "category", "categorical",
+            {"value": "Segment {value}", "missing": "Segment unknown"}),
+    Feature("region", "context", "Sales region.", "category", "categorical",
+            {"value": "Region {value}", "missing": "Region unknown"}),
+    Feature("product", "context", "Product sold.", "category", "categorical",
+            {"value": "Product {value}", "missing": "Product unknown"}),
+    Feature("lead_source", "context", "Where the lead came from.", "category", "categorical",
+            {"value": "Lead source {value}", "missing": "Lead source unknown"}),
+    Feature("owner_win_rate", "context",
+            "Owner's win rate over deals closed at or before as_of, smoothed towards the global rate.",
+            "share", "numeric", {"value": "Owner wins {value:.0%} of closed deals",
+                                 "missing": "No closed deals yet to judge the owner"}),
+    Feature("owner_closed_deals", "context", "Owner's deals closed at or before as_of.", "count", "numeric",
+            {"value": "Owner has closed {value:.0f} deals", "zero": "Owner has not closed a deal yet"}),
+    Feature("account_win_rate", "context",
+            "Account's win rate over deals closed at or before as_of, smoothed towards the global rate.",
+            "share", "numeric", {"value": "Account won {value:.0%} of past deals",
+                                 "missing": "No closed deals yet to judge the account"}),
+    Feature("account_closed_deals", "context", "Account's deals closed at or before as_of.", "count", "numeric",
+            {"value": "Account has {value:.0f} closed deals", "zero": "First deal with this account"}),
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+CATEGORICAL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "categorical")
+
+
+def get_feature(name: str) -> Feature:
+    """Look a feature up by name; raises KeyError listing the known names."""
+    try:
+        return FEATURES_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown feature {name!r}; known features: {', '.join(FEATURE_NAMES)}") from None
+
+
+def _is_missing(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value) or (isinstance(value, float) and math.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def describe_feature(name: str, value, row: dict | None = None) -> str:
+    """Phrase one feature value as a sentence a sales manager understands.
+
+    >>> describe_feature("decision_maker_engaged_30d", 0.0)
+    'No decision maker engaged in the last 30 days'
+    >>> describe_feature("days_in_stage_vs_won", 2.3, {"current_stage": "negotiate", "days_in_stage": 41})
+    'In negotiate for 41 days, 2.3x what won deals take'
+    >>> describe_feature("days_since_last_activity", float("nan"))
+    'No activity yet'
+    """
+    feature = get_feature(name)
+    phrases = feature.phrases
+    context = {k: v for k, v in (row or {}).items() if isinstance(k, str) and k.isidentifier()}
+    if _is_missing(value):
+        return phrases.get("missing", f"{name} unknown")
+    if feature.kind == "flag":
+        key = "true" if bool(value) else "false"
+        return phrases.get(key, f"{name}: {key}")
+    if feature.kind == "numeric" and "zero" in phrases and value == 0:
+        return phrases["zero"]
+    template = phrases.get("value", f"{name} = {{value}}")
+    try:
+        return template.format(**{**context, "value": value})
+    except (KeyError, ValueError, TypeError):
+        # A template field missing from (or unformattable in) the row: fall back to the plain value.
+        return f"{name} = {value}"
+
+
+def render_docs() -> str:
+    """The Markdown of docs/features.md: the method notes, then one table per family."""
+    lines = [DOC_HEADER.rstrip(), ""]
+    titles = {
+        "stage": "Stage duration and velocity",
+        "decision_chain": "Decision-chain coverage",
+        "engagement": "Engagement frequency and recency",
+        "context": "Context",
+    }
+    lines.append(f"## The features ({len(FEATURES)}, in model order)")
+    lines.append("")
+    for family in FAMILIES:
+        lines += [f"### {titles[family]}", "", "| # | name | kind | unit | meaning |", "|---|---|---|---|---|"]
+        for i, f in enumerate(FEATURES, start=1):
+            if f.family == family:
+                lines.append(f"| {i} | `{f.name}` | {f.kind} | {f.unit} | {f.description} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+DOC_HEADER = """\
+# Point-in-time features
+
+Generated by `python -m features.registry` from `features/registry.py`; do not edit by hand
+(a test keeps the two in sync).
+
+Every feature of a deal is computed **as of** a moment `as_of` from events at or before it
+(`<= as_of`) and nothing later. One function, `features.pipeline.build_features(export, points,
+state)`, computes them for a whole export of (deal_id, as_of) points in training and for a
+one-deal export at serving time, so the two cannot drift apart.
+
+## What is reconstructed, and what is never used
+
+- The `deals` row holds the deal **as it is at export time**. `outcome`, `closed_at`, the current
+  `stage`, the current `expected_close_date` and the current `amount` are never read as features.
+- **Stage** as of `as_of` is the stage of the last `stage_history` entry at or before `as_of`
+  (entries at the same instant keep their file order). Without a `stage_history` table, or
+  before the first entry, the stage features are missing (NaN), never the deal's current stage.
+- **expected_close_date and amount** as of `as_of`: the `new_value` of the last `field_history`
+  change at or before `as_of`; if the deal's first change is later than `as_of`, that change's
+  `old_value`; if the deal has no change of that field at all, the deals row's value (it never
+  changed). **Without a `field_history` table these values are unknown as of `as_of` and are
+  missing (NaN)**: the deals row's value may be the future.
+- `deal_type`, `segment`, `region`, `product`, `lead_source`, `account_id`, `owner_id` and
+  `created_at` are not tracked by the contract and are taken from the deals row as constant.
+- A contact counts from its `added_at`. An activity engages a contact's role from the later of the
+  activity's `occurred_at` and the contact's `added_at` (a role is not known before the contact is
+  on the deal).
+- Windows are half-open on the left: "the last 30 days" is `(as_of - 30 days, as_of]`.
+
+## Missing is not zero
+
+A table the export does not contain makes the features that need it missing (NaN): no
+`activities` table means no engagement features; no `contacts` table means no role features.
+A table that is present but holds no rows for a deal gives counts of 0 (and "days since" stays
+missing: it never happened). Role-engagement features need both `contacts` and `activities`.
+
+## Fitted state (features.state.FeatureState)
+
+`fit_feature_state(export, cutoff)` learns from deals closed before `cutoff` only:
+
+- the median days that **won** deals spent in each open stage (all visits of a stage summed per
+  deal), the denominator of `days_in_stage_vs_won`;
+- the closed-deal history `(owner_id, account_id, closed_at, won)`. Owner and account win rates
+  of a point use only the deals of that history closed **at or before the point's `as_of`**:
+  never one rate fitted over the whole training period, which would put a snapshot's own future
+  outcome into its feature. Rates are smoothed: `(wins + 5 * global) / (closed + 5)`, where
+  `global` is the win rate of all history deals closed at or before `as_of`; missing while
+  nothing has closed yet.
+
+At serving time the state comes from the model bundle (`feature_state.json`) unchanged.
+
+**Residual look-ahead (documented, deliberate):** the median stage durations are a population
+constant fitted on all won deals closed before the cutoff, so an early training snapshot's
+`days_in_stage_vs_won` divides by a median that includes deals which closed after that snapshot's
+`as_of`. It carries no information about the snapshot's own deal beyond a population average.
+The serving state stops at the training cutoff, so the win-rate history at serving time is as
+old as the model.
+
+## Training snapshots and labels (features.snapshots)
+
+- `sample_snapshots(export, SnapshotConfig())` takes each closed deal weekly from `created_at`
+  and at each stage entry, always strictly before `closed_at`.
+- `label_snapshots(export, points)`: `won` = the deal was eventually won; `slipped` = the deal was
+  not won by the expected close date known at `as_of` (won on a later calendar day, or lost: 1;
+  missing when no expected close date was known). Open deals get no labels.
+- Label maturity (right-censoring): lost deals take longer to close than won ones, so among recent
+  deals the closed ones are mostly the quick wins. `select_mature_deals(export, end)` keeps only
+  deals created at least N days before the data end, N being the 90th percentile of the observed
+  creation-to-close cycle; within that set, deals still open are dropped too (they are few).
+"""
+
+
+if __name__ == "__main__":
+    print(render_docs())
