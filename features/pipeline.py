@@ -528,8 +528,8 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     >>> export = make_export()
     >>> points = pd.DataFrame({"deal_id": ["D1"], "as_of": [pd.Timestamp("2026-03-01", tz="UTC")]})
     >>> row = build_features(export, points, fit_feature_state(export, "2026-12-31")).iloc[0]
-    >>> row["current_stage"], row["days_in_stage"], row["decision_maker_engaged_30d"], row["top_contact_share"]
-    ('negotiate', 14.0, 0.0, 0.6)
+    >>> row["current_stage"], float(row["days_in_stage"]), float(row["top_contact_share"])
+    ('negotiate', 14.0, 0.6)
     """
     pts = prepare_points(export, points)
     columns: dict[str, np.ndarray] = {}
