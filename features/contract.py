@@ -36,7 +36,8 @@ from features.schema import (
 DETAIL_LIMIT = 1000
 # Shown per (table, column, rule) by ``format_report`` unless told otherwise.
 DEFAULT_MAX_PER_RULE = 20
-MAX_ALLOWED_SHOWN = 12
+# Columns up to this length take plain-Python fast paths (the one-deal request); same results.
+SMALL_COLUMN = 256
 
 OUTPUT_DTYPES: dict[str, str] = {
     "id": "str",
@@ -197,6 +198,11 @@ def _as_text(raw: pd.Series) -> pd.Series:
 
 
 def _empty_mask(text: pd.Series) -> np.ndarray:
+    """Cells that are missing or blank; a plain loop on short columns avoids pandas' per-call cost."""
+    if len(text) <= SMALL_COLUMN:
+        return np.fromiter(
+            (not isinstance(v, str) or not v.strip() for v in text.to_numpy(dtype=object)), bool, len(text)
+        )
     return (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool)
 
 
@@ -717,7 +723,9 @@ def build_frame(table: Table, parsed: dict[str, _Parsed], n_rows: int) -> pd.Dat
     columns = {}
     for column in table.columns:
         if column.name in parsed:
-            columns[column.name] = parsed[column.name].values.reset_index(drop=True).astype(OUTPUT_DTYPES[column.kind])
+            values = parsed[column.name].values
+            dtype = OUTPUT_DTYPES[column.kind]
+            columns[column.name] = values if values.dtype == dtype else values.astype(dtype)
         else:
             columns[column.name] = pd.Series(None, index=pd.RangeIndex(n_rows), dtype=OUTPUT_DTYPES[column.kind])
     return pd.DataFrame(columns, index=pd.RangeIndex(n_rows))
@@ -819,7 +827,8 @@ def format_report(
     widths = [max(len(header[i]), *(min(len(r[i]), 50) for r in rows)) if rows else len(header[i]) for i in range(3)]
 
     def line(cells: tuple[str, str, str, str]) -> str:
-        return " | ".join([*(cells[i].ljust(widths[i]) for i in range(3)), cells[3]]).rstrip()
+        shown = [*(cells[i].ljust(widths[i]) for i in range(3)), cells[3]] if cells[3] else list(cells[:3])
+        return " | ".join(shown).rstrip()
 
     total = sum(totals.values())
     per_table: dict[str, int] = {}
