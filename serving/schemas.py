@@ -178,7 +178,7 @@ class ScoreRequest(BaseModel):
         extra="forbid",
         allow_inf_nan=False,
         hide_input_in_errors=True,
-        json_schema_extra={"examples": [EXAMPLE_REQUEST]},
+        json_schema_extra={"example": EXAMPLE_REQUEST},
     )
     as_of: Optional[datetime] = Field(
         default=None,

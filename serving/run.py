@@ -1,0 +1,53 @@
+"""Start the scoring service: check the champion models first, then hand over to ``bentoml serve``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+SERVICE = "serving.service:DealRiskService"
+
+
+class ServeError(SystemExit):
+    """The service cannot start; the message says why (exit status 1)."""
+
+
+def check_champion() -> str:
+    """Load the champion models once, so a missing or unreadable model fails here, clearly.
+
+    Returns a one-line description of what will be served.
+    """
+    from serving.config import ConfigError, ServingConfig
+    from serving.loader import ChampionError, load_champion
+    from serving.scoring import load_model
+
+    try:
+        config = ServingConfig.from_env()
+        model = load_model(load_champion(config))
+    except (ChampionError, ConfigError, ValueError) as exc:
+        raise ServeError(f"dealrisk serve: cannot start: {exc}") from None
+    v = model.versions
+    return (
+        f"champion models: {config.win_model_name} v{v['win']}, {config.slip_model_name} v{v['slip']} "
+        f"from {config.tracking_uri}"
+    )
+
+
+def bentoml_command(host: str, port: int) -> list[str]:
+    """The ``bentoml serve`` command line for this service."""
+    bentoml = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml")
+    head = [bentoml] if bentoml else [sys.executable, "-m", "bentoml"]
+    root = str(Path(__file__).resolve().parent.parent)
+    return [*head, "serve", SERVICE, "--host", host, "--port", str(port), "--working-dir", root]
+
+
+def run_serve(host: str = "127.0.0.1", port: int = 3000) -> None:
+    """Check the champion, then replace this process with ``bentoml serve`` on ``host:port``."""
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    print(check_champion(), file=sys.stderr)
+    print(f"dealrisk serve: listening on http://{host}:{port} (POST /score, GET /model, /docs.json)", file=sys.stderr)
+    command = bentoml_command(host, port)
+    os.execv(command[0], command)

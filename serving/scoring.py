@@ -1,0 +1,283 @@
+"""Score a request: JSON deals -> contract tables -> features (training's code) -> explained scores.
+
+The steps are plain functions so that the service stays thin and tests can call them directly:
+
+- ``frames_from_request``: flatten the request's deals and their histories into the contract's
+  raw tables, remembering which request field every row came from;
+- ``check_request``: the SAME contract check as file loads (``features.contract.check_tables``)
+  plus the request's own rules (no event after ``as_of``, only open deals), every problem named
+  by its request field;
+- ``score_request``: features with ``features.pipeline.build_features`` and the fitted state, then
+  ``features.explain.explain_scores`` (which predicts with ``features.scoring``), as one vectorised
+  batch for all deals of the request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from features.explain import ExplainConfig, explain_scores
+from features.schema import CLOSED_STAGES, EVENT_TABLES, TIMESTAMP_DTYPE
+from serving.schemas import ScoreRequest
+
+# as_of may lie at most this far in the future (clock skew between the CRM and the service).
+MAX_AS_OF_AHEAD = pd.Timedelta(days=1)
+_ROW_PATTERN = re.compile(r"row (\d+)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a request cannot be scored, named by its request field."""
+
+    field: str
+    reason: str
+    table: str | None = None
+    column: str | None = None
+    row: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class RequestError(ValueError):
+    """A request that cannot be scored; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, problems: list[Problem] | tuple[Problem, ...] = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = list(problems)
+
+    def to_dict(self, limit: int = 50) -> dict:
+        return {
+            "error": self.message,
+            "problems": [p.to_dict() for p in self.problems[:limit]],
+            "problem_count": len(self.problems),
+        }
+
+
+@dataclass
+class LoadedModel:
+    """The champion bundle with its fitted feature state and name mapping, built once at startup."""
+
+    bundle: object  # features.bundle.ModelBundle
+    state: object  # features.state.FeatureState
+    mapping: object = None  # features.mapping name mapping (None: the shipped default)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {"win": str(self.bundle.versions.get("win", "")), "slip": str(self.bundle.versions.get("slip", ""))}
+
+
+def load_model(bundle) -> LoadedModel:
+    """Rebuild the fitted feature state of a bundle; ``ValueError`` names what is wrong."""
+    from features.state import FeatureState
+
+    return LoadedModel(bundle=bundle, state=FeatureState.from_dict(bundle.feature_state))
+
+
+# --- request -> contract tables ----------------------------------------------------------------
+
+DEAL_COLUMNS = (
+    "deal_id", "account_id", "owner_id", "created_at", "amount", "deal_type", "lead_source", "segment",
+    "region", "product", "stage", "expected_close_date",
+)
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "stage_history": ("stage", "entered_at"),
+    "field_history": ("field", "old_value", "new_value", "changed_at"),
+    "contacts": ("contact_id", "role", "seniority", "added_at"),
+    "activities": (
+        "activity_id", "contact_id", "type", "direction", "occurred_at", "duration_min",
+        "customer_talk_ratio", "next_step_set",
+    ),
+}
+TIME_COLUMNS = {"created_at", "expected_close_date", "entered_at", "changed_at", "added_at", "occurred_at"}
+NUMBER_COLUMNS = {"amount", "duration_min", "customer_talk_ratio"}
+FLAG_COLUMNS = {"next_step_set"}
+
+
+def _utc(value: datetime | None) -> pd.Timestamp | None:
+    """A request time as a UTC timestamp; a time without offset is read as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return pd.Timestamp(value).tz_convert("UTC")
+
+
+def _typed(column: str, values: list) -> pd.Series:
+    """A raw column in the dtype a Parquet export would have (the contract check reads both)."""
+    if column in TIME_COLUMNS:
+        return pd.Series([_utc(v) for v in values], dtype=TIMESTAMP_DTYPE)
+    if column in NUMBER_COLUMNS:
+        return pd.Series(values, dtype="float64")
+    if column in FLAG_COLUMNS:
+        return pd.Series(values, dtype="boolean")
+    return pd.Series(values, dtype="str")
+
+
+def frames_from_request(request: ScoreRequest) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """Flatten the request into raw contract tables and the request path of every row.
+
+    A history table is present when at least one deal sends it (a list, possibly empty) and
+    absent (``None`` for every deal) otherwise - then the features that need it are missing.
+    """
+    deals = request.deals
+    raw: dict[str, pd.DataFrame] = {}
+    paths: dict[str, list[str]] = {"deals": [f"deals[{i}]" for i in range(len(deals))]}
+    deal_rows = {c: [getattr(d, c) for d in deals] for c in DEAL_COLUMNS}
+    raw["deals"] = pd.DataFrame(
+        {
+            **{c: _typed(c, v) for c, v in deal_rows.items()},
+            "closed_at": pd.Series([None] * len(deals), dtype=TIMESTAMP_DTYPE),
+            "outcome": pd.Series(["open"] * len(deals), dtype="str"),
+        }
+    )
+    for table, columns in TABLE_COLUMNS.items():
+        if all(getattr(d, table) is None for d in deals):
+            continue
+        items = [(i, d.deal_id, j, item) for i, d in enumerate(deals) for j, item in enumerate(getattr(d, table) or ())]
+        frame = {"deal_id": pd.Series([deal_id for _, deal_id, _, _ in items], dtype="str")}
+        for column in columns:
+            frame[column] = _typed(column, [getattr(item, column) for *_, item in items])
+        raw[table] = pd.DataFrame(frame)
+        paths[table] = [f"deals[{i}].{table}[{j}]" for i, _, j, _ in items]
+    return raw, paths
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def _position(row) -> int | None:
+    """0-based position of a contract violation's row (``"row 3 (deal_id=D1)"`` counts from 1)."""
+    match = _ROW_PATTERN.match(str(row))
+    return int(match.group(1)) - 1 if match else None
+
+
+def _field_of(paths: dict[str, list[str]], table: str | None, column: str | None, position: int | None) -> str:
+    """The request field of a (table, column, position) cell, e.g. ``deals[0].activities[2].type``."""
+    if table in paths and position is not None and 0 <= position < len(paths[table]):
+        base = paths[table][position]
+    elif table == "deals" or table is None:
+        base = "deals"
+    else:
+        base = f"deals[*].{table}"
+    return f"{base}.{column}" if column and column != "-" else base
+
+
+def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, list[str]], mapping=None):
+    """Run the data contract on the request's tables; ``RequestError(422)`` naming every violation."""
+    from features.contract import check_tables
+
+    result = check_tables(raw, mapping=mapping)
+    if result.violations:
+        problems = [
+            Problem(
+                field=_field_of(paths, v.table, v.column, _position(v.row)),
+                reason=str(v.reason),
+                table=v.table,
+                column=v.column,
+                row=_position(v.row),
+            )
+            for v in result.violations
+        ]
+        raise RequestError(422, "the request breaks the data contract", problems)
+    return result.export
+
+
+def check_times(export, paths: dict[str, list[str]], as_of: pd.Timestamp) -> None:
+    """Reject closed deals and events after ``as_of`` (``RequestError(422)`` naming each field)."""
+    problems: list[Problem] = []
+    deals = export.deals
+    closed = deals["stage"].isin(CLOSED_STAGES).to_numpy()
+    for i in np.flatnonzero(closed):
+        problems.append(Problem(f"{paths['deals'][i]}.stage", "the deal is closed; only open deals are scored",
+                                "deals", "stage", int(i)))
+    late = (deals["created_at"] > as_of).to_numpy()
+    for i in np.flatnonzero(late):
+        problems.append(Problem(f"{paths['deals'][i]}.created_at", f"is after as_of ({as_of.isoformat()})",
+                                "deals", "created_at", int(i)))
+    from features.schema import TABLES
+
+    for table in EVENT_TABLES:
+        frame = export.table(table)
+        if frame is None or table not in paths or len(frame) == 0:
+            continue
+        column = TABLES[table].time_column
+        for i in np.flatnonzero((frame[column] > as_of).to_numpy()):
+            problems.append(Problem(f"{_field_of(paths, table, None, i)}.{column}",
+                                    f"is after as_of ({as_of.isoformat()}); send only events up to as_of",
+                                    table, column, int(i)))
+    if problems:
+        raise RequestError(422, "the request has events after as_of or closed deals", problems)
+
+
+def resolve_as_of(request: ScoreRequest, now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The request's ``as_of`` in UTC (default: now); ``RequestError(422)`` if far in the future."""
+    now = pd.Timestamp.now(tz="UTC") if now is None else now
+    if request.as_of is None:
+        return now.floor("s")
+    as_of = _utc(request.as_of)
+    if as_of > now + MAX_AS_OF_AHEAD:
+        raise RequestError(422, "as_of is in the future", [Problem("as_of", "is more than one day after now")])
+    return as_of
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+
+def _finite(value):
+    return value if isinstance(value, float) and math.isfinite(value) else (None if isinstance(value, float) else value)
+
+
+def build_request_features(model: LoadedModel, export, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Point-in-time features of every deal of the request as of ``as_of`` (training's code)."""
+    from features.pipeline import build_features
+
+    points = pd.DataFrame(
+        {"deal_id": export.deals["deal_id"], "as_of": pd.Series(as_of, index=export.deals.index, dtype=TIMESTAMP_DTYPE)}
+    )
+    return build_features(export, points, model.state)
+
+
+def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConfig = ExplainConfig()) -> dict:
+    """The JSON-ready answer for a request: one explained score per deal, in request order.
+
+    Raises ``RequestError`` (4xx) for anything wrong with the request itself.
+    """
+    as_of = resolve_as_of(request)
+    raw, paths = frames_from_request(request)
+    export = check_contract(raw, paths, model.mapping)
+    check_times(export, paths, as_of)
+    features = build_request_features(model, export, as_of)
+    explained = explain_scores(model.bundle, features, config)
+    return response_from_explained(explained, request, as_of, model.versions)
+
+
+def response_from_explained(explained: pd.DataFrame, request: ScoreRequest, as_of: pd.Timestamp, versions: dict) -> dict:
+    """Assemble the response dict (``serving.schemas.ScoreResponse`` shape) in request order."""
+    order = {d.deal_id: i for i, d in enumerate(request.deals)}
+    explained = explained.assign(_order=explained["deal_id"].map(order)).sort_values("_order", kind="stable")
+    columns = ["deal_id", "win_probability", "score", "grade", "slip_probability", "risk_level", "amount",
+               "value_at_risk", "factors_up", "factors_down", "warnings"]
+    records = explained[columns].to_dict("records")
+    for record in records:
+        record["deal_id"] = str(record["deal_id"])
+        record["score"] = int(record["score"])
+        for key in ("win_probability", "slip_probability", "amount", "value_at_risk"):
+            record[key] = float(record[key]) if math.isfinite(float(record[key])) else 0.0
+        record["model_versions"] = versions
+    return {"as_of": as_of.isoformat(), "model_versions": versions, "deals": records}
+
+
+def dump_response(response: dict) -> bytes:
+    """Serialise a response; NaN/inf never leave the service (they would be invalid JSON)."""
+    return json.dumps(response, allow_nan=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,127 @@
+"""The BentoML scoring service: ``POST /score`` and ``GET /model`` over the champion models.
+
+Start it with ``dealrisk serve`` or ``bentoml serve serving.service:DealRiskService``. It listens
+on 127.0.0.1:3000 by default, reads the MLflow store from ``MLFLOW_TRACKING_URI`` (default
+``sqlite:///mlflow.db``) and refuses to start without readable ``champion`` models. BentoML's
+``/healthz``, ``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json`` stay on.
+
+The service is thin: parsing is pydantic (``serving.schemas``), limits and auth are an ASGI
+middleware (``serving.guard``), and scoring is ``serving.scoring.score_request``, which runs the
+request's deals as one vectorised batch through training's feature and prediction code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+from fastapi import FastAPI
+from starlette.responses import JSONResponse, Response
+
+from serving.guard import RequestGuard
+from serving.schemas import ModelInfo, ScoreRequest, ScoreResponse
+
+logger = logging.getLogger("dealrisk.serving")
+
+info_app = FastAPI(title="dealrisk model info", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@bentoml.service(
+    name="dealrisk",
+    http={"host": "127.0.0.1", "port": 3000},
+    traffic={"timeout": 120},
+    workers=1,
+)
+@bentoml.asgi_app(info_app, path="/")
+class DealRiskService:
+    """Explained win-probability and slip-risk scores for open deals."""
+
+    def __init__(self) -> None:
+        from serving.config import ServingConfig
+        from serving.loader import load_champion
+        from serving.scoring import load_model
+
+        self.config = ServingConfig.from_env()
+        bundle = load_champion(self.config)
+        self.model = load_model(bundle)
+        self.info = model_info(self.model, self.config)
+        logger.info(
+            "dealrisk: serving %s v%s and %s v%s from %s",
+            self.config.win_model_name, self.model.versions["win"],
+            self.config.slip_model_name, self.model.versions["slip"], self.config.tracking_uri,
+        )
+
+    @bentoml.api(route="/score")
+    def score(self, request: ScoreRequest, /) -> ScoreResponse:
+        """Score one or many open deals with their histories.
+
+        For each deal: calibrated win probability (a probability, not a rank), score 1-99, grade
+        A-D, slip probability, risk level, value at risk, top 5 factors raising and lowering the
+        win probability in plain sentences, rule-based warnings and the model versions.
+        """
+        return score_response(self.model, self.config, request)
+
+    @info_app.get("/model", response_model=ModelInfo, summary="Champion model versions, metrics and features")
+    def model(self) -> ModelInfo:
+        """Model versions, training date, headline metrics, feature list and thresholds in use."""
+        return self.info
+
+
+def score_response(model, config, request: ScoreRequest) -> Response:
+    """Score a parsed request into an HTTP response: 200, a 4xx naming the field, or a logged 500."""
+    from serving.scoring import RequestError, dump_response, score_request
+
+    if len(request.deals) > config.max_deals:
+        error = RequestError(413, f"too many deals: {len(request.deals)} > limit {config.max_deals}")
+        return JSONResponse(error.to_dict(), status_code=413)
+    try:
+        answer = score_request(model, request, config.explain)
+        body = dump_response(answer)
+    except RequestError as exc:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+    except Exception as exc:  # noqa: BLE001 - never crash; log the kind of failure, not the deal contents
+        logger.error("dealrisk: scoring failed with %s at %s", type(exc).__name__, _where(exc))
+        return JSONResponse({"error": "internal error while scoring; see the server log"}, status_code=500)
+    if config.log_requests:
+        logger.info("dealrisk: scored %d deals", len(request.deals))
+    return Response(body, media_type="application/json")
+
+
+def _where(exc: BaseException) -> str:
+    """File and line where an exception was raised (no values, so no deal contents)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "unknown"
+
+
+def model_info(model, config) -> dict:
+    """The ``GET /model`` answer for a loaded model."""
+    from features.registry import FEATURES_BY_NAME
+
+    bundle = model.bundle
+    categorical = bundle.features.get("categorical", {}) or {}
+    metrics = dict(bundle.metrics or {})
+    trained_at = metrics.get("trained_at") or metrics.get("training_date")
+    features = [
+        {
+            "name": name,
+            "description": getattr(FEATURES_BY_NAME.get(name), "description", ""),
+            "unit": getattr(FEATURES_BY_NAME.get(name), "unit", ""),
+            "categorical": name in categorical,
+        }
+        for name in bundle.features["names"]
+    ]
+    versions = bundle.versions
+    return ModelInfo(
+        model_versions=model.versions,
+        model_names={"win": versions.get("win_name", ""), "slip": versions.get("slip_name", "")},
+        run_ids={"win": versions.get("win_run_id", ""), "slip": versions.get("slip_run_id", "")},
+        trained_at=None if trained_at is None else str(trained_at),
+        metrics=metrics,
+        features=features,
+        thresholds=config.explain.to_dict(),
+    ).model_dump()
+
+
+DealRiskService.add_asgi_middleware(RequestGuard)
