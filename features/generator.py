@@ -1,0 +1,639 @@
+"""Realistic CRM export generator: a forward simulation of deals, with its ground truth kept apart.
+
+``generate_export`` is the pure core: it simulates ``n_deals`` deals day by day (vectorised over
+all open deals, see ``features.generator_sim``), records what a CRM would record (stage changes,
+close-date and amount changes, contacts, activities) and returns the five contract tables in
+the raw shape written to disk, plus the true win probabilities (``truth``) and, for messy
+exports, the list of planted problems. ``run_generate`` is the CLI edge: files, progress, summary.
+See docs/generator.md for the generative story.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.generator_messy import plant_problems
+from features.generator_sim import (
+    LOST,
+    MAX_CONTACTS,
+    N_OPEN,
+    WON,
+    DealState,
+    SimulationParams,
+    advance_day,
+    estimate_creation_probability,
+    estimate_win_probability,
+    open_deals,
+    sigmoid,
+)
+from features.schema import ACTIVITY_TYPES, DEAL_TYPES, ROLES, SENIORITIES, STAGES, TABLES
+
+DEFAULT_EXPORT_DATE = pd.Timestamp("2026-07-01T00:00:00Z")
+TRUTH_COLUMNS = ["deal_id", "as_of", "true_win_probability", "kind"]
+Progress = Callable[[str, int, int], None]
+
+SEGMENTS = ("smb", "mid_market", "enterprise")
+SEGMENT_PROBS = (0.5, 0.35, 0.15)
+SEGMENT_AMOUNT = (9_000.0, 35_000.0, 140_000.0)  # median first-year value
+SEGMENT_PACE = (0.3, 0.0, -0.35)  # log speed
+SEGMENT_PLANNED_WEEKS = ((4, 11), (6, 15), (9, 22))  # rep's first close-date estimate
+REGIONS = ("north_america", "emea", "apac", "latam")
+REGION_PROBS = (0.45, 0.3, 0.15, 0.1)
+PRODUCTS = ("core", "analytics", "platform", "add_on")
+LEAD_SOURCES = ("inbound", "outbound", "referral", "partner", "event")
+LEAD_SOURCE_PROBS = (0.3, 0.35, 0.1, 0.12, 0.13)
+LEAD_SOURCE_EFFECT = (0.3, -0.3, 0.6, 0.2, 0.0)
+DEAL_TYPE_EFFECT = (0.0, 0.5, 1.0)  # new_business, expansion, renewal
+ACTIVITY_RATE = (0.11, 0.17, 0.2, 0.18, 0.15)  # activities per day by open stage
+ACTIVITY_TYPE_PROBS = np.array(
+    [
+        # call  meeting email demo
+        [0.40, 0.10, 0.48, 0.02],  # identify
+        [0.30, 0.20, 0.38, 0.12],  # qualify
+        [0.25, 0.25, 0.35, 0.15],  # propose
+        [0.28, 0.30, 0.38, 0.04],  # negotiate
+        [0.25, 0.20, 0.53, 0.02],  # contract
+    ]
+)
+SENIORITY_PROBS = np.array(
+    [
+        # individual manager director vp   c_level
+        [0.00, 0.02, 0.18, 0.40, 0.40],  # decision_maker
+        [0.00, 0.05, 0.30, 0.40, 0.25],  # economic_buyer
+        [0.10, 0.45, 0.35, 0.10, 0.00],  # champion
+        [0.55, 0.35, 0.10, 0.00, 0.00],  # technical_evaluator
+        [0.30, 0.40, 0.25, 0.05, 0.00],  # influencer
+        [0.70, 0.25, 0.05, 0.00, 0.00],  # business_user
+        [0.30, 0.50, 0.20, 0.00, 0.00],  # procurement
+        [0.50, 0.35, 0.15, 0.00, 0.00],  # other
+    ]
+)
+
+
+@dataclass(frozen=True)
+class GeneratedExport:
+    """A simulated export: raw contract tables, the hidden truth, and planted problems (messy)."""
+
+    tables: dict[str, pd.DataFrame]
+    truth: pd.DataFrame
+    planted: pd.DataFrame | None = None
+
+
+@dataclass
+class EventLog:
+    """Columns of one kind of event, appended day by day, concatenated at the end."""
+
+    columns: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {c: [] for c in self.columns}
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for name in self.columns:
+            self.parts[name].append(np.asarray(arrays[name]))
+
+    def collect(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) if parts else np.array([]) for name, parts in self.parts.items()}
+
+
+def draw_choice(probs: tuple[float, ...] | np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw ``size`` category codes with fixed probabilities."""
+    probs = np.asarray(probs, dtype=float)
+    return np.minimum(np.searchsorted(np.cumsum(probs) / probs.sum(), rng.random(size)), len(probs) - 1)
+
+
+def draw_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw one category code per row of a probability matrix."""
+    cum = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs)) * cum[:, -1]
+    return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
+
+
+def format_timestamps(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
+    """Days since ``start`` (float) -> ISO-8601 UTC strings to the minute, e.g. 2025-03-01T10:15:00Z."""
+    base = np.datetime64(start.tz_convert("UTC").tz_localize(None).to_datetime64(), "m")
+    minutes = np.floor(np.asarray(days, dtype=float) * 1440.0).astype(np.int64)
+    return np.datetime_as_string(base + minutes.astype("timedelta64[m]"), unit="s", timezone="UTC")
+
+
+def format_dates(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
+    """Whole days since ``start`` -> ISO dates, e.g. 2025-03-01."""
+    base = np.datetime64(start.tz_convert("UTC").tz_localize(None).to_datetime64(), "D")
+    return np.datetime_as_string(base + np.asarray(days, dtype=np.int64).astype("timedelta64[D]"), unit="D")
+
+
+def format_ids(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
+    """Integer ids -> zero-padded string ids, e.g. D0000042."""
+    return np.array([f"{prefix}{n:0{width}d}" for n in np.asarray(numbers).tolist()], dtype=object)
+
+
+@dataclass(frozen=True)
+class Population:
+    """Static attributes of the deals, drawn before the simulation (index = deal, sorted by creation)."""
+
+    created: np.ndarray  # creation time, days since the start of the span
+    account: np.ndarray
+    owner: np.ndarray
+    segment: np.ndarray
+    region: np.ndarray
+    product: np.ndarray
+    lead_source: np.ndarray
+    base_quality: np.ndarray  # fit, budget, account fit and owner skill (type is added at creation)
+    fit: np.ndarray
+    pace_noise: np.ndarray
+    type_draw: np.ndarray
+    amount_draw: np.ndarray
+    planned_weeks: np.ndarray
+
+
+def draw_population(n_deals: int, span_days: int, rng: np.random.Generator) -> Population:
+    """Draw accounts (several deals each, Zipf-like), owners of different skill and deal attributes."""
+    n_accounts = max(3, int(n_deals * 0.35))
+    n_owners = max(4, min(400, n_deals // 150))
+    account_segment = draw_choice(SEGMENT_PROBS, n_accounts, rng)
+    account_region = draw_choice(REGION_PROBS, n_accounts, rng)
+    account_fit = rng.normal(0.0, 0.3, n_accounts)
+    owner_skill = rng.normal(0.0, 0.3, n_owners)
+    account = draw_choice(rng.pareto(1.5, n_accounts) + 1.0, n_deals, rng)
+    owner = rng.integers(0, n_owners, n_deals)
+    # The pipeline grows over time: creation density rises by 40% across the span.
+    u = rng.random(n_deals)
+    created = np.minimum(np.sort(span_days * (np.sqrt(1 + u * (1.4**2 - 1)) - 1) / 0.4), span_days - 1e-3)
+    segment = account_segment[account]
+    low = np.array([w[0] for w in SEGMENT_PLANNED_WEEKS])[segment]
+    high = np.array([w[1] for w in SEGMENT_PLANNED_WEEKS])[segment]
+    fit = rng.normal(0.0, 0.7, n_deals)
+    budget = rng.normal(0.0, 0.3, n_deals)
+    lead_source = draw_choice(LEAD_SOURCE_PROBS, n_deals, rng)
+    return Population(
+        created=created, account=account, owner=owner, segment=segment, region=account_region[account],
+        product=draw_choice((0.45, 0.25, 0.2, 0.1), n_deals, rng), lead_source=lead_source,
+        base_quality=0.4 * fit + budget + account_fit[account] + owner_skill[owner]
+        + np.asarray(LEAD_SOURCE_EFFECT)[lead_source] - 0.5,
+        fit=fit, pace_noise=rng.normal(0.0, 0.2, n_deals), type_draw=rng.random(n_deals),
+        amount_draw=rng.normal(0.0, 0.6, n_deals), planned_weeks=rng.integers(low, high + 1),
+    )
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Everything the day-by-day simulation produced, as arrays (deal indices, times in days)."""
+
+    state: DealState  # final state of every deal
+    deal_type: np.ndarray
+    amount: np.ndarray
+    expected_close: np.ndarray  # whole days
+    closed_at: np.ndarray  # NaN while open
+    stages: dict[str, np.ndarray]
+    fields: dict[str, np.ndarray]
+    contacts: dict[str, np.ndarray]
+    activities: dict[str, np.ndarray]
+    snapshot_deals: np.ndarray
+    snapshot_as_of: np.ndarray  # whole days: the snapshot is the state at the end of day as_of - 1
+    snapshot_states: DealState | None
+
+
+def concat_states(states: list[DealState]) -> DealState | None:
+    """One DealState from several (None when empty)."""
+    if not states:
+        return None
+    names = DealState.__dataclass_fields__
+    return DealState(**{name: np.concatenate([getattr(s, name) for s in states]) for name in names})
+
+
+def simulate_deals(
+    pop: Population,
+    span_days: int,
+    truth_snapshots: int,
+    rng: np.random.Generator,
+    params: SimulationParams,
+    progress: Progress | None = None,
+) -> Simulation:
+    """Simulate all deals day by day from the start of the span to the export date."""
+    n = len(pop.created)
+    state = DealState.fresh(np.zeros(n), np.ones(n))
+    deal_type = np.zeros(n, np.int64)
+    amount = np.zeros(n)
+    expected_close = np.zeros(n, np.int64)
+    closed_at = np.full(n, np.nan)
+    account_wins = np.zeros(pop.account.max() + 1, np.int64)
+    stages = EventLog(("deal", "stage", "time"))
+    fields = EventLog(("deal", "field", "old", "new", "time"))
+    contacts = EventLog(("deal", "slot", "role", "time"))
+    activities = EventLog(("deal", "slot", "type", "inbound", "time", "duration", "talk_ratio", "next_step"))
+    snap_deals: list[np.ndarray] = []
+    snap_days: list[np.ndarray] = []
+    snap_states: list[DealState] = []
+    snaps_per_day = rng.multinomial(truth_snapshots, np.full(span_days, 1.0 / span_days))
+    day_start = np.searchsorted(pop.created, np.arange(span_days + 1))
+    type_probs = np.array([[0.9, 0.06, 0.04], [0.25, 0.4, 0.35]])  # without / with an earlier win
+
+    for day in range(span_days):
+        n_created = day_start[day]
+        active = np.flatnonzero(state.stage[:n_created] < N_OPEN)
+        if len(active):
+            outcome = advance_day(state, active, rng, params)
+            record_day(day, outcome, state, pop, amount, expected_close, rng, contacts, activities, fields)
+            if len(outcome.moved_deals):
+                times = day + rng.uniform(0.86, 0.95, len(outcome.moved_deals))
+                stages.add(deal=outcome.moved_deals, stage=outcome.moved_to, time=times)
+                closing = outcome.moved_to >= N_OPEN
+                closed_at[outcome.moved_deals[closing]] = times[closing]
+                won_deals = outcome.moved_deals[outcome.moved_to == WON]
+                np.add.at(account_wins, pop.account[won_deals], 1)
+
+        new = np.arange(day_start[day], day_start[day + 1])
+        if len(new):
+            has_win = (account_wins[pop.account[new]] > 0).astype(np.int64)
+            cum = np.cumsum(type_probs[has_win], axis=1)
+            deal_type[new] = (pop.type_draw[new][:, None] > cum).sum(axis=1)
+            state.quality[new] = pop.base_quality[new] + np.asarray(DEAL_TYPE_EFFECT)[deal_type[new]]
+            state.pace[new] = np.exp(
+                0.25 * pop.fit[new] + np.asarray(SEGMENT_PACE)[pop.segment[new]]
+                + 0.2 * (deal_type[new] == 2) + pop.pace_noise[new]
+            )
+            size = np.asarray(SEGMENT_AMOUNT)[pop.segment[new]] * np.exp(pop.amount_draw[new])
+            size *= np.array([1.0, 0.45, 0.9])[deal_type[new]]
+            amount[new] = np.maximum(500.0, np.round(size / 100.0) * 100.0)
+            expected_close[new] = np.floor(pop.created[new]).astype(np.int64) + 7 * pop.planned_weeks[new]
+            slots, roles = open_deals(state, new, rng, params)
+            contacts.add(deal=new, slot=slots, role=roles, time=pop.created[new])
+            stages.add(deal=new, stage=np.zeros(len(new), np.int64), time=pop.created[new])
+
+        wanted = snaps_per_day[day]
+        if wanted:
+            open_now = np.flatnonzero(state.stage[: day_start[day + 1]] < N_OPEN)
+            picked = np.sort(rng.choice(open_now, size=min(wanted, len(open_now)), replace=False))
+            snap_deals.append(picked)
+            snap_days.append(np.full(len(picked), day + 1))
+            snap_states.append(state.take(picked))
+        if progress is not None and (day % 10 == 0 or day == span_days - 1):
+            progress("simulate", day + 1, span_days)
+
+    return Simulation(
+        state=state, deal_type=deal_type, amount=amount, expected_close=expected_close, closed_at=closed_at,
+        stages=stages.collect(), fields=fields.collect(), contacts=contacts.collect(),
+        activities=activities.collect(),
+        snapshot_deals=np.concatenate(snap_deals) if snap_deals else np.array([], np.int64),
+        snapshot_as_of=np.concatenate(snap_days) if snap_days else np.array([], np.int64),
+        snapshot_states=concat_states(snap_states),
+    )
+
+
+def record_day(
+    day: int,
+    outcome,
+    state: DealState,
+    pop: Population,
+    amount: np.ndarray,
+    expected_close: np.ndarray,
+    rng: np.random.Generator,
+    contacts: EventLog,
+    activities: EventLog,
+    fields: EventLog,
+) -> None:
+    """Turn one day of hidden state into what the CRM records: contacts, activities, field changes.
+
+    Times within the day keep a deal's events in a causal order: contacts join (0.20-0.25),
+    activities happen (0.25-0.80), fields change (0.80-0.85), then the stage moves (0.86-0.95).
+    """
+    if len(outcome.contact_deals):
+        contacts.add(
+            deal=outcome.contact_deals, slot=outcome.contact_slots, role=outcome.contact_roles,
+            time=day + rng.uniform(0.2, 0.25, len(outcome.contact_deals)),
+        )
+    active = outcome.active
+    stage = np.minimum(state.stage[active], N_OPEN - 1).astype(np.int64)
+    momentum = state.momentum[active]
+    rate = np.asarray(ACTIVITY_RATE)[stage] * np.exp(0.55 * momentum + 0.15 * state.quality[active])
+    counts = rng.poisson(rate)
+    pick = np.repeat(np.arange(len(active)), counts)
+    if len(pick):
+        deals = active[pick]
+        k = len(deals)
+        kind = draw_rows(ACTIVITY_TYPE_PROBS[stage[pick]], rng)
+        champion, dm, eb = state.champion[deals], state.dm[deals], state.eb[deals]
+        inbound = rng.random(k) < sigmoid(-1.1 + 0.9 * momentum[pick] + 0.4 * champion)
+        roles = state.roles[deals]
+        weight = np.where(roles >= 0, 1.0, 0.0)
+        weight = np.where(roles == 2, 1.0 + 2.0 * champion[:, None], weight)
+        weight = np.where(roles == 0, 0.05 + 4.0 * dm[:, None], weight)
+        weight = np.where(roles == 1, 0.05 + 3.0 * eb[:, None], weight)
+        cum = np.cumsum(weight, axis=1)
+        slot = np.minimum((cum < (rng.random(k) * cum[:, -1])[:, None]).sum(axis=1), MAX_CONTACTS - 1)
+        slot = np.where(rng.random(k) < 0.08, -1, slot)  # a few activities are logged without a contact
+        duration = np.select(
+            [kind == 0, kind == 1, kind == 3],
+            [rng.integers(3, 46, k), 30.0 * rng.integers(1, 3, k), rng.integers(45, 91, k)],
+            np.nan,
+        )
+        recorded = (kind <= 1) & (rng.random(k) < 0.85)
+        talk = np.clip(0.35 + 0.08 * momentum[pick] + 0.05 * champion + rng.normal(0, 0.1, k), 0.02, 0.95)
+        next_step = rng.random(k) < sigmoid(-0.3 + 0.8 * momentum[pick] + 0.8 * dm)
+        activities.add(
+            deal=deals, slot=slot, type=kind, inbound=inbound, time=day + rng.uniform(0.25, 0.8, k),
+            duration=duration, talk_ratio=np.where(recorded, np.round(talk, 3), np.nan),
+            next_step=np.where(recorded, next_step.astype(float), np.nan),
+        )
+
+    # Close-date pushes (overdue dates, or a deal losing health) and amount changes on open deals.
+    still_open = active[state.stage[active] < N_OPEN]
+    health = outcome.health[state.stage[active] < N_OPEN]
+    u = rng.random((3, len(still_open)))
+    overdue = expected_close[still_open] <= day + 2
+    push = (overdue & (u[0] < 0.35)) | (~overdue & (u[0] < 0.006 * sigmoid(-health)))
+    pushed = still_open[push]
+    if len(pushed):
+        old = expected_close[pushed]
+        new = np.where(overdue[push], day + 7 * rng.integers(2, 9, len(pushed)), old + 7 * rng.integers(2, 7, len(pushed)))
+        expected_close[pushed] = new
+        fields.add(deal=pushed, field=np.zeros(len(pushed), np.int64), old=old.astype(float), new=new.astype(float),
+                   time=day + rng.uniform(0.8, 0.85, len(pushed)))
+    open_stage = state.stage[still_open]
+    change = u[1] < 0.002 + 0.002 * (open_stage == 2) + 0.006 * (open_stage == 3)
+    changed = still_open[change]
+    if len(changed):
+        old = amount[changed]
+        new = np.maximum(500.0, np.round(old * np.exp(rng.normal(-0.04, 0.12, len(changed))) / 100.0) * 100.0)
+        real = new != old
+        amount[changed[real]] = new[real]
+        fields.add(deal=changed[real], field=np.ones(int(real.sum()), np.int64), old=old[real], new=new[real],
+                   time=day + rng.uniform(0.8, 0.85, int(real.sum())))
+
+
+def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The five contract tables in their raw on-disk shape (ISO-8601 UTC strings, canonical names)."""
+    n = len(pop.created)
+    deal_ids = format_ids("D", np.arange(1, n + 1), 7)
+    stage_names = np.array(STAGES, dtype=object)
+    closed = ~np.isnan(sim.closed_at)
+    closed_at = np.full(n, None, dtype=object)
+    closed_at[closed] = format_timestamps(sim.closed_at[closed], start)
+    final_stage = sim.state.stage.astype(np.int64)
+    outcome = np.where(final_stage == WON, "won", np.where(final_stage == LOST, "lost", "open"))
+    deals = pd.DataFrame(
+        {
+            "deal_id": deal_ids,
+            "account_id": format_ids("A", pop.account + 1, 6),
+            "owner_id": format_ids("U", pop.owner + 1, 4),
+            "created_at": format_timestamps(pop.created, start),
+            "amount": sim.amount,
+            "deal_type": np.array(DEAL_TYPES, dtype=object)[sim.deal_type],
+            "lead_source": np.array(LEAD_SOURCES, dtype=object)[pop.lead_source],
+            "segment": np.array(SEGMENTS, dtype=object)[pop.segment],
+            "region": np.array(REGIONS, dtype=object)[pop.region],
+            "product": np.array(PRODUCTS, dtype=object)[pop.product],
+            "stage": stage_names[final_stage],
+            "expected_close_date": format_timestamps(sim.expected_close.astype(float), start),
+            "closed_at": closed_at,
+            "outcome": outcome,
+        }
+    )
+
+    st = sim.stages
+    order = np.lexsort((st["time"], st["deal"]))
+    stage_history = pd.DataFrame(
+        {
+            "deal_id": deal_ids[st["deal"][order].astype(np.int64)],
+            "stage": stage_names[st["stage"][order].astype(np.int64)],
+            "entered_at": format_timestamps(st["time"][order], start),
+        }
+    )
+
+    fh = sim.fields
+    order = np.argsort(fh["time"], kind="stable")
+    is_date = fh["field"][order] == 0
+    old, new = fh["old"][order], fh["new"][order]
+    old_text = np.where(is_date, format_dates(np.where(is_date, old, 0), start), np.char.mod("%.0f", old))
+    new_text = np.where(is_date, format_dates(np.where(is_date, new, 0), start), np.char.mod("%.0f", new))
+    field_history = pd.DataFrame(
+        {
+            "deal_id": deal_ids[fh["deal"][order].astype(np.int64)],
+            "field": np.array(["expected_close_date", "amount"], dtype=object)[fh["field"][order].astype(np.int64)],
+            "old_value": old_text.astype(object),
+            "new_value": new_text.astype(object),
+            "changed_at": format_timestamps(fh["time"][order], start),
+        }
+    )
+
+    ct = sim.contacts
+    order = np.argsort(ct["time"], kind="stable")
+    ct_deal = ct["deal"][order].astype(np.int64)
+    ct_role = ct["role"][order].astype(np.int64)
+    seniority = np.array(SENIORITIES, dtype=object)[draw_rows(SENIORITY_PROBS[ct_role], np.random.default_rng(n))]
+    seniority[np.random.default_rng(n + 1).random(len(seniority)) < 0.03] = None  # sometimes not filled in
+    contacts = pd.DataFrame(
+        {
+            "deal_id": deal_ids[ct_deal],
+            "contact_id": format_ids("C", ct_deal * MAX_CONTACTS + ct["slot"][order].astype(np.int64), 8),
+            "role": np.array(ROLES, dtype=object)[ct_role],
+            "seniority": seniority,
+            "added_at": format_timestamps(ct["time"][order], start),
+        }
+    )
+
+    ac = sim.activities
+    order = np.argsort(ac["time"], kind="stable")
+    ac_deal = ac["deal"][order].astype(np.int64)
+    slot = ac["slot"][order].astype(np.int64)
+    contact = np.full(len(order), None, dtype=object)
+    has_contact = slot >= 0
+    contact[has_contact] = format_ids("C", ac_deal[has_contact] * MAX_CONTACTS + slot[has_contact], 8)
+    next_step = ac["next_step"][order]
+    next_step_text = np.where(np.isnan(next_step), None, np.where(next_step > 0.5, "true", "false")).astype(object)
+    activities = pd.DataFrame(
+        {
+            "activity_id": format_ids("T", np.arange(1, len(order) + 1), 9),
+            "deal_id": deal_ids[ac_deal],
+            "contact_id": contact,
+            "type": np.array(ACTIVITY_TYPES, dtype=object)[ac["type"][order].astype(np.int64)],
+            "direction": np.where(ac["inbound"][order].astype(bool), "inbound", "outbound").astype(object),
+            "occurred_at": format_timestamps(ac["time"][order], start),
+            "duration_min": ac["duration"][order],
+            "customer_talk_ratio": ac["talk_ratio"][order],
+            "next_step_set": next_step_text,
+        }
+    )
+    tables = {
+        "deals": deals, "stage_history": stage_history, "field_history": field_history,
+        "contacts": contacts, "activities": activities,
+    }
+    return {name: frame[TABLES[name].column_names] for name, frame in tables.items()}
+
+
+def build_truth(
+    sim: Simulation,
+    pop: Population,
+    start: pd.Timestamp,
+    rng: np.random.Generator,
+    params: SimulationParams,
+    n_paths: int,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """True win probabilities: every deal at creation, and the sampled open (deal, as_of) moments."""
+    n = len(pop.created)
+    deal_ids = format_ids("D", np.arange(1, n + 1), 7)
+    if progress is not None:
+        progress("truth at creation", 0, 1)
+    creation = estimate_creation_probability(sim.state.quality, sim.state.pace, rng, params)
+    if progress is not None:
+        progress("truth at creation", 1, 1)
+    frames = [
+        pd.DataFrame(
+            {"deal_id": deal_ids, "as_of": pd.Series([None] * n, dtype="str"),
+             "true_win_probability": np.round(creation, 4), "kind": "creation"}
+        )
+    ]
+    if sim.snapshot_states is not None and len(sim.snapshot_deals):
+        total = len(sim.snapshot_deals)
+        done = [0]
+
+        def tick(k: int) -> None:
+            done[0] += k
+            if progress is not None:
+                progress("truth at snapshots", done[0], total)
+
+        snapshot = estimate_win_probability(sim.snapshot_states, n_paths, rng, params, progress=tick)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "deal_id": deal_ids[sim.snapshot_deals],
+                    "as_of": format_timestamps(sim.snapshot_as_of.astype(float), start),
+                    "true_win_probability": np.round(snapshot, 4),
+                    "kind": "snapshot",
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)[TRUTH_COLUMNS]
+
+
+def generate_export(
+    n_deals: int,
+    seed: int,
+    span_days: int = 730,
+    export_date: pd.Timestamp | str | None = None,
+    truth_snapshots: int = 2000,
+    messy: bool = False,
+    n_paths: int = 300,
+    params: SimulationParams | None = None,
+    progress: Progress | None = None,
+) -> GeneratedExport:
+    """Simulate a CRM export of ``n_deals`` deals created over ``span_days`` up to ``export_date``.
+
+    Deterministic for a seed. ``truth`` has one ``creation`` row per deal and up to
+    ``truth_snapshots`` ``snapshot`` rows (deal open at ``as_of``), each with the true win
+    probability estimated from ``n_paths`` continuations of the hidden state.
+    """
+    if n_deals < 1:
+        raise ValueError(f"n_deals must be at least 1, got {n_deals}")
+    if span_days < 1:
+        raise ValueError(f"span_days must be at least 1, got {span_days}")
+    if truth_snapshots < 0:
+        raise ValueError(f"truth_snapshots must be >= 0, got {truth_snapshots}")
+    export_at = DEFAULT_EXPORT_DATE if export_date is None else pd.Timestamp(export_date)
+    export_at = (export_at.tz_localize("UTC") if export_at.tzinfo is None else export_at.tz_convert("UTC")).floor("D")
+    start = export_at - pd.Timedelta(days=span_days)
+    params = params or SimulationParams()
+    sim_rng, truth_rng, messy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    pop = draw_population(n_deals, span_days, sim_rng)
+    sim = simulate_deals(pop, span_days, truth_snapshots, sim_rng, params, progress)
+    tables = build_tables(sim, pop, start)
+    truth = build_truth(sim, pop, start, truth_rng, params, n_paths, progress)
+    planted = None
+    if messy:
+        tables, planted = plant_problems(tables, messy_rng)
+    return GeneratedExport(tables=tables, truth=truth, planted=planted)
+
+
+def summarize_export(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Rows per table, closed-deal win rate and median cycle days of won and lost deals."""
+    deals = tables["deals"]
+    summary: dict[str, float] = {f"rows_{name}": len(frame) for name, frame in tables.items()}
+    outcome = deals["outcome"]
+    closed = outcome.isin(["won", "lost"])
+    summary["open_deals"] = int((outcome == "open").sum())
+    summary["closed_win_rate"] = float((outcome[closed] == "won").mean()) if closed.any() else float("nan")
+    created = pd.to_datetime(deals["created_at"], utc=True, format="ISO8601", errors="coerce")
+    closed_at = pd.to_datetime(deals["closed_at"], utc=True, format="ISO8601", errors="coerce")
+    cycle = (closed_at - created).dt.total_seconds() / 86400.0
+    summary["median_cycle_days_won"] = float(cycle[outcome == "won"].median())
+    summary["median_cycle_days_lost"] = float(cycle[outcome == "lost"].median())
+    return summary
+
+
+def resolve_truth_path(out: Path, truth: Path | None) -> Path:
+    """The truth file: ``truth.csv`` beside the export folder by default, never inside it."""
+    out = Path(out)
+    path = Path(truth) if truth is not None else out.parent / "truth.csv"
+    if path.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"truth file {path} must not be inside the export folder {out}: it would leak the answers")
+    return path
+
+
+def run_generate(
+    n_deals: int,
+    seed: int,
+    out: Path,
+    truth: Path | None = None,
+    span_days: int = 730,
+    truth_snapshots: int = 2000,
+    fmt: str = "csv",
+    messy: bool = False,
+) -> GeneratedExport:
+    """CLI edge: generate, write the export (atomically) and the truth file beside it, print a summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+    from rich.table import Table as RichTable
+
+    from features.io import write_frame, write_tables
+
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"format must be csv or parquet, got {fmt!r}")
+    truth_path = resolve_truth_path(out, truth)
+    console = Console()
+    began = time.perf_counter()
+    with RichProgress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=total)
+            bar.update(tasks[step], completed=done, total=total)
+
+        result = generate_export(
+            n_deals, seed, span_days=span_days, truth_snapshots=truth_snapshots, messy=messy, progress=report
+        )
+        report("write files", 0, 1)
+        write_tables(result.tables, out, fmt=fmt)
+        write_frame(result.truth, truth_path)
+        if result.planted is not None:
+            write_frame(result.planted, truth_path.with_name("planted.csv"))
+        report("write files", 1, 1)
+    elapsed = time.perf_counter() - began
+
+    summary = summarize_export(result.tables)
+    table = RichTable(title=f"Generated export {out} (seed {seed})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name in TABLES:
+        table.add_row(f"rows: {name}", f"{summary[f'rows_{name}']:,}")
+    table.add_row("open deals at export", f"{summary['open_deals']:,}")
+    table.add_row("closed-deal win rate", f"{summary['closed_win_rate']:.1%}")
+    table.add_row("median cycle days, won", f"{summary['median_cycle_days_won']:.0f}")
+    table.add_row("median cycle days, lost", f"{summary['median_cycle_days_lost']:.0f}")
+    table.add_row("truth rows (creation + snapshot)", f"{len(result.truth):,}")
+    if result.planted is not None:
+        table.add_row("planted problems", f"{len(result.planted):,}")
+    table.add_row("time taken", f"{elapsed:.1f} s")
+    console.print(table)
+    console.print(f"truth file: {truth_path}")
+    return result
