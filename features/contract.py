@@ -13,12 +13,15 @@ passes as it is or is reported.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.mapping import NameMapping, load_mapping, map_series, normalize_name
 from features.schema import (
@@ -179,6 +182,28 @@ def _show(value: object) -> str:
     return repr(text)
 
 
+class _Cells:
+    """Cell values fetched only when a reason is written: reasons are few, converting columns is not."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self.series = series
+
+    def __getitem__(self, position: int) -> object:
+        return self.series.iloc[int(position)]
+
+
+def _matches(text: pd.Series, pattern: str) -> np.ndarray:
+    """Where ``text`` matches the regular expression (RE2 via pyarrow; missing cells never match)."""
+    if len(text) <= SMALL_COLUMN:
+        compiled = re.compile(pattern)
+        return np.fromiter(
+            (isinstance(v, str) and compiled.search(v) is not None for v in text.to_numpy(dtype=object)),
+            bool, len(text),
+        )
+    found = pc.match_substring_regex(pa.array(text, type=pa.large_string()), pattern)
+    return found.fill_null(False).to_numpy(zero_copy_only=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Column parsing: each returns the typed values (NA where empty or invalid) and reports problems.
 
@@ -231,7 +256,7 @@ def parse_choice_column(
             if section
             else ""
         )
-        values = text.to_numpy(dtype=object)
+        values = _Cells(text)
         out.add_rows(
             table, frame, column.name, "unknown_value", invalid,
             lambda pos: [f"unknown {column.name} {_show(values[p])}; allowed: {allowed}{hint}" for p in pos],
@@ -245,9 +270,9 @@ def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.nd
     missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool)
     present = stripped.where(~missing) if missing.any() else stripped
     parsed = pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE)
-    with_offset = present.str.contains(_OFFSET_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
+    with_offset = _matches(present, _OFFSET_PATTERN)
     if with_offset.any():
-        zero = present.str.contains(_ZERO_OFFSET_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
+        zero = _matches(present, _ZERO_OFFSET_PATTERN)
         not_utc = with_offset & ~zero
     else:
         not_utc = with_offset
@@ -315,7 +340,7 @@ def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _C
         malformed = ~missing
         not_utc = np.zeros(n, dtype=bool)
         values = pd.Series(pd.NaT, index=raw.index, dtype=TIMESTAMP_DTYPE)
-    shown = raw.to_numpy(dtype=object)
+    shown = _Cells(raw)
     if malformed.any():
         out.add_rows(
             table, frame, column.name, "bad_timestamp", malformed,
@@ -337,6 +362,17 @@ def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _C
     return _Parsed(values, missing, invalid)
 
 
+def _to_float(text: pd.Series) -> pd.Series:
+    """Parse number text to float64, NaN where unparseable; pyarrow's cast first, pandas if any cell fails."""
+    if len(text) > SMALL_COLUMN:
+        try:
+            cast = pc.cast(pa.array(text, type=pa.large_string()), pa.float64())
+            return pd.Series(cast.to_numpy(zero_copy_only=False), index=text.index, dtype="float64")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
 def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
     """Parse a ``number`` column: finite, within the column's min/max; NaN text is not a number."""
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
@@ -346,10 +382,10 @@ def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Coll
     else:
         text = _as_text(raw).str.strip()
         missing = _empty_mask(text)
-        values = pd.to_numeric(text.where(~missing) if missing.any() else text, errors="coerce").astype("float64")
+        values = _to_float(text.where(~missing) if missing.any() else text)
         unparsed = (~missing) & values.isna().to_numpy(dtype=bool)
     array = values.to_numpy()
-    shown = raw.to_numpy(dtype=object)
+    shown = _Cells(raw)
     infinite = np.isinf(array)
     bad = unparsed | infinite
     if bad.any():
@@ -399,7 +435,7 @@ def parse_flag_column(raw: pd.Series, table: Table, column: Column, out: _Collec
         values = pd.Series(pd.array(np.where(is_true, True, False), dtype="boolean"), index=raw.index)
         values = values.mask(missing | invalid)
         if invalid.any():
-            shown = raw.to_numpy(dtype=object)
+            shown = _Cells(raw)
             out.add_rows(
                 table, frame, column.name, "bad_flag", invalid,
                 lambda pos: [f"not a flag: {_show(shown[p])} (expected true, false, 1 or 0)" for p in pos],
@@ -513,8 +549,8 @@ def check_deals(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector
     )
     created = parsed["created_at"].values
     before = (closed.values < created).fillna(False).to_numpy(dtype=bool)
-    closed_shown = closed.values.to_numpy(dtype=object)
-    created_shown = created.to_numpy(dtype=object)
+    closed_shown = _Cells(closed.values)
+    created_shown = _Cells(created)
     out.add_rows(
         table, frame, "closed_at", "closed_before_created", before,
         lambda pos: [
@@ -548,7 +584,7 @@ def index_deals(parsed: dict[str, _Parsed]) -> _DealIndex | None:
     keep = ids.notna().to_numpy() & ~ids.duplicated(keep="first").to_numpy()
     created = _naive_utc(parsed["created_at"].values)[keep] if "created_at" in parsed else None
     stage = parsed["stage"].values.to_numpy(dtype=object)[keep] if "stage" in parsed else None
-    return _DealIndex(pd.Index(ids[keep].to_numpy(dtype=object)), created, stage)
+    return _DealIndex(pd.Index(ids[keep]), created, stage)
 
 
 def check_events(
@@ -558,9 +594,9 @@ def check_events(
     if "deal_id" not in parsed:
         return None
     deal_id = parsed["deal_id"].values
-    where = deals.ids.get_indexer(deal_id.to_numpy(dtype=object))
+    where = deals.ids.get_indexer(deal_id)
     unknown = (where < 0) & deal_id.notna().to_numpy()
-    ids_shown = deal_id.to_numpy(dtype=object)
+    ids_shown = _Cells(deal_id)
     out.add_rows(
         table, frame, "deal_id", "unknown_deal", unknown,
         lambda pos: [f"deal_id {_show(ids_shown[p])} is not in deals" for p in pos],
@@ -646,7 +682,7 @@ def check_stage_history(
         current_of = np.empty(n, dtype=object)
         mask[last["position"].to_numpy()[differs]] = True
         current_of[last["position"].to_numpy()] = current
-        shown_stage = parsed["stage"].values.to_numpy(dtype=object)
+        shown_stage = _Cells(parsed["stage"].values)
         out.add_rows(
             table, frame, "stage", "last_stage_mismatch", mask,
             lambda pos: [
@@ -655,6 +691,16 @@ def check_stage_history(
                 for p in pos
             ],
         )
+
+
+def _pairs_in(first: pd.Series, second: pd.Series, first_in: pd.Series, second_in: pd.Series) -> np.ndarray:
+    """Whether each (first, second) pair occurs among the (first_in, second_in) pairs; hash-based."""
+    a_codes, a_uniques = pd.factorize(pd.concat([first, first_in], ignore_index=True))
+    b_codes, b_uniques = pd.factorize(pd.concat([second, second_in], ignore_index=True))
+    pairs = a_codes.astype(np.int64) * (len(b_uniques) + 1) + b_codes
+    valid = (a_codes >= 0) & (b_codes >= 0)
+    n = len(first)
+    return np.isin(pairs[:n], pairs[n:][valid[n:]]) & valid[:n]
 
 
 def check_activity_contacts(
@@ -670,11 +716,9 @@ def check_activity_contacts(
     known = (contact_id.notna() & deal_id.notna()).to_numpy()
     if not known.any():
         return
-    pairs = contacts["deal_id"].values + "\x1f" + contacts["contact_id"].values
-    wanted = deal_id + "\x1f" + contact_id
-    not_on_deal = known & ~wanted.isin(pairs.dropna()).to_numpy()
-    contact_shown = contact_id.to_numpy(dtype=object)
-    deal_shown = deal_id.to_numpy(dtype=object)
+    not_on_deal = known & ~_pairs_in(deal_id, contact_id, contacts["deal_id"].values, contacts["contact_id"].values)
+    contact_shown = _Cells(contact_id)
+    deal_shown = _Cells(deal_id)
     out.add_rows(
         TABLES["activities"], frame, "contact_id", "contact_not_on_deal", not_on_deal,
         lambda pos: [
@@ -694,7 +738,7 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
         if column not in parsed:
             continue
         values = parsed[column].values
-        shown = values.to_numpy(dtype=object)
+        shown = _Cells(values)
         is_date = (tracked == "expected_close_date").to_numpy(dtype=bool) & values.notna().to_numpy()
         if is_date.any():
             _, _, malformed, not_utc = _parse_timestamp_text(values.where(is_date))
