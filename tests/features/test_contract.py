@@ -552,3 +552,11 @@ def test_many_rows_are_checked_vectorised():
     deals.loc[bad, "created_at"] = "2026-01-01T00:00:00+01:00"
     result = check_tables({"deals": deals})
     assert [v.row for v in result.violations] == [f"row {i + 1} (deal_id=D{i})" for i in bad]
+
+
+def test_docs_describe_every_table_and_column():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "data-contract.md").read_text()
+    for table in TABLES.values():
+        assert f"### {table.name}" in text
+        for column in table.columns:
+            assert f"| {column.name} |" in text, f"{table.name}.{column.name} is not documented"
