@@ -622,32 +622,32 @@ def check_events(
 def check_stage_history(
     frame: pd.DataFrame, parsed: dict[str, _Parsed], deals: _DealIndex, where: np.ndarray, out: _Collector
 ) -> None:
-    """Per deal: no two entries at the same time, the last is the current stage, nothing after won/lost."""
+    """Per deal: no two entries at the same time, the last is the current stage, nothing after won/lost.
+
+    Entries are ordered by (deal, entered_at, row) with numpy, so one deal and a whole export take
+    the same path.
+    """
     table = TABLES["stage_history"]
     if not {"deal_id", "stage", "entered_at"} <= parsed.keys():
         return
-    entries = pd.DataFrame(
-        {
-            "deal_id": parsed["deal_id"].values,
-            "stage": parsed["stage"].values,
-            "entered_at": parsed["entered_at"].values,
-            "position": np.arange(len(frame)),
-            "deal": where,
-        }
-    )
-    entries = entries[(entries["deal"] >= 0) & entries["stage"].notna() & entries["entered_at"].notna()]
-    if entries.empty:
+    stage = parsed["stage"].values.to_numpy(dtype=object)
+    time = _naive_utc(parsed["entered_at"].values).view("i8")
+    usable = np.flatnonzero((where >= 0) & ~parsed["stage"].invalid & ~parsed["stage"].missing
+                            & ~parsed["entered_at"].invalid & ~parsed["entered_at"].missing)
+    if len(usable) == 0:
         return
-    entries = entries.sort_values(["deal", "entered_at", "position"], kind="stable")
+    rows = usable[np.lexsort((usable, time[usable], where[usable]))]  # sorted row positions
+    deal, at = where[rows], time[rows]
     n = len(frame)
+    new_deal = np.r_[True, deal[1:] != deal[:-1]]
+    new_time = new_deal | np.r_[True, at[1:] != at[:-1]]
 
-    same_time = entries.duplicated(["deal", "entered_at"], keep="first")
-    if same_time.any():
-        first = entries.groupby(["deal", "entered_at"], sort=False)["position"].transform("min")
+    if not new_time.all():
+        run_start = np.maximum.accumulate(np.where(new_time, np.arange(len(rows)), 0))
         mask = np.zeros(n, dtype=bool)
         first_of = np.zeros(n, dtype=np.int64)
-        mask[entries["position"][same_time].to_numpy()] = True
-        first_of[entries["position"].to_numpy()] = first.to_numpy()
+        mask[rows[~new_time]] = True
+        first_of[rows] = rows[run_start]
         out.add_rows(
             table, frame, "entered_at", "same_time", mask,
             lambda pos: [
@@ -656,41 +656,43 @@ def check_stage_history(
             ],
         )
 
-    terminal = entries["stage"].isin(CLOSED_STAGES)
+    group_start = np.flatnonzero(new_deal)
+    group = np.cumsum(new_deal) - 1
+    terminal = np.isin(stage[rows], CLOSED_STAGES)
     if terminal.any():
-        first_terminal = entries["entered_at"].where(terminal).groupby(entries["deal"]).transform("min")
-        after = (entries["entered_at"] > first_terminal).fillna(False)
+        never = np.iinfo(np.int64).max
+        first_terminal = np.minimum.reduceat(np.where(terminal, at, never), group_start)[group]
+        after = (first_terminal != never) & (at > first_terminal)
         if after.any():
             mask = np.zeros(n, dtype=bool)
-            terminal_at = np.empty(n, dtype=object)
-            mask[entries["position"][after].to_numpy()] = True
-            terminal_at[entries["position"].to_numpy()] = first_terminal.to_numpy(dtype=object)
+            terminal_at = np.zeros(n, dtype=np.int64)
+            mask[rows[after]] = True
+            terminal_at[rows] = first_terminal
             out.add_rows(
                 table, frame, "entered_at", "after_terminal", mask,
                 lambda pos: [
-                    f"stage entry after the deal was closed (won/lost entered at {_show(terminal_at[p])})"
+                    f"stage entry after the deal was closed (won/lost entered at "
+                    f"{_show(pd.Timestamp(terminal_at[p], unit='us', tz='UTC'))})"
                     for p in pos
                 ],
             )
 
     if deals.stage is not None:
-        last = entries[~entries["deal"].duplicated(keep="last")]
-        current = deals.stage[last["deal"].to_numpy()]
-        last_stage = last["stage"].to_numpy(dtype=object)
-        differs = pd.notna(current) & (last_stage != current)
-        mask = np.zeros(n, dtype=bool)
-        current_of = np.empty(n, dtype=object)
-        mask[last["position"].to_numpy()[differs]] = True
-        current_of[last["position"].to_numpy()] = current
-        shown_stage = _Cells(parsed["stage"].values)
-        out.add_rows(
-            table, frame, "stage", "last_stage_mismatch", mask,
-            lambda pos: [
-                f"the deal's last stage entry is {shown_stage[p]!r} but its current stage in deals is "
-                f"{current_of[p]!r}"
-                for p in pos
-            ],
-        )
+        last = rows[np.r_[group_start[1:] - 1, len(rows) - 1]]
+        current = deals.stage[where[last]]
+        differs = pd.notna(current) & (stage[last] != current)
+        if differs.any():
+            mask = np.zeros(n, dtype=bool)
+            current_of = np.empty(n, dtype=object)
+            mask[last[differs]] = True
+            current_of[last] = current
+            out.add_rows(
+                table, frame, "stage", "last_stage_mismatch", mask,
+                lambda pos: [
+                    f"the deal's last stage entry is {stage[p]!r} but its current stage in deals is {current_of[p]!r}"
+                    for p in pos
+                ],
+            )
 
 
 def _pairs_in(first: pd.Series, second: pd.Series, first_in: pd.Series, second_in: pd.Series) -> np.ndarray:
