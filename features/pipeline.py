@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.registry import (
+    CATEGORICAL_FEATURES,
     ENGAGED_WINDOW_DAYS,
     FEATURE_NAMES,
     SHORT_WINDOW_DAYS,
@@ -541,7 +542,10 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     columns |= compute_win_rate_features(export, pts, state)
     columns |= compute_context_features(export, pts)
     data = {"deal_id": pts.frame["deal_id"].to_numpy(), "as_of": pts.frame["as_of"].to_numpy()}
-    data |= {name: columns[name] for name in FEATURE_NAMES}
+    for name in FEATURE_NAMES:
+        # Fixed dtypes whatever the values: "str" for categoricals (even all-missing), float64 otherwise.
+        kind = "str" if name in CATEGORICAL_FEATURES else np.float64
+        data[name] = pd.Series(columns[name], dtype=kind, index=points.index, copy=False)
     frame = pd.DataFrame(data, index=points.index)
     return frame.astype({"as_of": TIMESTAMP_DTYPE})
 
