@@ -323,7 +323,7 @@ def record_day(
         roles = state.roles[deals]
         weight = np.where(roles >= 0, 1.0, 0.0)
         weight = np.where(roles == 2, 1.0 + 2.0 * champion[:, None], weight)
-        weight = np.where(roles == 0, 0.05 + 4.0 * dm[:, None], weight)
+        weight = np.where(roles == 0, 0.03 + 6.0 * dm[:, None], weight)
         weight = np.where(roles == 1, 0.05 + 3.0 * eb[:, None], weight)
         cum = np.cumsum(weight, axis=1)
         slot = np.minimum((cum < (rng.random(k) * cum[:, -1])[:, None]).sum(axis=1), MAX_CONTACTS - 1)

@@ -38,12 +38,12 @@ class SimulationParams:
     budget_cut_mean: float = -1.0
     budget_recovery: float = 0.998
     # health = quality + weights . (momentum, budget, champion, dm, eb) + offset (log-odds scale)
-    health_weights: tuple[float, float, float, float, float] = (0.7, 1.0, 0.5, 1.0, 0.6)
-    health_offset: float = -2.3
+    health_weights: tuple[float, float, float, float, float] = (0.7, 1.0, 0.5, 1.8, 0.6)
+    health_offset: float = -2.6
     advance_rate: tuple[float, ...] = (0.35, 0.3, 0.25, 0.25)
     advance_gate: tuple[float, ...] = (0.5, 0.8, 1.1, 1.3)
     advance_slope: float = 1.0  # how sharply stage speed depends on health
-    key_person_floor: float = 0.1  # share of the advance/win rate without an engaged DM or EB
+    key_person_floor: float = 0.05  # share of the advance/win rate without an engaged DM or EB
     back_rate: float = 0.004
     win_rate: float = 0.3
     win_gate: float = 1.3
