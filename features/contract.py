@@ -192,13 +192,13 @@ class _Cells:
         return self.series.iloc[int(position)]
 
 
-def _matches(text: pd.Series, pattern: str) -> np.ndarray:
+def _matches(text: pd.Series | list, pattern: str) -> np.ndarray:
     """Where ``text`` matches the regular expression (RE2 via pyarrow; missing cells never match)."""
-    if len(text) <= SMALL_COLUMN:
+    if isinstance(text, list) or len(text) <= SMALL_COLUMN:
         compiled = re.compile(pattern)
+        cells = text if isinstance(text, list) else text.tolist()
         return np.fromiter(
-            (isinstance(v, str) and compiled.search(v) is not None for v in text.to_numpy(dtype=object)),
-            bool, len(text),
+            (isinstance(v, str) and compiled.search(v) is not None for v in cells), bool, len(cells)
         )
     found = pc.match_substring_regex(pa.array(text, type=pa.large_string()), pattern)
     return found.fill_null(False).to_numpy(zero_copy_only=False)
@@ -245,9 +245,18 @@ def parse_choice_column(
 ) -> _Parsed:
     """Parse a ``choice`` column: map CRM names to canonical ones, report values still unknown."""
     text = _as_text(raw)
-    missing = _empty_mask(text)
-    mapped = map_series(text.where(~missing) if missing.any() else text, names)
-    invalid = (~missing) & ~mapped.isin(column.allowed).to_numpy(dtype=bool)
+    if len(text) <= SMALL_COLUMN:
+        allowed_set = set(column.allowed)
+        renamed = [
+            names.get(normalize_name(v), v) if isinstance(v, str) and v.strip() else None for v in text.tolist()
+        ]
+        missing = np.fromiter((v is None for v in renamed), bool, len(renamed))
+        invalid = np.fromiter((v is not None and v not in allowed_set for v in renamed), bool, len(renamed))
+        mapped = pd.Series(renamed, index=text.index, dtype="str")
+    else:
+        missing = _empty_mask(text)
+        mapped = map_series(text.where(~missing) if missing.any() else text, names)
+        invalid = (~missing) & ~mapped.isin(column.allowed).to_numpy(dtype=bool)
     if invalid.any():
         allowed = ", ".join(column.allowed)
         hint = (
@@ -266,10 +275,19 @@ def parse_choice_column(
 
 def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
     """Parse ISO-8601 strings; returns (UTC values, missing, malformed, not_utc)."""
-    stripped = text.str.strip()
-    missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool)
-    present = stripped.where(~missing) if missing.any() else stripped
-    parsed = pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE)
+    if len(text) <= SMALL_COLUMN:  # the same parser on a list: no per-call Series overhead
+        cells = [v.strip() if isinstance(v, str) else "" for v in text.tolist()]
+        missing = np.fromiter((not c for c in cells), bool, len(cells))
+        present = [c or None for c in cells]
+        parsed = pd.Series(
+            pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE),
+            index=text.index,
+        )
+    else:
+        stripped = text.str.strip()
+        missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool)
+        present = stripped.where(~missing) if missing.any() else stripped
+        parsed = pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE)
     with_offset = _matches(present, _OFFSET_PATTERN)
     if with_offset.any():
         zero = _matches(present, _ZERO_OFFSET_PATTERN)
@@ -494,27 +512,30 @@ def check_columns(table: Table, frame: pd.DataFrame, out: _Collector, notes: lis
 
 
 def check_unique_key(table: Table, frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector) -> None:
-    """Report rows whose key repeats an earlier row's key (duplicate ids)."""
+    """Report rows whose key repeats an earlier row's key (duplicate ids), naming the first row."""
     if not table.unique_key or any(k not in parsed for k in table.key):
         return
-    keys = pd.DataFrame({k: parsed[k].values for k in table.key})
-    complete = keys.notna().all(axis=1).to_numpy()
-    duplicated = keys.duplicated(keep="first").to_numpy() & complete
+    combined = np.zeros(len(frame), dtype=np.int64)
+    complete = np.ones(len(frame), dtype=bool)
+    for k in table.key:
+        codes, uniques = pd.factorize(parsed[k].values)
+        combined = combined * (len(uniques) + 1) + codes
+        complete &= codes >= 0
+    _, first_index, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    first = first_index[inverse]
+    duplicated = complete & (first != np.arange(len(frame)))
     if not duplicated.any():
         return
-    positions = pd.Series(np.arange(len(keys)), index=keys.index)
-    first = positions.groupby([keys[k] for k in table.key], sort=False, dropna=True).transform("min").to_numpy()
-    key_text = keys.astype(object).to_numpy()
-    column = ", ".join(table.key)
+    cells = [_Cells(parsed[k].values) for k in table.key]
 
     def reason(pos: np.ndarray) -> list[str]:
         return [
             f"duplicate {' / '.join(table.key)} "
-            f"{' / '.join(_show(v) for v in key_text[p])}; first seen at row {int(first[p]) + 1}"
+            f"{' / '.join(_show(c[p]) for c in cells)}; first seen at row {int(first[p]) + 1}"
             for p in pos
         ]
 
-    out.add_rows(table, frame, column, "duplicate_key", duplicated, reason)
+    out.add_rows(table, frame, ", ".join(table.key), "duplicate_key", duplicated, reason)
 
 
 def check_deals(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector) -> None:
@@ -570,7 +591,7 @@ class _DealIndex:
 
 def _naive_utc(values: pd.Series) -> np.ndarray:
     """UTC timestamps as a plain ``datetime64[us]`` array (fast to compare; NaT where missing)."""
-    return values.dt.tz_localize(None).to_numpy()
+    return values.to_numpy(dtype="datetime64[us]")
 
 
 def _utc(value: np.datetime64) -> pd.Timestamp:
@@ -715,10 +736,15 @@ def check_activity_contacts(
         return
     contact_id = parsed["contact_id"].values
     deal_id = parsed["deal_id"].values
-    known = (contact_id.notna() & deal_id.notna()).to_numpy()
+    known = ~(parsed["contact_id"].missing | parsed["deal_id"].missing)
     if not known.any():
         return
-    not_on_deal = known & ~_pairs_in(deal_id, contact_id, contacts["deal_id"].values, contacts["contact_id"].values)
+    if len(deal_id) <= SMALL_COLUMN:
+        on_deal = set(zip(contacts["deal_id"].values.tolist(), contacts["contact_id"].values.tolist()))
+        pairs = zip(deal_id.tolist(), contact_id.tolist())
+        not_on_deal = known & np.fromiter((pair not in on_deal for pair in pairs), bool, len(deal_id))
+    else:
+        not_on_deal = known & ~_pairs_in(deal_id, contact_id, contacts["deal_id"].values, contacts["contact_id"].values)
     contact_shown = _Cells(contact_id)
     deal_shown = _Cells(deal_id)
     out.add_rows(
@@ -735,25 +761,29 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
     table = TABLES["field_history"]
     if "field" not in parsed:
         return
-    tracked = parsed["field"].values
+    tracked = parsed["field"].values.to_numpy(dtype=object)
     for column in ("old_value", "new_value"):
         if column not in parsed:
             continue
         values = parsed[column].values
+        present = ~parsed[column].missing
         shown = _Cells(values)
-        is_date = (tracked == "expected_close_date").to_numpy(dtype=bool) & values.notna().to_numpy()
+        is_date = present & (tracked == "expected_close_date")
         if is_date.any():
-            _, _, malformed, not_utc = _parse_timestamp_text(values.where(is_date))
+            _, _, malformed, not_utc = _parse_timestamp_text(values[is_date])
+            bad = np.zeros(len(values), dtype=bool)
+            bad[np.flatnonzero(is_date)] = malformed | not_utc
             out.add_rows(
-                table, frame, column, "bad_field_value", is_date & (malformed | not_utc),
+                table, frame, column, "bad_field_value", bad,
                 lambda pos: [
                     f"expected_close_date value {_show(shown[p])} is not an ISO-8601 UTC date" for p in pos
                 ],
             )
-        is_amount = (tracked == "amount").to_numpy(dtype=bool) & values.notna().to_numpy()
+        is_amount = present & (tracked == "amount")
         if is_amount.any():
-            numbers = pd.to_numeric(values.where(is_amount).str.strip(), errors="coerce").to_numpy(dtype="float64")
-            bad = is_amount & ~np.isfinite(numbers)
+            numbers = _to_float(values[is_amount].str.strip()).to_numpy()
+            bad = np.zeros(len(values), dtype=bool)
+            bad[np.flatnonzero(is_amount)] = ~np.isfinite(numbers)
             out.add_rows(
                 table, frame, column, "bad_field_value", bad,
                 lambda pos: [f"amount value {_show(shown[p])} is not a finite number" for p in pos],
@@ -774,7 +804,8 @@ def build_frame(table: Table, parsed: dict[str, _Parsed], n_rows: int) -> pd.Dat
             columns[column.name] = values if values.dtype == dtype else values.astype(dtype)
         else:
             columns[column.name] = pd.Series(None, index=pd.RangeIndex(n_rows), dtype=OUTPUT_DTYPES[column.kind])
-    return pd.DataFrame(columns, index=pd.RangeIndex(n_rows))
+    # Arrays, not Series: skips index alignment, which dominates on a one-deal request.
+    return pd.DataFrame({name: values.array for name, values in columns.items()}, index=pd.RangeIndex(n_rows))
 
 
 def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = None) -> CheckResult:
@@ -802,7 +833,8 @@ def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = Non
     parsed: dict[str, dict[str, _Parsed]] = {}
     for name, frame in present.items():
         table = TABLES[name]
-        frame = frame.reset_index(drop=True)
+        if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
+            frame = frame.reset_index(drop=True)
         frames[name] = frame
         usable = check_columns(table, frame, out, notes)
         parsed[name] = {
