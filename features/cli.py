@@ -53,9 +53,15 @@ def features(
     mapping: Annotated[Optional[Path], typer.Option(help="YAML name mapping.")] = None,
 ) -> None:
     """Write point-in-time features of every deal open at AS_OF."""
-    from features.pipeline import run_features
+    from features.contract import ContractError
+    from features.pipeline import FeatureInputError, run_features
 
-    run_features(data=data, as_of=as_of, out=out, model=model, mapping=mapping)
+    try:
+        written = run_features(data=data, as_of=as_of, out=out, model=model, mapping=mapping)
+    except (FeatureInputError, ContractError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"wrote features to {written}")
 
 
 def register(app: typer.Typer) -> None:

@@ -562,8 +562,7 @@ def subset_export(export: Export, deal_ids) -> Export:
 
 def select_open_deals(export: Export, as_of) -> pd.DataFrame:
     """Points (deal_id, as_of) for every deal open at as_of: created at or before, not closed at or before."""
-    as_of = pd.Timestamp(as_of)
-    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    as_of = parse_as_of(as_of)
     deals = export.deals
     is_open = (deals["created_at"] <= as_of) & ~(deals["closed_at"].notna() & (deals["closed_at"] <= as_of))
     ids = deals.loc[is_open, "deal_id"].to_numpy()
@@ -610,12 +609,26 @@ def run_features(data: Path, as_of: str, out: Path, model: str | None = None, ma
     from features.contract import load_export
     from features.io import write_frame
 
+    as_of_ts = parse_as_of(as_of)
     export = load_export(Path(data), mapping=mapping)
-    as_of_ts = pd.Timestamp(as_of)
-    as_of_ts = as_of_ts.tz_localize("UTC") if as_of_ts.tzinfo is None else as_of_ts.tz_convert("UTC")
     state = load_model_feature_state(model) if model else fit_feature_state_before(export, as_of_ts)
     points = select_open_deals(export, as_of_ts)
     return write_frame(build_features(export, points, state), Path(out))
+
+
+def parse_as_of(value) -> pd.Timestamp:
+    """A UTC timestamp from text or a timestamp; naive values are taken as UTC.
+
+    >>> parse_as_of("2026-06-30")
+    Timestamp('2026-06-30 00:00:00+0000', tz='UTC')
+    """
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise FeatureInputError(f"as_of: {value!r} is not a timestamp (e.g. 2026-06-30T00:00:00Z)") from exc
+    if pd.isna(stamp):
+        raise FeatureInputError(f"as_of: {value!r} is not a timestamp (e.g. 2026-06-30T00:00:00Z)")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def fit_feature_state_before(export: Export, as_of: pd.Timestamp) -> FeatureState:

@@ -385,3 +385,75 @@ def test_state_from_json_gives_identical_features(export, state):
     restored = type(state).from_dict(json.loads(json.dumps(state.to_dict())))
     points = points_of(("D1", "2026-03-01"), ("D3", "2026-03-09"))
     pd.testing.assert_frame_equal(build_features(export, points, state), build_features(export, points, restored))
+
+
+# --- run_features: the `dealrisk features` command -------------------------------------------
+
+
+@pytest.fixture
+def export_folder(tmp_path):
+    from features.io import write_tables
+
+    tables = {name: table for name, table in make_export().tables().items() if table is not None}
+    return write_tables(tables, tmp_path / "export")
+
+
+def test_features_command_writes_open_deals_as_known_then(export_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from features.contract import load_export
+    from training.cli import app
+
+    out = tmp_path / "out" / "features.parquet"
+    result = CliRunner().invoke(app, ["features", "--data", str(export_folder), "--as-of", "2026-03-01T00:00:00Z",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = pd.read_parquet(out)
+    export = load_export(export_folder)
+    as_of = pd.Timestamp("2026-03-01", tz=UTC)
+    expected = build_features(export, select_open_deals(export, as_of), fit_feature_state(export, as_of))
+    assert list(written["deal_id"]) == ["D1", "D3"]
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+    # The state was fitted on deals closed before as_of: D1 (won 03-10) is not in the stage medians.
+    assert written["days_in_stage_vs_won"].iloc[0] == pytest.approx(14 / 26)
+
+
+def test_features_command_reports_a_bad_as_of(export_folder, tmp_path):
+    from features.pipeline import run_features
+
+    with pytest.raises(FeatureInputError, match="as_of: 'not a date' is not a timestamp"):
+        run_features(export_folder, "not a date", tmp_path / "f.csv")
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    result = CliRunner().invoke(app, ["features", "--data", str(export_folder), "--as-of", "soon",
+                                      "--out", str(tmp_path / "f.csv")])
+    assert result.exit_code == 1 and "as_of: 'soon' is not a timestamp" in result.output
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_features_with_model_uses_the_bundle_state(export_folder, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from features.pipeline import run_features
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    bundle_state = fit_feature_state(make_export(), "2026-12-31")  # differs from the state fitted at as_of
+    mlflow.set_experiment("features-test")
+    with mlflow.start_run() as run:
+        mlflow.log_dict(bundle_state.to_dict(), "bundle/feature_state.json")
+    client = MlflowClient()
+    client.create_registered_model("deal-win")
+    version = client.create_model_version("deal-win", f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id)
+    client.set_registered_model_alias("deal-win", "champion", version.version)
+
+    out = run_features(export_folder, "2026-03-01T00:00:00Z", tmp_path / "f.csv", model="models:/deal-win@champion")
+    written = pd.read_csv(out)
+    assert written["days_in_stage_vs_won"].iloc[0] == pytest.approx(14 / 24.5)  # D1's median from the bundle
+    by_version = run_features(export_folder, "2026-03-01", tmp_path / "g.csv", model="models:/deal-win/1")
+    pd.testing.assert_frame_equal(pd.read_csv(by_version), written)
+    with pytest.raises(ValueError, match="give an alias"):
+        run_features(export_folder, "2026-03-01", tmp_path / "h.csv", model="models:/deal-win")
