@@ -442,13 +442,15 @@ def parse_flag_column(raw: pd.Series, table: Table, column: Column, out: _Collec
         invalid = np.zeros(len(raw), dtype=bool)
     else:
         if pd.api.types.is_numeric_dtype(raw.dtype):
-            text = raw.astype("float64").map(lambda v: v if np.isnan(v) else f"{v:g}").astype("str")
+            numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
+            missing = np.isnan(numbers)
+            is_true, is_false = numbers == 1, numbers == 0
         else:
             text = _as_text(raw)
-        words = text.str.strip().str.lower()
-        missing = _empty_mask(text)
-        is_true = words.isin(_TRUE_WORDS).to_numpy(dtype=bool)
-        is_false = words.isin(_FALSE_WORDS).to_numpy(dtype=bool)
+            words = text.str.strip().str.lower()
+            missing = _empty_mask(text)
+            is_true = words.isin(_TRUE_WORDS).to_numpy(dtype=bool)
+            is_false = words.isin(_FALSE_WORDS).to_numpy(dtype=bool)
         invalid = (~missing) & ~is_true & ~is_false
         values = pd.Series(pd.array(np.where(is_true, True, False), dtype="boolean"), index=raw.index)
         values = values.mask(missing | invalid)
@@ -499,12 +501,11 @@ def check_columns(table: Table, frame: pd.DataFrame, out: _Collector, notes: lis
     missing = [c.name for c in table.columns if c.required and c.name not in found]
     if missing:
         expected = ", ".join(c.name for c in table.columns if c.required)
-        for name in missing:
-            out.add(
-                table.name, name, "missing_column", "whole column",
-                f"required column is missing; expected columns: {expected}; found: {', '.join(found) or '(none)'}; "
-                f"missing: {', '.join(missing)}",
-            )
+        out.add(
+            table.name, ", ".join(missing), "missing_column", "whole table",
+            f"required column{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}; "
+            f"expected: {expected}; found: {', '.join(found) or '(none)'}",
+        )
     extra = [c for c in found if c not in table.column_names]
     if extra:
         notes.append(f"{table.name}: extra columns ignored: {', '.join(extra)}")
