@@ -145,11 +145,51 @@ def group_cumcount(*keys: np.ndarray) -> np.ndarray:
 
 
 def to_micros(values) -> np.ndarray:
-    """UTC timestamps (Series, Index or array) as int64 microseconds since the epoch."""
+    """UTC timestamps (Series, Index or array) as int64 microseconds since the epoch (NaT: int64 min)."""
+    array = values.array if isinstance(values, (pd.Series, pd.Index)) else None
+    if isinstance(array, pd.arrays.DatetimeArray) and array.tz is not None:
+        return (array if array.unit == "us" else array.as_unit("us")).asi8  # fast path: contract dtype
     index = pd.DatetimeIndex(values)
     if index.tz is None:
         index = index.tz_localize("UTC")
     return index.as_unit("us").asi8
+
+
+class Codebook:
+    """Encodes values as their position in a fixed list (-1 for missing or unknown values).
+
+    One ``factorize`` of the column, then a lookup of its few distinct values: cheap for a
+    one-deal request and for a whole export alike.
+
+    >>> Codebook(["call", "email"]).encode(pd.Series(["email", None, "fax", "email"])).tolist()
+    [1, -1, -1, 1]
+    """
+
+    def __init__(self, values):
+        self.values = values
+        self._positions: dict | None = None
+        self._index: pd.Index | None = None
+
+    def encode(self, values) -> np.ndarray:
+        array = values.array if isinstance(values, pd.Series) else pd.array(np.asarray(values, dtype=object))
+        codes, uniques = array.factorize()
+        if len(uniques) <= 64 and len(self.values) <= 4096:
+            if self._positions is None:
+                self._positions = {v: i for i, v in enumerate(self.values)}
+            lookup = np.fromiter((self._positions.get(u, -1) for u in uniques), dtype=np.int64, count=len(uniques))
+        else:
+            if self._index is None:
+                self._index = pd.Index(self.values)
+            lookup = self._index.get_indexer(uniques).astype(np.int64)
+        return np.append(lookup, -1)[codes]  # factorize gives -1 for missing: the appended -1
+
+
+STAGE_CODES = Codebook(STAGES)
+ROLE_CODES = Codebook(ROLES)
+SENIORITY_CODES = Codebook(tuple(SENIORITY_LEVEL))
+TYPE_CODES = Codebook(ACTIVITY_TYPES)
+DIRECTION_CODES = Codebook(("outbound", "inbound"))
+FIELD_CODES = Codebook(("expected_close_date", "amount"))
 
 
 def _as_float(series: pd.Series) -> np.ndarray:
@@ -176,6 +216,7 @@ class Points:
     frame: pd.DataFrame  # deal_id, as_of (TIMESTAMP_DTYPE), in the caller's order
     deal_row: np.ndarray
     as_of: np.ndarray
+    deals: Codebook  # deal_id -> row of export.deals
 
 
 def prepare_points(export: Export, points: pd.DataFrame) -> Points:
@@ -184,14 +225,17 @@ def prepare_points(export: Export, points: pd.DataFrame) -> Points:
     if missing:
         raise FeatureInputError(f"points: missing column(s) {missing}; expected deal_id, as_of")
     try:
-        as_of = pd.to_datetime(points["as_of"], utc=True).astype(TIMESTAMP_DTYPE)
+        as_of = points["as_of"]
+        if str(as_of.dtype) != TIMESTAMP_DTYPE:
+            as_of = pd.to_datetime(as_of, utc=True).astype(TIMESTAMP_DTYPE)
     except (ValueError, TypeError) as exc:
         raise FeatureInputError(f"points: column as_of: not a UTC timestamp ({exc})") from exc
     if as_of.isna().any():
         row = int(np.flatnonzero(as_of.isna().to_numpy())[0])
         raise FeatureInputError(f"points: row {row}, column as_of: missing timestamp")
     deal_ids = points["deal_id"].astype(str)
-    deal_row = pd.Index(export.deals["deal_id"]).get_indexer(deal_ids)
+    deals = Codebook(export.deals["deal_id"].to_numpy())
+    deal_row = deals.encode(deal_ids)
     if (deal_row < 0).any():
         row = int(np.flatnonzero(deal_row < 0)[0])
         raise FeatureInputError(f"points: row {row}, column deal_id: deal {deal_ids.iloc[row]!r} is not in deals")
@@ -204,12 +248,12 @@ def prepare_points(export: Export, points: pd.DataFrame) -> Points:
             f"points: row {row}, column as_of: {as_of.iloc[row]} is before deal {deal_ids.iloc[row]!r} was created"
         )
     frame = pd.DataFrame({"deal_id": deal_ids.to_numpy(), "as_of": as_of.to_numpy()}, index=points.index)
-    return Points(frame=frame, deal_row=deal_row, as_of=as_of_us)
+    return Points(frame=frame, deal_row=deal_row, as_of=as_of_us, deals=deals)
 
 
-def _deal_codes(export: Export, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _deal_codes(pts: Points, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Deal row position of each event, and the mask of events whose deal is in ``deals``."""
-    codes = pd.Index(export.deals["deal_id"]).get_indexer(table["deal_id"])
+    codes = pts.deals.encode(table["deal_id"])
     return codes, codes >= 0
 
 
@@ -232,8 +276,8 @@ def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> 
         out.update({k: _nan(n) for k in ("days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps")})
         out["current_stage"] = np.full(n, np.nan, dtype=object)
         return out
-    codes, known = _deal_codes(export, history)
-    stage = history["stage"].map(_STAGE_CODE).to_numpy(dtype=float)
+    codes, known = _deal_codes(pts, history)
+    stage = STAGE_CODES.encode(history["stage"]).astype(float)
     index = EventIndex(codes[known], to_micros(history["entered_at"])[known])
     stage_sorted = stage[known][index.order]
     is_open = np.isin(stage_sorted, _OPEN_CODES)
@@ -267,12 +311,10 @@ def _parse_field_values(rows: pd.DataFrame, field: str) -> tuple[np.ndarray, np.
     """old_value/new_value as floats: microseconds for expected_close_date, the number for amount."""
     if field == "amount":
         return tuple(pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in ("old_value", "new_value"))
-    parsed = []
-    for column in ("old_value", "new_value"):
-        stamps = pd.to_datetime(rows[column], utc=True, errors="coerce", format="ISO8601")
-        micros = pd.DatetimeIndex(stamps).as_unit("us").asi8.astype(float)
-        parsed.append(np.where(stamps.isna().to_numpy(), np.nan, micros))
-    return parsed[0], parsed[1]
+    text = np.concatenate([rows["old_value"].to_numpy(dtype=object), rows["new_value"].to_numpy(dtype=object)])
+    stamps = pd.to_datetime(pd.Series(text, dtype=object), utc=True, errors="coerce", format="ISO8601")
+    micros = np.where(stamps.isna().to_numpy(), np.nan, to_micros(stamps.astype(TIMESTAMP_DTYPE)).astype(float))
+    return micros[: len(rows)], micros[len(rows):]
 
 
 def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.ndarray]:
@@ -286,8 +328,10 @@ def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.n
     history = export.field_history
     if history is None:
         return {"value": _nan(n), "initial": _nan(n), "pushes": _nan(n), "days_pushed": _nan(n)}
-    rows = history[history["field"] == field]
-    codes, known = _deal_codes(export, rows)
+    codes, known = _deal_codes(pts, history)
+    known &= FIELD_CODES.encode(history["field"]) == FIELD_CODES.values.index(field)
+    rows = history[known]
+    codes, known = codes[known], np.ones(len(rows), dtype=bool)
     old, new = _parse_field_values(rows, field)
     index = EventIndex(codes[known], to_micros(rows["changed_at"])[known])
     old_sorted, new_sorted = old[known][index.order], new[known][index.order]
@@ -336,9 +380,9 @@ def compute_contact_features(export: Export, pts: Points) -> dict[str, np.ndarra
     contacts = export.contacts
     if contacts is None:
         return {"contacts_count": _nan(n), "roles_present": _nan(n)}
-    codes, known = _deal_codes(export, contacts)
-    role = contacts["role"].to_numpy()[known]
-    index = EventIndex(codes[known], to_micros(contacts["added_at"])[known], {r: role == r for r in ROLES})
+    codes, known = _deal_codes(pts, contacts)
+    role = ROLE_CODES.encode(contacts["role"])[known]
+    index = EventIndex(codes[known], to_micros(contacts["added_at"])[known], {r: role == i for i, r in enumerate(ROLES)})
     start, stop = index.locate(pts.deal_row, pts.as_of)
     roles_present = sum((index.window_sum(r, stop, start) > 0).astype(float) for r in ROLES)
     return {"contacts_count": (stop - start).astype(float), "roles_present": roles_present}
@@ -354,10 +398,10 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
               "meetings_held", "mean_customer_talk_ratio", "next_step_rate", "contacts_engaged", "top_contact_share"]
     if activities is None:
         return {name: _nan(n) for name in names}
-    codes, known = _deal_codes(export, activities)
-    kind = activities["type"].to_numpy()[known]
-    inbound = (activities["direction"].to_numpy()[known] == "inbound").astype(float)
-    values = {t: kind == t for t in ACTIVITY_TYPES} | {"one": np.ones(int(known.sum())), "inbound": inbound}
+    codes, known = _deal_codes(pts, activities)
+    kind = TYPE_CODES.encode(activities["type"])[known]
+    inbound = (DIRECTION_CODES.encode(activities["direction"])[known] == 1).astype(float)
+    values = {t: kind == i for i, t in enumerate(ACTIVITY_TYPES)} | {"inbound": inbound}
     for metric in ("customer_talk_ratio", "next_step_set"):
         if metric in activities.columns:
             metric_values = _as_float(activities[metric])[known]
@@ -400,9 +444,8 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
 
 def _threading_features(activities: pd.DataFrame, known: np.ndarray, index: EventIndex, start, stop) -> dict:
     """Distinct contacts engaged so far and the share of contact activities on the top contact."""
-    contact = activities["contact_id"].to_numpy()[known][index.order]
-    has_contact = pd.notna(contact)
-    contact_code = np.where(has_contact, pd.factorize(contact, use_na_sentinel=True)[0], -1)
+    contact_code = activities["contact_id"].array.factorize()[0][known][index.order]
+    has_contact = contact_code >= 0
     running = group_cumcount(index.codes, contact_code) + 1
     running = np.where(has_contact, running, 0)
     index.add_running_sum("with_contact", has_contact.astype(float))
@@ -417,6 +460,22 @@ def _threading_features(activities: pd.DataFrame, known: np.ndarray, index: Even
     return {"contacts_engaged": index.window_sum("new_contact", stop, start), "top_contact_share": share}
 
 
+def match_contacts(pts: Points, contacts: pd.DataFrame, activities: pd.DataFrame, activity_deal: np.ndarray) -> np.ndarray:
+    """Row of ``contacts`` for each activity's (deal_id, contact_id); -1 where there is none."""
+    if not len(contacts):
+        return np.full(len(activities), -1, dtype=np.int64)
+    contact_deal = pts.deals.encode(contacts["deal_id"])
+    contact_code, contact_ids = contacts["contact_id"].array.factorize()
+    activity_code = Codebook(np.asarray(contact_ids, dtype=object)).encode(activities["contact_id"])
+    width = np.int64(len(contact_ids) + 1)
+    contact_key = contact_deal.astype(np.int64) * width + contact_code
+    activity_key = activity_deal.astype(np.int64) * width + activity_code
+    order = np.argsort(contact_key, kind="stable")
+    position = np.minimum(np.searchsorted(contact_key[order], activity_key), len(contacts) - 1)
+    found = (contact_key[order][position] == activity_key) & (activity_code >= 0) & (activity_deal >= 0)
+    return np.where(found, order[position], -1)
+
+
 def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
     """Roles and seniority engaged in the last 30 days; decision maker / economic buyer / champion recency.
 
@@ -428,16 +487,14 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     activities, contacts = export.activities, export.contacts
     if activities is None or contacts is None:
         return {name: _nan(n) for name in names}
-    contact_key = pd.MultiIndex.from_arrays([contacts["deal_id"], contacts["contact_id"]])
-    activity_key = pd.MultiIndex.from_arrays([activities["deal_id"], activities["contact_id"]])
-    matched = contact_key.get_indexer(activity_key)
-    codes, known = _deal_codes(export, activities)
+    codes, known = _deal_codes(pts, activities)
+    matched = match_contacts(pts, contacts, activities, codes)
     keep = known & (matched >= 0)
     contact_row = matched[keep]
-    role = contacts["role"].to_numpy()[contact_row]
-    level = contacts["seniority"].map(SENIORITY_LEVEL).to_numpy(dtype=float, na_value=np.nan)[contact_row]
+    role = ROLE_CODES.encode(contacts["role"])[contact_row]
+    level = (SENIORITY_CODES.encode(contacts["seniority"]) + 1)[contact_row]  # 0: unknown seniority
     effective = np.maximum(to_micros(activities["occurred_at"])[keep], to_micros(contacts["added_at"])[contact_row])
-    values = {r: role == r for r in ROLES} | {f"level_{v}": level == v for v in SENIORITY_LEVEL.values()}
+    values = {r: role == i for i, r in enumerate(ROLES)} | {f"level_{v}": level == v for v in SENIORITY_LEVEL.values()}
     index = EventIndex(codes[keep], effective, values)
     start, stop = index.locate(pts.deal_row, pts.as_of)
     lo = index.stop(pts.deal_row, pts.as_of - ENGAGED_WINDOW_DAYS * DAY_US)
@@ -450,7 +507,7 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     role_sorted = role[index.order]
     for r in ENGAGED_ROLES:
         out[f"{r}_engaged_30d"] = (index.window_sum(r, stop, lo) > 0).astype(float)
-        last = index.last_value(forward_fill_last(role_sorted == r, index.codes), start, stop, fill=-1)
+        last = index.last_value(forward_fill_last(role_sorted == ROLES.index(r), index.codes), start, stop, fill=-1)
         last_time = np.where(last >= 0, index.times[np.maximum(last, 0)], np.nan) if len(index) else _nan(n)
         out[f"days_since_{r}_engaged"] = (pts.as_of - last_time) / DAY_US
     return {name: out[name] for name in names}
