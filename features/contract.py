@@ -394,7 +394,7 @@ def _to_float(text: pd.Series) -> pd.Series:
 def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
     """Parse a ``number`` column: finite, within the column's min/max; NaN text is not a number."""
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        values = raw.astype("float64")
+        values = pd.Series(raw.to_numpy(dtype="float64", na_value=np.nan), index=raw.index)
         missing = values.isna().to_numpy(dtype=bool)
         unparsed = np.zeros(len(raw), dtype=bool)
     else:
@@ -501,10 +501,13 @@ def check_columns(table: Table, frame: pd.DataFrame, out: _Collector, notes: lis
     missing = [c.name for c in table.columns if c.required and c.name not in found]
     if missing:
         expected = ", ".join(c.name for c in table.columns if c.required)
+        near = {normalize_name(c.replace("\ufeff", "")): c for c in found}
+        look_alikes = [f"{near[m]!r} for {m}" for m in missing if m in near]
+        hint = f"; check spelling, case and spaces: {', '.join(look_alikes)}" if look_alikes else ""
         out.add(
             table.name, ", ".join(missing), "missing_column", "whole table",
             f"required column{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}; "
-            f"expected: {expected}; found: {', '.join(found) or '(none)'}",
+            f"expected: {expected}; found: {', '.join(found) or '(none)'}{hint}",
         )
     extra = [c for c in found if c not in table.column_names]
     if extra:

@@ -574,3 +574,11 @@ def test_parquet_types(make_raw):
     assert found(raw) == [
         ("activities", "next_step_set", "row 1 (activity_id=X1)", "not a flag: '2' (expected true, false, 1 or 0)"),
     ]
+
+
+def test_missing_column_names_a_look_alike(make_raw):
+    raw = make_raw(drop=("stage_history", "field_history", "contacts", "activities"))
+    raw["deals"] = raw["deals"].rename(columns={"deal_id": "\ufeffDeal_ID "})
+    [(table, column, row, reason)] = found(raw)
+    assert (table, column, row) == ("deals", "deal_id", "whole table")
+    assert reason.endswith("; check spelling, case and spaces: '\ufeffDeal_ID ' for deal_id")
