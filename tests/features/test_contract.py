@@ -581,4 +581,4 @@ def test_missing_column_names_a_look_alike(make_raw):
     raw["deals"] = raw["deals"].rename(columns={"deal_id": "\ufeffDeal_ID "})
     [(table, column, row, reason)] = found(raw)
     assert (table, column, row) == ("deals", "deal_id", "whole table")
-    assert reason.endswith("; check spelling, case and spaces: '\ufeffDeal_ID ' for deal_id")
+    assert reason.endswith("; check spelling, case and spaces: '\\ufeffDeal_ID ' for deal_id")
