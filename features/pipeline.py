@@ -307,14 +307,15 @@ def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> 
     return out
 
 
-def _parse_field_values(rows: pd.DataFrame, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """old_value/new_value as floats: microseconds for expected_close_date, the number for amount."""
+def _parse_field_values(old: np.ndarray, new: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """old_value/new_value text as floats: microseconds for expected_close_date, the number for amount."""
+    text = pd.Series(np.concatenate([old, new]), dtype=object)
     if field == "amount":
-        return tuple(pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in ("old_value", "new_value"))
-    text = np.concatenate([rows["old_value"].to_numpy(dtype=object), rows["new_value"].to_numpy(dtype=object)])
-    stamps = pd.to_datetime(pd.Series(text, dtype=object), utc=True, errors="coerce", format="ISO8601")
-    micros = np.where(stamps.isna().to_numpy(), np.nan, to_micros(stamps.astype(TIMESTAMP_DTYPE)).astype(float))
-    return micros[: len(rows)], micros[len(rows):]
+        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+    else:
+        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        values = np.where(stamps.isna().to_numpy(), np.nan, to_micros(stamps.astype(TIMESTAMP_DTYPE)).astype(float))
+    return values[: len(old)], values[len(old):]
 
 
 def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.ndarray]:
@@ -330,10 +331,12 @@ def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.n
         return {"value": _nan(n), "initial": _nan(n), "pushes": _nan(n), "days_pushed": _nan(n)}
     codes, known = _deal_codes(pts, history)
     known &= FIELD_CODES.encode(history["field"]) == FIELD_CODES.values.index(field)
-    rows = history[known]
-    codes, known = codes[known], np.ones(len(rows), dtype=bool)
-    old, new = _parse_field_values(rows, field)
-    index = EventIndex(codes[known], to_micros(rows["changed_at"])[known])
+    old, new = _parse_field_values(
+        history["old_value"].to_numpy(dtype=object)[known], history["new_value"].to_numpy(dtype=object)[known], field
+    )
+    changed_at = to_micros(history["changed_at"])[known]
+    codes, known = codes[known], np.ones(len(old), dtype=bool)
+    index = EventIndex(codes, changed_at)
     old_sorted, new_sorted = old[known][index.order], new[known][index.order]
     start, stop = index.locate(pts.deal_row, pts.as_of)
     end = index.end(pts.deal_row)
@@ -598,13 +601,15 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     columns |= compute_activity_features(export, pts)
     columns |= compute_win_rate_features(export, pts, state)
     columns |= compute_context_features(export, pts)
-    data = {"deal_id": pts.frame["deal_id"].to_numpy(), "as_of": pts.frame["as_of"].to_numpy()}
+    data = {"deal_id": pd.Series(pts.frame["deal_id"].to_numpy(), dtype="str", index=points.index),
+            "as_of": pts.frame["as_of"]}
     for name in FEATURE_NAMES:
         # Fixed dtypes whatever the values: "str" for categoricals (even all-missing), float64 otherwise.
-        kind = "str" if name in CATEGORICAL_FEATURES else np.float64
-        data[name] = pd.Series(columns[name], dtype=kind, index=points.index, copy=False)
-    frame = pd.DataFrame(data, index=points.index)
-    return frame.astype({"as_of": TIMESTAMP_DTYPE})
+        if name in CATEGORICAL_FEATURES:
+            data[name] = pd.Series(columns[name], dtype="str", index=points.index)
+        else:
+            data[name] = np.asarray(columns[name], dtype=np.float64)
+    return pd.DataFrame(data, index=points.index)
 
 
 def subset_export(export: Export, deal_ids) -> Export:
