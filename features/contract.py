@@ -958,9 +958,18 @@ def read_export_tables(folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def load_export(folder: Path, mapping: NameMapping | Path | None = None) -> Export:
-    """Read and check an export folder; return the typed export or raise ``ContractError``."""
+    """Read and check an export folder; return the typed export or raise ``ContractError``.
+
+    ``mapping`` is a loaded ``NameMapping``, a YAML file to load, or None for the default; an
+    unusable mapping file is also a ``ContractError``.
+    """
+    from features.mapping import MappingError
+
     if not isinstance(mapping, NameMapping):
-        mapping = load_mapping(mapping)
+        try:
+            mapping = load_mapping(mapping)
+        except MappingError as exc:  # one error type for callers: the inputs are not usable
+            raise ContractError([Violation("(mapping)", "-", str(mapping), str(exc), "mapping")]) from None
     result = check_tables(read_export_tables(folder), mapping)
     if result.export is None:
         raise ContractError(result.violations, result.counts)

@@ -582,3 +582,11 @@ def test_missing_column_names_a_look_alike(make_raw):
     [(table, column, row, reason)] = found(raw)
     assert (table, column, row) == ("deals", "deal_id", "whole table")
     assert reason.endswith("; check spelling, case and spaces: '\\ufeffDeal_ID ' for deal_id")
+
+
+def test_load_export_bad_mapping_file_is_a_contract_error(make_raw, tmp_path):
+    folder = write_tables(make_raw(), tmp_path / "export")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("stage:\n  Discovery: found\n")
+    with pytest.raises(ContractError, match="'Discovery' maps to 'found', which is not a canonical stage"):
+        load_export(folder, mapping=mapping)
