@@ -213,7 +213,8 @@ def _days(delta_us: np.ndarray) -> np.ndarray:
 class Points:
     """Validated points: deal row position in ``export.deals`` and as_of in microseconds."""
 
-    frame: pd.DataFrame  # deal_id, as_of (TIMESTAMP_DTYPE), in the caller's order
+    deal_id: np.ndarray  # in the caller's order
+    as_of_stamps: pd.Series  # TIMESTAMP_DTYPE, the caller's index
     deal_row: np.ndarray
     as_of: np.ndarray
     deals: Codebook  # deal_id -> row of export.deals
@@ -247,8 +248,8 @@ def prepare_points(export: Export, points: pd.DataFrame) -> Points:
         raise FeatureInputError(
             f"points: row {row}, column as_of: {as_of.iloc[row]} is before deal {deal_ids.iloc[row]!r} was created"
         )
-    frame = pd.DataFrame({"deal_id": deal_ids.to_numpy(), "as_of": as_of.to_numpy()}, index=points.index)
-    return Points(frame=frame, deal_row=deal_row, as_of=as_of_us, deals=deals)
+    return Points(deal_id=deal_ids.to_numpy(dtype=object), as_of_stamps=as_of, deal_row=deal_row, as_of=as_of_us,
+                  deals=deals)
 
 
 def _deal_codes(pts: Points, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -538,8 +539,8 @@ def _index_win_history(state: FeatureState) -> dict:
     won = history["won"].to_numpy(dtype=float)
     built = {"all": EventIndex(np.zeros(len(history), dtype=np.int64), closed, {"won": won})}
     for key in ("owner_id", "account_id"):
-        ids = pd.Index(pd.unique(history[key]))
-        built[key] = (ids, EventIndex(ids.get_indexer(history[key]).astype(np.int64), closed, {"won": won}))
+        ids = Codebook(pd.unique(history[key].to_numpy(dtype=object)))
+        built[key] = (ids, EventIndex(ids.encode(history[key]), closed, {"won": won}))
     return built
 
 
@@ -554,7 +555,7 @@ def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) 
     out: dict[str, np.ndarray] = {}
     for key, prefix in (("owner_id", "owner"), ("account_id", "account")):
         ids, index = history[key]
-        code = ids.get_indexer(export.deals[key].to_numpy()[pts.deal_row]).astype(np.int64)
+        code = ids.encode(export.deals[key])[pts.deal_row]
         # Unknown ids get code -1: an empty slice (no closed deals), hence the global rate.
         start, stop = index.locate(code, pts.as_of)
         closed = np.where(code >= 0, stop - start, 0).astype(float)
@@ -601,8 +602,7 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     columns |= compute_activity_features(export, pts)
     columns |= compute_win_rate_features(export, pts, state)
     columns |= compute_context_features(export, pts)
-    data = {"deal_id": pd.Series(pts.frame["deal_id"].to_numpy(), dtype="str", index=points.index),
-            "as_of": pts.frame["as_of"]}
+    data = {"deal_id": pd.Series(pts.deal_id, dtype="str", index=points.index), "as_of": pts.as_of_stamps}
     for name in FEATURE_NAMES:
         # Fixed dtypes whatever the values: "str" for categoricals (even all-missing), float64 otherwise.
         if name in CATEGORICAL_FEATURES:
