@@ -1,0 +1,191 @@
+"""features.explain on synthetic SHAP matrices and tiny feature frames (no model, no MLflow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.explain import (
+    WARNING_CODES,
+    ExplainConfig,
+    WarningThresholds,
+    compute_contributions,
+    describe_factor,
+    describe_warnings,
+    explain_frame,
+    flag_warnings,
+    grade_from_probability,
+    risk_level_from_probabilities,
+    score_from_probability,
+    select_top_factors,
+    value_at_risk_from,
+)
+
+
+def make_features(**columns) -> pd.DataFrame:
+    """A feature frame of quiet, healthy deals; keyword columns override (lists, one per deal)."""
+    n = len(next(iter(columns.values()))) if columns else 1
+    base = {
+        "deal_id": [f"D{i}" for i in range(n)],
+        "current_stage": ["negotiate"] * n,
+        "days_in_stage": [10.0] * n,
+        "days_in_stage_vs_won": [0.8] * n,
+        "deal_age_days": [60.0] * n,
+        "close_date_pushes": [0.0] * n,
+        "contacts_count": [4.0] * n,
+        "contacts_engaged": [3.0] * n,
+        "top_contact_share": [0.4] * n,
+        "decision_maker_engaged_30d": [1.0] * n,
+        "days_since_decision_maker_engaged": [5.0] * n,
+        "days_since_economic_buyer_engaged": [np.nan] * n,
+        "activities_30d": [8.0] * n,
+        "days_since_last_activity": [2.0] * n,
+        "days_since_last_inbound": [3.0] * n,
+        "amount": [1000.0] * n,
+    }
+    return pd.DataFrame({**base, **columns})
+
+
+def test_score_grade_risk_and_value_at_risk_cutoffs():
+    p = np.array([0.0001, 0.199, 0.2, 0.399, 0.4, 0.599, 0.6, 0.9999])
+    assert score_from_probability(p).tolist() == [1, 20, 20, 40, 40, 60, 60, 99]
+    assert grade_from_probability(p).tolist() == ["D", "D", "C", "C", "B", "B", "A", "A"]
+    slip = np.full(len(p), 0.1)
+    assert risk_level_from_probabilities(p, slip).tolist() == [
+        "high", "high", "medium", "medium", "low", "low", "low", "low"
+    ]
+    assert risk_level_from_probabilities(np.array([0.9, 0.9]), np.array([0.7, 0.4])).tolist() == ["high", "medium"]
+    assert value_at_risk_from(np.array([200.0]), np.array([0.25])).tolist() == [150.0]
+
+
+def test_custom_grade_cutoffs_are_used():
+    config = ExplainConfig(grade_cutoffs=(("A", 0.9), ("B", 0.5), ("C", 0.1)))
+    assert grade_from_probability(np.array([0.8, 0.05]), config).tolist() == ["B", "D"]
+
+
+def test_select_top_factors_orders_and_pads():
+    contributions = np.array([
+        [0.3, -0.1, 0.5, -0.7, 0.0, 0.2, 0.1],
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -0.2],
+    ])
+    up, down = select_top_factors(contributions, k=5)
+    assert up.tolist() == [[2, 0, 5, 6, -1], [-1, -1, -1, -1, -1]]
+    assert down.tolist() == [[3, 1, -1, -1, -1], [6, -1, -1, -1, -1]]
+
+
+def test_select_top_factors_with_fewer_features_than_k():
+    up, down = select_top_factors(np.array([[1.0, -1.0]]), k=5)
+    assert up.shape == down.shape == (1, 5)
+    assert up[0].tolist() == [0, -1, -1, -1, -1]
+
+
+def test_explain_frame_on_a_synthetic_shap_matrix():
+    names = ["days_in_stage_vs_won", "decision_maker_engaged_30d", "amount", "current_stage"]
+    features = make_features(
+        days_in_stage_vs_won=[2.3, 0.5], days_in_stage=[41.0, 5.0], decision_maker_engaged_30d=[0.0, 1.0],
+        amount=[1000.0, 500.0],
+    )
+    contributions = np.array([[-0.9, -0.4, 0.2, 0.0], [0.1, 0.6, -0.3, 0.05]])
+    out = explain_frame(features, contributions, names, np.array([0.31, 0.72]), np.array([0.5, 0.1]))
+    assert out.index.equals(features.index)
+    first = out.iloc[0]
+    assert (first["score"], first["grade"], first["risk_level"]) == (31, "C", "medium")
+    assert first["value_at_risk"] == pytest.approx(690.0)
+    assert [f["feature"] for f in first["factors_down"]] == ["days_in_stage_vs_won", "decision_maker_engaged_30d"]
+    assert first["factors_down"][0] == {
+        "feature": "days_in_stage_vs_won", "value": 2.3, "contribution": -0.9,
+        "sentence": "In negotiate for 41 days, 2.3x what won deals take",
+    }
+    assert first["factors_down"][1]["sentence"] == "No decision maker engaged in the last 30 days"
+    assert [f["feature"] for f in first["factors_up"]] == ["amount"]
+    second = out.iloc[1]
+    assert [f["feature"] for f in second["factors_up"]] == ["decision_maker_engaged_30d", "days_in_stage_vs_won",
+                                                            "current_stage"]
+    assert second["factors_up"][2]["value"] == "negotiate"
+    assert (second["grade"], second["risk_level"]) == ("A", "low")
+
+
+def test_explain_frame_rejects_a_misshapen_matrix():
+    with pytest.raises(ValueError, match=r"contributions have shape \(1, 2\), expected \(1, 3\)"):
+        explain_frame(make_features(), np.zeros((1, 2)), ["a", "b", "c"], np.array([0.5]), np.array([0.5]))
+
+
+def test_missing_values_become_null_not_nan():
+    features = make_features(days_since_last_activity=[np.nan])
+    out = explain_frame(features, np.array([[-0.5]]), ["days_since_last_activity"], np.array([0.5]), np.array([0.5]))
+    factor = out.iloc[0]["factors_down"][0]
+    assert factor["value"] is None
+    assert factor["sentence"] == "No activity yet"
+
+
+def test_describe_factor_falls_back_for_unknown_features():
+    assert describe_factor("not_a_feature", 3, {}) == "not_a_feature = 3"
+
+
+@pytest.mark.parametrize(
+    ("code", "columns", "message"),
+    [
+        ("no_activity", {"days_since_last_activity": [20.0]}, "No activity for 20 days"),
+        ("ghosted", {"days_since_last_inbound": [30.0], "activities_30d": [5.0]},
+         "Customer silent for 30 days despite 5 touches in the last 30 days"),
+        ("single_threaded", {"contacts_engaged": [1.0], "top_contact_share": [1.0]},
+         "Single-threaded: 1 contact(s) engaged, 100% of contact activity with one person"),
+        ("no_decision_maker", {"decision_maker_engaged_30d": [0.0], "days_since_decision_maker_engaged": [45.0]},
+         "No decision maker or economic buyer engaged in the last 30 days"),
+        ("stalled_in_stage", {"days_in_stage_vs_won": [2.5], "days_in_stage": [50.0]},
+         "Stalled in negotiate: 50 days, 2.5x what won deals take"),
+        ("close_date_pushed", {"close_date_pushes": [3.0]}, "Close date pushed 3 times"),
+    ],
+)
+def test_each_warning_fires_alone_with_its_message(code, columns, message):
+    features = make_features(**columns)
+    flags = flag_warnings(features)
+    assert flags.columns.tolist() == list(WARNING_CODES)
+    assert flags.iloc[0][flags.iloc[0]].index.tolist() == [code]
+    assert describe_warnings(flags, features) == [[{"code": code, "message": message}]]
+
+
+def test_healthy_deal_has_no_warning():
+    assert not flag_warnings(make_features()).to_numpy().any()
+
+
+def test_missing_tables_do_not_fire_warnings():
+    missing = make_features(
+        days_since_last_activity=[np.nan], activities_30d=[np.nan], days_since_last_inbound=[np.nan],
+        top_contact_share=[np.nan], contacts_engaged=[np.nan], decision_maker_engaged_30d=[np.nan],
+        days_since_decision_maker_engaged=[np.nan], days_in_stage_vs_won=[np.nan], close_date_pushes=[np.nan],
+    )
+    assert not flag_warnings(missing).to_numpy().any()
+    assert not flag_warnings(pd.DataFrame(index=[0])).to_numpy().any()
+
+
+def test_never_any_activity_on_an_old_deal_is_no_activity():
+    features = make_features(days_since_last_activity=[np.nan], activities_30d=[0.0], deal_age_days=[40.0])
+    assert describe_warnings(flag_warnings(features), features)[0][0] == {
+        "code": "no_activity", "message": "No activity logged since the deal was created"
+    }
+
+
+def test_thresholds_are_configurable():
+    features = make_features(days_since_last_activity=[10.0])
+    assert not flag_warnings(features)["no_activity"].iloc[0]
+    assert flag_warnings(features, WarningThresholds(no_activity_days=7))["no_activity"].iloc[0]
+    assert WarningThresholds.from_dict({"no_activity_days": "7"}).no_activity_days == 7.0
+    with pytest.raises(ValueError, match="unknown warning thresholds"):
+        WarningThresholds.from_dict({"no_activty_days": 7})
+
+
+def test_compute_contributions_sum_to_the_raw_score():
+    lgb = pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.5, size=200) > 0).astype(float)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 4},
+                        lgb.Dataset(x, y), num_boost_round=10)
+    contributions = compute_contributions(booster, x[:5])
+    raw = booster.predict(x[:5], raw_score=True)
+    bias = booster.predict(x[:5], pred_contrib=True)[:, -1]
+    assert contributions.shape == (5, 3)
+    np.testing.assert_allclose(contributions.sum(axis=1) + bias, raw, rtol=1e-6)
+    assert compute_contributions(booster, x[:0]).shape == (0, 3)

@@ -1,0 +1,58 @@
+"""Schemathesis against the service's own OpenAPI spec, in process: no input may cause a 5xx.
+
+Cases are generated from /docs.json (valid and invalid bodies), sent through the started
+in-process client, and checked with schemathesis' ``not_a_server_error``. The number of
+examples is bounded so the test stays fast; tests/serving/test_http.py repeats a run against a
+real ``bentoml serve``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+
+EXAMPLES = 25
+
+
+def send(client, case):
+    """Send a schemathesis case through the in-process (httpx-based) client."""
+    kwargs = case.as_transport_kwargs(base_url="http://testserver")
+    data = kwargs.pop("data", None)
+    if data is not None:
+        kwargs["content"] = data
+    kwargs.pop("timeout", None)
+    kwargs.pop("allow_redirects", None)
+    return client.request(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def schema(client):
+    return schemathesis.openapi.from_dict(client.get("/docs.json").json())
+
+
+@pytest.mark.parametrize(
+    ("route", "mode"),
+    [
+        (("/score", "POST"), GenerationMode.POSITIVE),
+        (("/score", "POST"), GenerationMode.NEGATIVE),
+        (("/model", "GET"), GenerationMode.POSITIVE),  # no parameters: nothing invalid to generate
+    ],
+    ids=["score-valid", "score-invalid", "model"],
+)
+def test_no_server_error_from_generated_requests(client, schema, route, mode):
+    operation = schema[route[0]][route[1]]
+    seen: list[int] = []
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def run(case):
+        response = send(client, case)
+        seen.append(response.status_code)
+        case.validate_response(response, checks=[not_a_server_error])
+
+    run()
+    assert seen and all(status < 500 for status in seen)

@@ -1,0 +1,176 @@
+"""End to end over HTTP: ``dealrisk train --promote`` into a temp MLflow store, then a real
+``dealrisk serve`` (BentoML) on a free 127.0.0.1 port; answers must equal offline scoring.
+
+Slow tier: training and server start-up take a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DEALRISK = str(Path(sys.executable).parent / "dealrisk")
+TOKEN = "e2e-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(uri: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEALRISK_")}
+    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_DISABLE_TELEMETRY="true", BENTOML_DO_NOT_TRACK="True")
+    return env
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory, export_dir) -> str:
+    """A store where ``dealrisk train --promote`` registered and promoted the champion."""
+    folder = tmp_path_factory.mktemp("e2e-mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    done = subprocess.run(
+        [DEALRISK, "train", "--data", str(export_dir), "--promote"], cwd=folder, env=base_env(uri),
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return uri
+
+
+@pytest.fixture(scope="module")
+def server(trained_store, tmp_path_factory):
+    """``dealrisk serve`` on a free port, with a bearer token; stopped after the module."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = base_env(trained_store) | {"DEALRISK_API_TOKEN": TOKEN}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [DEALRISK, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("server did not become ready: " + log.read_text()[-3000:])
+        yield {"url": url, "log": log, "headers": {"authorization": f"Bearer {TOKEN}"}}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_scores_over_http_equal_offline_scoring(server, export, trained_store):
+    from features.explain import explain_scores
+    from features.pipeline import build_features
+    from serving.config import ServingConfig
+    from serving.loader import load_champion
+    from serving.request import request_from_export
+    from serving.scoring import load_model
+
+    open_ids = export.deals.loc[export.deals["outcome"] == "open", "deal_id"].head(20).tolist()
+    request = json.loads(json.dumps(request_from_export(export, open_ids)))
+    response = httpx.post(f"{server['url']}/score", json=request, headers=server["headers"], timeout=60)
+    assert response.status_code == 200, response.text
+    served = response.json()
+
+    model = load_model(load_champion(ServingConfig(tracking_uri=trained_store)))
+    as_of = pd.Timestamp(request["as_of"])
+    points = pd.DataFrame({"deal_id": open_ids, "as_of": pd.Series([as_of] * len(open_ids), dtype="datetime64[us, UTC]")})
+    offline = explain_scores(model.bundle, build_features(export, points, model.state))
+
+    assert served["model_versions"] == model.versions
+    assert [d["deal_id"] for d in served["deals"]] == open_ids
+    for deal, (_, row) in zip(served["deals"], offline.iterrows()):
+        assert deal["win_probability"] == pytest.approx(row["win_probability"], rel=1e-9)
+        assert deal["slip_probability"] == pytest.approx(row["slip_probability"], rel=1e-9)
+        assert deal["score"] == row["score"] and deal["grade"] == row["grade"]
+        assert deal["risk_level"] == row["risk_level"]
+        assert deal["value_at_risk"] == pytest.approx(row["value_at_risk"], rel=1e-9)
+        assert [f["feature"] for f in deal["factors_up"]] == [f["feature"] for f in row["factors_up"]]
+        assert [f["sentence"] for f in deal["factors_down"]] == [f["sentence"] for f in row["factors_down"]]
+        assert deal["warnings"] == row["warnings"]
+
+
+def test_model_health_metrics_and_auth(server):
+    url, headers = server["url"], server["headers"]
+    info = httpx.get(f"{url}/model", headers=headers, timeout=30)
+    assert info.status_code == 200 and info.json()["model_versions"]["win"]
+    assert info.json()["trained_at"]
+    assert httpx.get(f"{url}/model", timeout=30).status_code == 401
+    from serving.schemas import EXAMPLE_REQUEST
+
+    assert httpx.post(f"{url}/score", json=EXAMPLE_REQUEST, timeout=30).status_code == 401
+    assert httpx.post(f"{url}/score", json=EXAMPLE_REQUEST, headers=headers, timeout=30).status_code == 200
+    for path in ("/healthz", "/readyz", "/livez", "/metrics", "/docs.json"):
+        assert httpx.get(f"{url}{path}", timeout=30).status_code == 200, path
+
+
+def test_schemathesis_finds_no_server_error(server):
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.generation import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server['url']}/docs.json")
+    statuses: list[int] = []
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        operation = schema["/score"]["POST"]
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def run(case):
+            response = case.call(base_url=server["url"], headers=server["headers"], timeout=30)
+            statuses.append(response.status_code)
+            case.validate_response(response, checks=[not_a_server_error])
+
+        run()
+    assert statuses and max(statuses) < 500
+    assert httpx.get(f"{server['url']}/healthz", timeout=10).status_code == 200  # still up
+
+
+def test_no_deal_contents_in_server_log(server):
+    secret = "SECRET-E2E-5512"
+    from serving.schemas import EXAMPLE_REQUEST
+
+    bad = json.loads(json.dumps(EXAMPLE_REQUEST))
+    bad["deals"][0]["account_id"] = secret
+    bad["deals"][0]["amount"] = secret
+    assert httpx.post(f"{server['url']}/score", json=bad, headers=server["headers"], timeout=30).status_code == 400
+    time.sleep(0.5)
+    assert secret not in server["log"].read_text()
+
+
+def test_serve_refuses_to_start_without_a_champion(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    done = subprocess.run(
+        [DEALRISK, "serve", "--port", str(free_port())], cwd=tmp_path, env=base_env(uri),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1
+    assert "no 'champion' version of registered model 'deal-win'" in done.stderr
