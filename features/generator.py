@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.generator_messy import plant_problems
 from features.generator_sim import (
@@ -115,22 +116,46 @@ def draw_rows(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((cum < u[:, None]).sum(axis=1), probs.shape[1] - 1)
 
 
+def text_array(values: np.ndarray, missing: np.ndarray | None = None) -> pd.api.extensions.ExtensionArray:
+    """Fixed-width ASCII bytes -> a pandas ``str`` array, through Arrow (no Python objects)."""
+    arrow = pa.array(values, type=pa.binary(), mask=missing).cast(pa.string())
+    return pd.array(arrow, dtype="str")
+
+
+def name_array(names: tuple[str, ...], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """Category codes -> their names as a pandas ``str`` array."""
+    return text_array(np.array(names, dtype="S")[np.asarray(codes, dtype=np.int64)])
+
+
 def format_timestamps(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
-    """Days since ``start`` (float) -> ISO-8601 UTC strings to the minute, e.g. 2025-03-01T10:15:00Z."""
+    """Days since ``start`` (float) -> ISO-8601 UTC bytes to the minute, e.g. b"2025-03-01T10:15:00Z"."""
     base = np.datetime64(start.tz_convert("UTC").tz_localize(None).to_datetime64(), "m")
-    minutes = np.floor(np.asarray(days, dtype=float) * 1440.0).astype(np.int64)
-    return np.datetime_as_string(base + minutes.astype("timedelta64[m]"), unit="s", timezone="UTC")
+    minutes = np.floor(np.nan_to_num(np.asarray(days, dtype=float)) * 1440.0).astype(np.int64)
+    text = np.datetime_as_string(base + minutes.astype("timedelta64[m]"), unit="s").astype("S19")
+    chars = np.empty((len(text), 20), dtype=np.uint8)
+    chars[:, :19] = text.view(np.uint8).reshape(len(text), 19)
+    chars[:, 19] = ord("Z")
+    return chars.view("S20").ravel()
 
 
 def format_dates(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
-    """Whole days since ``start`` -> ISO dates, e.g. 2025-03-01."""
+    """Whole days since ``start`` -> ISO date bytes, e.g. b"2025-03-01"."""
     base = np.datetime64(start.tz_convert("UTC").tz_localize(None).to_datetime64(), "D")
-    return np.datetime_as_string(base + np.asarray(days, dtype=np.int64).astype("timedelta64[D]"), unit="D")
+    return np.datetime_as_string(base + np.asarray(days, dtype=np.int64).astype("timedelta64[D]"), unit="D").astype("S10")
 
 
 def format_ids(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
-    """Integer ids -> zero-padded string ids, e.g. D0000042."""
-    return np.array([f"{prefix}{n:0{width}d}" for n in np.asarray(numbers).tolist()], dtype=object)
+    """Integer ids -> zero-padded id bytes, e.g. b"D0000042" (wider when a number needs it)."""
+    numbers = np.asarray(numbers, dtype=np.int64).copy()
+    if len(numbers) and numbers.max() >= 10**width:
+        width = len(str(int(numbers.max())))
+    size = len(prefix) + width
+    chars = np.empty((len(numbers), size), dtype=np.uint8)
+    chars[:, : len(prefix)] = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
+    for position in range(size - 1, len(prefix) - 1, -1):
+        chars[:, position] = numbers % 10 + ord("0")
+        numbers //= 10
+    return chars.view(f"S{size}").ravel()
 
 
 @dataclass(frozen=True)
@@ -371,28 +396,24 @@ def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[
     """The five contract tables in their raw on-disk shape (ISO-8601 UTC strings, canonical names)."""
     n = len(pop.created)
     deal_ids = format_ids("D", np.arange(1, n + 1), 7)
-    stage_names = np.array(STAGES, dtype=object)
     closed = ~np.isnan(sim.closed_at)
-    closed_at = np.full(n, None, dtype=object)
-    closed_at[closed] = format_timestamps(sim.closed_at[closed], start)
     final_stage = sim.state.stage.astype(np.int64)
-    outcome = np.where(final_stage == WON, "won", np.where(final_stage == LOST, "lost", "open"))
     deals = pd.DataFrame(
         {
-            "deal_id": deal_ids,
-            "account_id": format_ids("A", pop.account + 1, 6),
-            "owner_id": format_ids("U", pop.owner + 1, 4),
-            "created_at": format_timestamps(pop.created, start),
+            "deal_id": text_array(deal_ids),
+            "account_id": text_array(format_ids("A", pop.account + 1, 6)),
+            "owner_id": text_array(format_ids("U", pop.owner + 1, 4)),
+            "created_at": text_array(format_timestamps(pop.created, start)),
             "amount": sim.amount,
-            "deal_type": np.array(DEAL_TYPES, dtype=object)[sim.deal_type],
-            "lead_source": np.array(LEAD_SOURCES, dtype=object)[pop.lead_source],
-            "segment": np.array(SEGMENTS, dtype=object)[pop.segment],
-            "region": np.array(REGIONS, dtype=object)[pop.region],
-            "product": np.array(PRODUCTS, dtype=object)[pop.product],
-            "stage": stage_names[final_stage],
-            "expected_close_date": format_timestamps(sim.expected_close.astype(float), start),
-            "closed_at": closed_at,
-            "outcome": outcome,
+            "deal_type": name_array(DEAL_TYPES, sim.deal_type),
+            "lead_source": name_array(LEAD_SOURCES, pop.lead_source),
+            "segment": name_array(SEGMENTS, pop.segment),
+            "region": name_array(REGIONS, pop.region),
+            "product": name_array(PRODUCTS, pop.product),
+            "stage": name_array(STAGES, final_stage),
+            "expected_close_date": text_array(format_timestamps(sim.expected_close.astype(float), start)),
+            "closed_at": text_array(format_timestamps(sim.closed_at, start), missing=~closed),
+            "outcome": name_array(("open", "won", "lost"), np.where(final_stage == WON, 1, np.where(final_stage == LOST, 2, 0))),
         }
     )
 
@@ -400,9 +421,9 @@ def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[
     order = np.lexsort((st["time"], st["deal"]))
     stage_history = pd.DataFrame(
         {
-            "deal_id": deal_ids[st["deal"][order].astype(np.int64)],
-            "stage": stage_names[st["stage"][order].astype(np.int64)],
-            "entered_at": format_timestamps(st["time"][order], start),
+            "deal_id": text_array(deal_ids[st["deal"][order].astype(np.int64)]),
+            "stage": name_array(STAGES, st["stage"][order]),
+            "entered_at": text_array(format_timestamps(st["time"][order], start)),
         }
     )
 
@@ -410,15 +431,15 @@ def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[
     order = np.argsort(fh["time"], kind="stable")
     is_date = fh["field"][order] == 0
     old, new = fh["old"][order], fh["new"][order]
-    old_text = np.where(is_date, format_dates(np.where(is_date, old, 0), start), np.char.mod("%.0f", old))
-    new_text = np.where(is_date, format_dates(np.where(is_date, new, 0), start), np.char.mod("%.0f", new))
+    old_text = np.where(is_date, format_dates(np.where(is_date, old, 0), start), np.char.mod("%.0f", old).astype("S"))
+    new_text = np.where(is_date, format_dates(np.where(is_date, new, 0), start), np.char.mod("%.0f", new).astype("S"))
     field_history = pd.DataFrame(
         {
-            "deal_id": deal_ids[fh["deal"][order].astype(np.int64)],
-            "field": np.array(["expected_close_date", "amount"], dtype=object)[fh["field"][order].astype(np.int64)],
-            "old_value": old_text.astype(object),
-            "new_value": new_text.astype(object),
-            "changed_at": format_timestamps(fh["time"][order], start),
+            "deal_id": text_array(deal_ids[fh["deal"][order].astype(np.int64)]),
+            "field": name_array(("expected_close_date", "amount"), fh["field"][order]),
+            "old_value": text_array(old_text),
+            "new_value": text_array(new_text),
+            "changed_at": text_array(format_timestamps(fh["time"][order], start)),
         }
     )
 
@@ -426,15 +447,15 @@ def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[
     order = np.argsort(ct["time"], kind="stable")
     ct_deal = ct["deal"][order].astype(np.int64)
     ct_role = ct["role"][order].astype(np.int64)
-    seniority = np.array(SENIORITIES, dtype=object)[draw_rows(SENIORITY_PROBS[ct_role], np.random.default_rng(n))]
-    seniority[np.random.default_rng(n + 1).random(len(seniority)) < 0.03] = None  # sometimes not filled in
+    seniority = draw_rows(SENIORITY_PROBS[ct_role], np.random.default_rng(n))
+    not_filled = np.random.default_rng(n + 1).random(len(seniority)) < 0.03  # sometimes left empty
     contacts = pd.DataFrame(
         {
-            "deal_id": deal_ids[ct_deal],
-            "contact_id": format_ids("C", ct_deal * MAX_CONTACTS + ct["slot"][order].astype(np.int64), 8),
-            "role": np.array(ROLES, dtype=object)[ct_role],
-            "seniority": seniority,
-            "added_at": format_timestamps(ct["time"][order], start),
+            "deal_id": text_array(deal_ids[ct_deal]),
+            "contact_id": text_array(format_ids("C", ct_deal * MAX_CONTACTS + ct["slot"][order].astype(np.int64), 8)),
+            "role": name_array(ROLES, ct_role),
+            "seniority": text_array(np.array(SENIORITIES, dtype="S")[seniority], missing=not_filled),
+            "added_at": text_array(format_timestamps(ct["time"][order], start)),
         }
     )
 
@@ -442,22 +463,18 @@ def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[
     order = np.argsort(ac["time"], kind="stable")
     ac_deal = ac["deal"][order].astype(np.int64)
     slot = ac["slot"][order].astype(np.int64)
-    contact = np.full(len(order), None, dtype=object)
-    has_contact = slot >= 0
-    contact[has_contact] = format_ids("C", ac_deal[has_contact] * MAX_CONTACTS + slot[has_contact], 8)
     next_step = ac["next_step"][order]
-    next_step_text = np.where(np.isnan(next_step), None, np.where(next_step > 0.5, "true", "false")).astype(object)
     activities = pd.DataFrame(
         {
-            "activity_id": format_ids("T", np.arange(1, len(order) + 1), 9),
-            "deal_id": deal_ids[ac_deal],
-            "contact_id": contact,
-            "type": np.array(ACTIVITY_TYPES, dtype=object)[ac["type"][order].astype(np.int64)],
-            "direction": np.where(ac["inbound"][order].astype(bool), "inbound", "outbound").astype(object),
-            "occurred_at": format_timestamps(ac["time"][order], start),
+            "activity_id": text_array(format_ids("T", np.arange(1, len(order) + 1), 9)),
+            "deal_id": text_array(deal_ids[ac_deal]),
+            "contact_id": text_array(format_ids("C", ac_deal * MAX_CONTACTS + np.maximum(slot, 0), 8), missing=slot < 0),
+            "type": name_array(ACTIVITY_TYPES, ac["type"][order]),
+            "direction": name_array(("outbound", "inbound"), ac["inbound"][order].astype(np.int64)),
+            "occurred_at": text_array(format_timestamps(ac["time"][order], start)),
             "duration_min": ac["duration"][order],
             "customer_talk_ratio": ac["talk_ratio"][order],
-            "next_step_set": next_step_text,
+            "next_step_set": text_array(np.where(next_step > 0.5, b"true", b"false"), missing=np.isnan(next_step)),
         }
     )
     tables = {
@@ -486,7 +503,7 @@ def build_truth(
         progress("truth at creation", 1, 1)
     frames = [
         pd.DataFrame(
-            {"deal_id": deal_ids, "as_of": pd.Series([None] * n, dtype="str"),
+            {"deal_id": text_array(deal_ids), "as_of": pd.Series([None] * n, dtype="str"),
              "true_win_probability": np.round(creation, 4), "kind": "creation"}
         )
     ]
@@ -503,8 +520,8 @@ def build_truth(
         frames.append(
             pd.DataFrame(
                 {
-                    "deal_id": deal_ids[sim.snapshot_deals],
-                    "as_of": format_timestamps(sim.snapshot_as_of.astype(float), start),
+                    "deal_id": text_array(deal_ids[sim.snapshot_deals]),
+                    "as_of": text_array(format_timestamps(sim.snapshot_as_of.astype(float), start)),
                     "true_win_probability": np.round(snapshot, 4),
                     "kind": "snapshot",
                 }
@@ -520,7 +537,7 @@ def generate_export(
     export_date: pd.Timestamp | str | None = None,
     truth_snapshots: int = 2000,
     messy: bool = False,
-    n_paths: int = 300,
+    n_paths: int = 200,
     params: SimulationParams | None = None,
     progress: Progress | None = None,
 ) -> GeneratedExport:

@@ -24,6 +24,9 @@ N_OPEN = len(OPEN_STAGES)
 WON = N_OPEN  # stage codes 0..4 are the open stages, then won and lost
 LOST = N_OPEN + 1
 MAX_CONTACTS = 10
+# Random-walk innovations are uniform with unit variance: cheaper to draw than normals, and their
+# sums over days are as good as Gaussian.
+UNIT_UNIFORM = np.float32(np.sqrt(12.0))
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,9 @@ class DealState:
     def fresh(cls, quality: np.ndarray, pace: np.ndarray) -> DealState:
         """New deals in ``identify`` with no contacts yet."""
         n = len(quality)
-        zeros = np.zeros(n)
+        zeros = np.zeros(n, np.float32)
         return cls(
-            quality=np.asarray(quality, dtype=float).copy(), pace=np.asarray(pace, dtype=float).copy(),
+            quality=np.asarray(quality, dtype=np.float32).copy(), pace=np.asarray(pace, dtype=np.float32).copy(),
             momentum=zeros.copy(), budget=zeros.copy(), champion=zeros.copy(), dm=zeros.copy(),
             eb=zeros.copy(), stage=np.zeros(n, np.int8), age=np.zeros(n, np.int32),
             days_in_stage=np.zeros(n, np.int32), n_contacts=np.zeros(n, np.int8),
@@ -190,22 +193,23 @@ def advance_day(
 
     k = len(state) if active is None else len(active)
     index = np.arange(k) if active is None else active
-    u = rng.random((3, k))
-    stage = get(state.stage).astype(np.int64)
+    u = rng.random((4, k), dtype=np.float32)
+    stage = get(state.stage)
     is_open = stage < N_OPEN
     mask = get(state.role_mask)
 
-    momentum = params.momentum_keep * get(state.momentum) + params.momentum_noise * rng.standard_normal(k)
+    momentum = params.momentum_keep * get(state.momentum) + params.momentum_noise * UNIT_UNIFORM * (u[3] - 0.5)
     momentum = np.where(u[0] < params.momentum_shock_rate, momentum + params.momentum_shock_size, momentum)
     budget = params.budget_recovery * get(state.budget)
     cut = np.flatnonzero((u[0] >= params.momentum_shock_rate) & (u[0] < params.momentum_shock_rate + params.budget_cut_rate))
-    budget[cut] += params.budget_cut_mean + 0.4 * rng.standard_normal(len(cut))
+    budget[cut] += params.budget_cut_mean + 0.4 * rng.standard_normal(len(cut), dtype=np.float32)
     engagement = {}
     for name, role, step, top in (("champion", CHAMPION, 0.03, 2.0), ("dm", DECISION_MAKER, 0.025, 1.0), ("eb", ECONOMIC_BUYER, 0.025, 1.0)):
         level = get(getattr(state, name)).copy()
         present = np.flatnonzero((mask >> role) & 1)
         level[present] = np.clip(
-            level[present] + 0.01 * momentum[present] + step * rng.standard_normal(len(present)), 0.0, top
+            level[present] + 0.01 * momentum[present] + step * UNIT_UNIFORM * (rng.random(len(present), dtype=np.float32) - 0.5),
+            0.0, top,
         )
         engagement[name] = level
         put(name, level)
@@ -223,9 +227,11 @@ def advance_day(
     has_eb = (mask >> ECONOMIC_BUYER) & 1 > 0
     room = is_open & (get(state.n_contacts) < MAX_CONTACTS)
     open_stage = np.minimum(stage, N_OPEN - 1)
-    p_dm = np.where(~has_dm, params.dm_join_rate * open_stage * (0.6 + champion), 0.0)
-    p_eb = np.where(~has_eb & (stage >= 2), params.eb_join_rate * (open_stage - 1) * (0.5 + dm), 0.0)
-    p_any = params.contact_rate * (1 + 0.3 * open_stage) * np.exp(0.3 * momentum)
+    stage_level = open_stage.astype(np.float32)
+    zero = np.float32(0.0)
+    p_dm = np.where(~has_dm, params.dm_join_rate * stage_level * (0.6 + champion), zero)
+    p_eb = np.where(~has_eb & (stage >= 2), params.eb_join_rate * (stage_level - 1) * (0.5 + dm), zero)
+    p_any = params.contact_rate * (1 + 0.3 * stage_level) * np.exp(0.3 * momentum)
     joins = room & (u[1] < p_dm + p_eb + p_any)
     join_roles = np.where(
         u[1] < p_dm, DECISION_MAKER, np.where(u[1] < p_dm + p_eb, ECONOMIC_BUYER, -1)
@@ -240,15 +246,15 @@ def advance_day(
     neg_exp = np.exp(-health)
     key_person = params.key_person_floor + (1 - params.key_person_floor) * np.maximum(dm, eb)
     pad = (0.0, 0.0)
-    rate = np.asarray(params.advance_rate + (params.win_rate,) + pad)[stage]
-    gate = np.exp(params.advance_slope * np.asarray(params.advance_gate + (params.win_gate,) + pad))[stage]
+    rate = np.asarray(params.advance_rate + (params.win_rate,) + pad, dtype=np.float32)[stage]
+    gate = np.exp(params.advance_slope * np.asarray(params.advance_gate + (params.win_gate,) + pad, dtype=np.float32))[stage]
     slope_exp = neg_exp if params.advance_slope == 1.0 else np.exp(-params.advance_slope * health)
-    p_fwd = rate * get(state.pace) / (1 + gate * slope_exp) * np.where(stage >= 2, key_person, 1.0)
-    p_back = np.where(is_open & (stage >= 1), params.back_rate * neg_exp / (1 + neg_exp), 0.0)
+    p_fwd = rate * get(state.pace) / (1 + gate * slope_exp) * np.where(stage >= 2, key_person, np.float32(1.0))
+    p_back = np.where(is_open & (stage >= 1), params.back_rate * neg_exp / (1 + neg_exp), np.float32(0.0))
     days_in_stage = get(state.days_in_stage)
     p_loss = (
-        params.loss_rate * (params.loss_base + (days_in_stage / params.loss_stale_days) ** 2) * neg_exp / (neg_exp + np.exp(-params.loss_gate))
-        * np.asarray(params.loss_stage_factor + pad)[stage]
+        params.loss_rate * (params.loss_base + np.square(days_in_stage.astype(np.float32) / params.loss_stale_days))
+        * neg_exp / (neg_exp + np.exp(-params.loss_gate)) * np.asarray(params.loss_stage_factor + pad, dtype=np.float32)[stage]
     )
     draw = u[2]
     lost = draw < p_loss
@@ -256,10 +262,10 @@ def advance_day(
     back = ~lost & ~fwd & (draw < p_loss + p_fwd + p_back)
     age = get(state.age) + 1
     lost |= is_open & (age >= params.max_age_days)
-    new_stage = np.where(fwd, stage + 1, np.where(back, stage - 1, stage))
-    new_stage = np.where(lost, LOST, new_stage)  # forward from contract (stage 4) is WON
+    new_stage = np.where(fwd, stage + 1, np.where(back, stage - 1, stage)).astype(np.int8)
+    new_stage[lost] = LOST  # forward from contract (stage 4) is WON
     moved = new_stage != stage
-    put("stage", new_stage.astype(np.int8))
+    put("stage", new_stage)
     put("age", age)
     put("days_in_stage", np.where(moved, 0, days_in_stage + 1).astype(np.int32))
     return DayOutcome(
