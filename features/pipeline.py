@@ -319,7 +319,23 @@ def _parse_field_values(old: np.ndarray, new: np.ndarray, field: str) -> tuple[n
     return values[: len(old)], values[len(old):]
 
 
-def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.ndarray]:
+def extract_field_changes(pts: Points, history: pd.DataFrame) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per tracked field: (deal code, changed_at, old, new) of its changes, values parsed to floats."""
+    codes, known = _deal_codes(pts, history)
+    field = FIELD_CODES.encode(history["field"])
+    old_text, new_text = history["old_value"].to_numpy(dtype=object), history["new_value"].to_numpy(dtype=object)
+    changed_at = to_micros(history["changed_at"])
+    out = {}
+    for i, name in enumerate(FIELD_CODES.values):
+        rows = known & (field == i)
+        old, new = _parse_field_values(old_text[rows], new_text[rows], name)
+        out[name] = (codes[rows], changed_at[rows], old, new)
+    return out
+
+
+def reconstruct_field(
+    export: Export, pts: Points, field: str, changes: dict[str, tuple[np.ndarray, ...]] | None = None
+) -> dict[str, np.ndarray]:
     """A tracked deal field as of each point, from field_history.
 
     Value: the last change at or before as_of (its new_value); else the first later change's
@@ -330,15 +346,11 @@ def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.n
     history = export.field_history
     if history is None:
         return {"value": _nan(n), "initial": _nan(n), "pushes": _nan(n), "days_pushed": _nan(n)}
-    codes, known = _deal_codes(pts, history)
-    known &= FIELD_CODES.encode(history["field"]) == FIELD_CODES.values.index(field)
-    old, new = _parse_field_values(
-        history["old_value"].to_numpy(dtype=object)[known], history["new_value"].to_numpy(dtype=object)[known], field
-    )
-    changed_at = to_micros(history["changed_at"])[known]
-    codes, known = codes[known], np.ones(len(old), dtype=bool)
+    if changes is None:
+        changes = extract_field_changes(pts, history)
+    codes, changed_at, old, new = changes[field]
     index = EventIndex(codes, changed_at)
-    old_sorted, new_sorted = old[known][index.order], new[known][index.order]
+    old_sorted, new_sorted = old[index.order], new[index.order]
     start, stop = index.locate(pts.deal_row, pts.as_of)
     end = index.end(pts.deal_row)
     if field == "amount":
@@ -365,8 +377,9 @@ def reconstruct_field(export: Export, pts: Points, field: str) -> dict[str, np.n
 
 def compute_field_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
     """Days to expected close, close-date pushes and amount as known at as_of."""
-    close = reconstruct_field(export, pts, "expected_close_date")
-    amount = reconstruct_field(export, pts, "amount")
+    changes = None if export.field_history is None else extract_field_changes(pts, export.field_history)
+    close = reconstruct_field(export, pts, "expected_close_date", changes)
+    amount = reconstruct_field(export, pts, "amount", changes)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(amount["initial"] > 0, amount["value"] / amount["initial"], np.nan)
     return {
