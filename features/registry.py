@@ -291,7 +291,17 @@ one-deal export at serving time, so the two cannot drift apart.
 - A contact counts from its `added_at`. An activity engages a contact's role from the later of the
   activity's `occurred_at` and the contact's `added_at` (a role is not known before the contact is
   on the deal).
+- `contacts_engaged` and `top_contact_share` count activities by their `contact_id` as logged,
+  whether or not the contact was on the deal yet (the activity itself is known at its time).
 - Windows are half-open on the left: "the last 30 days" is `(as_of - 30 days, as_of]`.
+
+## How it is computed
+
+Each event table is sorted once by (deal, time, file order) with running sums of what the
+features count; a point's features are read off with binary searches at `as_of` and at
+`as_of - window` (`features.pipeline.EventIndex`). There is no per-deal loop: the cost is
+O((events + points) log events), one code path for a whole export (training snapshots) and for
+a one-deal export (a serving request). `bench/features.py` measures both.
 
 ## Missing is not zero
 

@@ -79,3 +79,13 @@ def test_feature_rejects_unknown_family_or_kind():
         Feature("x", "misc", "d", "u")
     with pytest.raises(ValueError, match="kind must be one of"):
         Feature("x", "stage", "d", "u", kind="text")
+
+
+@pytest.mark.parametrize("module", ["features.registry", "features.pipeline", "features.state",
+                                    "features.snapshots", "features.matrix"])
+def test_docstring_examples_hold(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
