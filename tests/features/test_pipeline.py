@@ -433,6 +433,7 @@ def test_features_command_reports_a_bad_as_of(export_folder, tmp_path):
     assert not (tmp_path / "f.csv").exists()
 
 
+@pytest.mark.slow  # a real MLflow SQLite store: schema migrations take seconds
 def test_features_with_model_uses_the_bundle_state(export_folder, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
