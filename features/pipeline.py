@@ -195,7 +195,7 @@ FIELD_CODES = Codebook(("expected_close_date", "amount"))
 def _as_float(series: pd.Series) -> np.ndarray:
     """A numeric or boolean column (nullable) as float64 with NaN for missing."""
     try:
-        return series.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        return series.to_numpy(dtype=float, na_value=np.nan)
     except (TypeError, ValueError):
         return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
