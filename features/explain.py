@@ -18,7 +18,9 @@ the sign and the ranking carry over.
 
 from __future__ import annotations
 
+import functools
 import math
+import string
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -183,6 +185,25 @@ def describe_factor(feature: str, value, row: dict) -> str:
     if feature not in FEATURES_BY_NAME:
         return f"{feature} = {value}"
     return describe_feature(feature, value, row)
+
+
+@functools.lru_cache(maxsize=1)
+def template_fields() -> frozenset[str]:
+    """Names of other features that the registry's sentence templates use (besides ``value``).
+
+    >>> "current_stage" in template_fields()
+    True
+    """
+    from features.registry import FEATURES
+
+    fields = {
+        name
+        for feature in FEATURES
+        for template in feature.phrases.values()
+        for _, name, _, _ in string.Formatter().parse(template)
+        if name
+    }
+    return frozenset(fields - {"value"})
 
 
 # --- warnings --------------------------------------------------------------------------------
@@ -354,7 +375,8 @@ def explain_frame(
 
     value_frame = features.reindex(columns=feature_names)
     values = value_frame.to_numpy(dtype=object)
-    rows = features.to_dict("records")
+    # Only the columns the sentence templates refer to (e.g. current_stage), not whole rows.
+    rows = features.reindex(columns=sorted(template_fields() & set(features.columns))).to_dict("records")
     names = np.asarray(feature_names, dtype=object)
 
     def factors(indices: np.ndarray) -> list[list[dict]]:

@@ -20,6 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True, str_max_length=1000)
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
+# Event times stay text here: the data contract parses them exactly as it parses CSV cells
+# (ISO 8601 in UTC, e.g. 2026-03-31T14:05:00Z), so a request and a file load accept the same.
+Timestamp = Annotated[
+    str,
+    Field(min_length=1, max_length=40, json_schema_extra={"format": "date-time"},
+          description="ISO 8601 UTC timestamp, e.g. 2026-03-31T14:05:00Z"),
+]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -28,7 +35,7 @@ class StageEntry(BaseModel):
 
     model_config = STRICT
     stage: Name = Field(description="Stage entered (canonical: identify, qualify, propose, negotiate, contract).")
-    entered_at: datetime = Field(description="UTC timestamp; a time without offset is read as UTC.")
+    entered_at: Timestamp
 
 
 class FieldChange(BaseModel):
@@ -38,7 +45,7 @@ class FieldChange(BaseModel):
     field: Literal["expected_close_date", "amount"]
     old_value: Optional[Annotated[str, Field(max_length=100)]] = None
     new_value: Optional[Annotated[str, Field(max_length=100)]] = None
-    changed_at: datetime
+    changed_at: Timestamp
 
 
 class Contact(BaseModel):
@@ -51,7 +58,7 @@ class Contact(BaseModel):
         "business_user, procurement or other (or a mapped CRM name such as 'Economic Buyer')."
     )
     seniority: Optional[Name] = Field(default=None, description="individual, manager, director, vp or c_level.")
-    added_at: datetime
+    added_at: Timestamp
 
 
 class Activity(BaseModel):
@@ -62,7 +69,7 @@ class Activity(BaseModel):
     contact_id: Optional[Id] = None
     type: Name = Field(description="call, meeting, email or demo.")
     direction: Name = Field(description="outbound or inbound.")
-    occurred_at: datetime
+    occurred_at: Timestamp
     duration_min: Optional[Annotated[float, Field(ge=0, le=100_000)]] = None
     customer_talk_ratio: Optional[Annotated[float, Field(ge=0, le=1)]] = Field(
         default=None, description="Recorded calls only: share of talk time by the customer."
@@ -77,7 +84,7 @@ class Deal(BaseModel):
     deal_id: Id
     account_id: Id
     owner_id: Id
-    created_at: datetime
+    created_at: Timestamp
     amount: Annotated[float, Field(ge=0, le=1e13)]
     deal_type: Literal["new_business", "expansion", "renewal"]
     lead_source: Optional[Annotated[str, Field(max_length=200)]] = None
@@ -85,7 +92,7 @@ class Deal(BaseModel):
     region: Optional[Annotated[str, Field(max_length=200)]] = None
     product: Optional[Annotated[str, Field(max_length=200)]] = None
     stage: Name = Field(description="Current (open) stage.")
-    expected_close_date: Optional[datetime] = None
+    expected_close_date: Optional[Timestamp] = None
     stage_history: Optional[Annotated[list[StageEntry], Field(min_length=1, max_length=1000)]] = Field(
         default=None, description="Stage entries; omit (null) only if the CRM keeps no stage history."
     )

@@ -99,7 +99,6 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "customer_talk_ratio", "next_step_set",
     ),
 }
-TIME_COLUMNS = {"created_at", "expected_close_date", "entered_at", "changed_at", "added_at", "occurred_at"}
 NUMBER_COLUMNS = {"amount", "duration_min", "customer_talk_ratio"}
 FLAG_COLUMNS = {"next_step_set"}
 
@@ -113,44 +112,70 @@ def _utc(value: datetime | None) -> pd.Timestamp | None:
     return pd.Timestamp(value).tz_convert("UTC")
 
 
-def _typed(column: str, values: list) -> pd.Series:
-    """A raw column in the dtype a Parquet export would have (the contract check reads both)."""
-    if column in TIME_COLUMNS:
-        return pd.Series([_utc(v) for v in values], dtype=TIMESTAMP_DTYPE)
-    if column in NUMBER_COLUMNS:
+def _column(name: str, values: list) -> pd.Series:
+    """A raw column as a JSON request gives it: numbers as floats, flags as booleans, the rest text.
+
+    Timestamps stay text, so the contract parses them exactly as it parses CSV cells.
+    """
+    if name in NUMBER_COLUMNS:
         return pd.Series(values, dtype="float64")
-    if column in FLAG_COLUMNS:
+    if name in FLAG_COLUMNS:
         return pd.Series(values, dtype="boolean")
-    return pd.Series(values, dtype="str")
+    return pd.Series(values, dtype=object)
 
 
-def frames_from_request(request: ScoreRequest) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+def frames_from_request(request: ScoreRequest) -> tuple[dict[str, pd.DataFrame], dict[str, RowPaths]]:
     """Flatten the request into raw contract tables and the request path of every row.
 
     A history table is present when at least one deal sends it (a list, possibly empty) and
     absent (``None`` for every deal) otherwise - then the features that need it are missing.
+    One pass over the parsed request per table, no per-row pandas work.
     """
     deals = request.deals
     raw: dict[str, pd.DataFrame] = {}
-    paths: dict[str, list[str]] = {"deals": [f"deals[{i}]" for i in range(len(deals))]}
-    deal_rows = {c: [getattr(d, c) for d in deals] for c in DEAL_COLUMNS}
+    paths: dict[str, RowPaths] = {"deals": RowPaths.of("deals", np.ones(len(deals), dtype=int))}
     raw["deals"] = pd.DataFrame(
         {
-            **{c: _typed(c, v) for c, v in deal_rows.items()},
-            "closed_at": pd.Series([None] * len(deals), dtype=TIMESTAMP_DTYPE),
-            "outcome": pd.Series(["open"] * len(deals), dtype="str"),
+            **{c: _column(c, [getattr(d, c) for d in deals]) for c in DEAL_COLUMNS},
+            "closed_at": pd.Series([None] * len(deals), dtype=object),
+            "outcome": pd.Series(["open"] * len(deals), dtype=object),
         }
     )
     for table, columns in TABLE_COLUMNS.items():
-        if all(getattr(d, table) is None for d in deals):
+        lists = [getattr(d, table) for d in deals]
+        if all(items is None for items in lists):
             continue
-        items = [(i, d.deal_id, j, item) for i, d in enumerate(deals) for j, item in enumerate(getattr(d, table) or ())]
-        frame = {"deal_id": pd.Series([deal_id for _, deal_id, _, _ in items], dtype="str")}
+        counts = np.array([len(items) if items else 0 for items in lists])
+        rows = [row for items in lists if items for row in items]
+        frame = {"deal_id": pd.Series(np.repeat(np.array([d.deal_id for d in deals], dtype=object), counts))}
         for column in columns:
-            frame[column] = _typed(column, [getattr(item, column) for *_, item in items])
+            frame[column] = _column(column, [getattr(row, column) for row in rows])
         raw[table] = pd.DataFrame(frame)
-        paths[table] = [f"deals[{i}].{table}[{j}]" for i, _, j, _ in items]
+        paths[table] = RowPaths.of(table, counts)
     return raw, paths
+
+
+@dataclass(frozen=True)
+class RowPaths:
+    """Request path of each row of a flattened table, formatted only when a problem needs it."""
+
+    table: str
+    deal: np.ndarray  # position of the row's deal in the request
+    item: np.ndarray  # position of the row in that deal's list
+
+    @classmethod
+    def of(cls, table: str, counts: np.ndarray) -> "RowPaths":
+        deal = np.repeat(np.arange(len(counts)), counts)
+        starts = np.cumsum(counts) - counts
+        return cls(table, deal, np.arange(len(deal)) - np.repeat(starts, counts))
+
+    def __len__(self) -> int:
+        return len(self.deal)
+
+    def __getitem__(self, position: int) -> str:
+        if self.table == "deals":
+            return f"deals[{int(self.deal[position])}]"
+        return f"deals[{int(self.deal[position])}].{self.table}[{int(self.item[position])}]"
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -162,7 +187,7 @@ def _position(row) -> int | None:
     return int(match.group(1)) - 1 if match else None
 
 
-def _field_of(paths: dict[str, list[str]], table: str | None, column: str | None, position: int | None) -> str:
+def _field_of(paths: dict[str, RowPaths], table: str | None, column: str | None, position: int | None) -> str:
     """The request field of a (table, column, position) cell, e.g. ``deals[0].activities[2].type``."""
     if table in paths and position is not None and 0 <= position < len(paths[table]):
         base = paths[table][position]
@@ -173,7 +198,7 @@ def _field_of(paths: dict[str, list[str]], table: str | None, column: str | None
     return f"{base}.{column}" if column and column != "-" else base
 
 
-def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, list[str]], mapping=None):
+def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], mapping=None):
     """Run the data contract on the request's tables; ``RequestError(422)`` naming every violation."""
     from features.contract import check_tables
 
@@ -193,7 +218,7 @@ def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, list[str]], ma
     return result.export
 
 
-def check_times(export, paths: dict[str, list[str]], as_of: pd.Timestamp) -> None:
+def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None:
     """Reject closed deals and events after ``as_of`` (``RequestError(422)`` naming each field)."""
     problems: list[Problem] = []
     deals = export.deals

@@ -291,7 +291,11 @@ BAD_REQUESTS = {
     "missing field": (_with("deals.0.created_at", _DELETE), 400, "created_at"),
     "wrong type": (_with("deals.0.amount", "lots"), 400, "amount"),
     "negative amount": (_with("deals.0.amount", -5.0), 400, "amount"),
-    "bad date": (_with("deals.0.created_at", "last tuesday"), 400, "created_at"),
+    "bad date": (_with("deals.0.created_at", "last tuesday"), 422, "deals[0].created_at"),
+    "date of the wrong type": (_with("deals.0.created_at", 20260302), 400, "created_at"),
+    "stage entered before the deal was created": (
+        _with("deals.0.stage_history.0.entered_at", "2026-01-01T00:00:00Z"), 422, "deals[0].stage_history[0]",
+    ),
     "unknown field": (_with("deals.0.colour", "red"), 400, "colour"),
     "unknown deal type": (_with("deals.0.deal_type", "gift"), 400, "deal_type"),
     "empty stage history": (_with("deals.0.stage_history", []), 400, "stage_history"),
