@@ -110,7 +110,12 @@ class ContractError(ValueError):
     ) -> None:
         self.violations = list(violations)
         self.counts = dict(counts or {})
+        self.max_per_rule = max_per_rule
         super().__init__(format_report(self.violations, max_per_rule, counts=self.counts))
+
+    def __reduce__(self) -> tuple:
+        # Rebuild from the violations, not the message, so the error survives pickling (worker processes).
+        return (type(self), (self.violations, self.counts, self.max_per_rule))
 
 
 class _Collector:

@@ -590,3 +590,11 @@ def test_load_export_bad_mapping_file_is_a_contract_error(make_raw, tmp_path):
     mapping.write_text("stage:\n  Discovery: found\n")
     with pytest.raises(ContractError, match="'Discovery' maps to 'found', which is not a canonical stage"):
         load_export(folder, mapping=mapping)
+
+
+def test_contract_error_survives_pickling():
+    import pickle
+
+    error = ContractError([Violation("deals", "amount", "row 1 (deal_id=D1)", "not a finite number: 'x'", "bad_number")])
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.violations == error.violations and str(copy) == str(error)
