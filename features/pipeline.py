@@ -71,8 +71,15 @@ class EventIndex:
         rank = np.searchsorted(self.unique_times, self.times)
         self.keys = self.codes.astype(np.int64) * self.stride + rank + 1
         self.cums: dict[str, np.ndarray] = {}
-        for name, value in (values or {}).items():
-            self.add_running_sum(name, np.asarray(value, dtype=float)[order])
+        if values:
+            # One 2-D cumulative sum for all columns: far fewer numpy calls than one per column.
+            matrix = np.empty((len(order) + 1, len(values)))
+            matrix[0] = 0.0
+            for j, value in enumerate(values.values()):
+                matrix[1:, j] = np.asarray(value, dtype=float)[order]
+            np.nan_to_num(matrix, copy=False, nan=0.0)
+            np.cumsum(matrix, axis=0, out=matrix)
+            self.cums = {name: matrix[:, j] for j, name in enumerate(values)}
 
     def __len__(self) -> int:
         return len(self.codes)
