@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 DEMO_DEALS ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: demo test test-slow install clean docs
+.PHONY: demo test test-slow install clean docs serve
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ install: $(BIN)/dealrisk
 demo: install
 	$(BIN)/dealrisk generate --deals $(DEMO_DEALS) --seed $(DEMO_SEED) --out data/demo/export --truth data/demo/truth.csv
 	$(BIN)/dealrisk validate data/demo/export
+	@echo "scoring service on http://127.0.0.1:3000 (Ctrl-C stops it); README section 'Serving' shows a request"
+	$(BIN)/dealrisk serve
+
+serve: install
+	$(BIN)/dealrisk serve
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

@@ -47,6 +47,9 @@ def run_serve(host: str = "127.0.0.1", port: int = 3000) -> None:
     """Check the champion, then replace this process with ``bentoml serve`` on ``host:port``."""
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # One OpenMP thread per worker: LightGBM's thread pool on a one-row request costs more than
+    # the prediction itself, and the service gets its parallelism from concurrent requests.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(check_champion(), file=sys.stderr)
     print(f"dealrisk serve: listening on http://{host}:{port} (POST /score, GET /model, /docs.json)", file=sys.stderr)
     command = bentoml_command(host, port)

@@ -1,0 +1,380 @@
+"""Benchmark the scoring service: batch throughput against the in-process floor, and latency.
+
+Usage (MLFLOW_TRACKING_URI pointing at a store with champion models, e.g. after ``make demo``)::
+
+    python bench/serve.py --data data/demo/export --start          # starts dealrisk serve itself
+    python bench/serve.py --data data/demo/export --url http://127.0.0.1:3000 --token ...
+
+Prints three tables:
+
+(a) explained deals per second for requests of 1, 10, 100 and 1000 deals through the BentoML
+    service and through a minimal hand-written FastAPI app (uvicorn) wrapping the same scoring
+    function, each as a ratio to the in-process floor: features + predict + SHAP on the same
+    deals in one process (no HTTP, no JSON, no contract check, no sentences);
+(b) single-deal latency p50/p95/p99 at 1, 8 and 32 concurrent clients, both servers;
+(c) where the time of one in-process request goes (parse, contract, features, ...).
+
+Traffic goes only to 127.0.0.1, bounded in request count and time. Servers this script starts
+are stopped when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BATCH_SIZES = (1, 10, 100, 1000)
+CONCURRENCY = (1, 8, 32)
+
+
+# --- request bodies -----------------------------------------------------------------------------
+
+
+def build_bodies(data: Path, sizes: tuple[int, ...]) -> dict[int, dict]:
+    """Request bodies of each size from the export's open deals (repeated with new ids if too few)."""
+    from features.contract import load_export
+    from serving.request import request_from_export
+
+    export = load_export(data)
+    open_ids = export.deals.loc[export.deals["outcome"] == "open", "deal_id"].tolist()
+    if not open_ids:
+        raise SystemExit(f"{data}: no open deals to score")
+    base = request_from_export(export, open_ids)
+    pool = base["deals"]
+    bodies = {}
+    for size in sizes:
+        deals = []
+        for i in range(size):
+            deal = dict(pool[i % len(pool)])
+            if i >= len(pool):  # a copy: new deal and activity ids keep the request valid
+                deal["deal_id"] = f"{deal['deal_id']}-copy{i}"
+                deal["activities"] = [
+                    dict(a, activity_id=f"{a['activity_id']}-copy{i}") for a in (deal.get("activities") or [])
+                ]
+            deals.append(deal)
+        bodies[size] = {"as_of": base["as_of"], "deals": deals}
+    return bodies
+
+
+# --- in-process floor and breakdown -------------------------------------------------------------
+
+
+def load_scoring_model():
+    from serving.config import ServingConfig
+    from serving.loader import load_champion
+    from serving.scoring import load_model
+
+    config = ServingConfig.from_env()
+    return load_model(load_champion(config)), config
+
+
+def measure_floor(model, body: dict, min_seconds: float = 1.0, max_runs: int = 50) -> float:
+    """Explained deals per second in process: features + predict + SHAP (inputs pre-validated)."""
+    from features.explain import compute_contributions
+    from features.scoring import encode_bundle_matrix, predict_probabilities
+    from serving.schemas import ScoreRequest
+    from serving.scoring import build_request_features, check_contract, frames_from_request, resolve_as_of
+
+    request = ScoreRequest.model_validate(body)
+    as_of = resolve_as_of(request)
+    raw, paths = frames_from_request(request)
+    export = check_contract(raw, paths, model.mapping)
+
+    def once() -> None:
+        features = build_request_features(model, export, as_of)
+        predict_probabilities(model.bundle, features)
+        compute_contributions(model.bundle.win_model, encode_bundle_matrix(model.bundle, features))
+
+    return len(body["deals"]) / _time_per_run(once, min_seconds, max_runs)
+
+
+def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, float]:
+    """Milliseconds per stage of one in-process request (median of ``runs``)."""
+    import numpy as np
+
+    from features.explain import compute_contributions, explain_frame
+    from features.scoring import encode_bundle_matrix, predict_probabilities
+    from serving.schemas import ScoreRequest
+    from serving.scoring import (
+        build_request_features, check_contract, check_times, dump_response, frames_from_request, resolve_as_of,
+        response_from_explained,
+    )
+
+    raw_json = json.dumps(body)
+    stages: dict[str, list[float]] = {}
+    for _ in range(runs):
+        marks = [("start", time.perf_counter())]
+
+        def mark(name: str) -> None:
+            marks.append((name, time.perf_counter()))
+
+        request = ScoreRequest.model_validate_json(raw_json)
+        mark("parse JSON (pydantic)")
+        as_of = resolve_as_of(request)
+        raw, paths = frames_from_request(request)
+        mark("flatten to tables")
+        export = check_contract(raw, paths, model.mapping)
+        check_times(export, paths, as_of)
+        mark("contract check")
+        features = build_request_features(model, export, as_of)
+        mark("features")
+        probabilities = predict_probabilities(model.bundle, features)
+        mark("predict")
+        contributions = compute_contributions(model.bundle.win_model, encode_bundle_matrix(model.bundle, features))
+        mark("SHAP")
+        explained = explain_frame(
+            features, contributions, list(model.bundle.features["names"]),
+            probabilities["win_probability"].to_numpy(), probabilities["slip_probability"].to_numpy(), config.explain,
+        ).assign(deal_id=features["deal_id"], amount=features["amount"])
+        mark("factors, sentences, warnings")
+        dump_response(response_from_explained(explained, request, as_of, model.versions))
+        mark("response JSON")
+        for (_, a), (name, b) in zip(marks, marks[1:]):
+            stages.setdefault(name, []).append((b - a) * 1000)
+    return {name: float(np.median(values)) for name, values in stages.items()}
+
+
+def _time_per_run(fn, min_seconds: float, max_runs: int) -> float:
+    fn()  # warm-up
+    runs, started = 0, time.perf_counter()
+    while runs < max_runs and (runs < 3 or time.perf_counter() - started < min_seconds):
+        fn()
+        runs += 1
+    return (time.perf_counter() - started) / runs
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_process(command: list[str], url: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start a server and wait (at most 180 s) until ``url`` answers."""
+    import httpx
+
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {' '.join(command)}\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop_process(process)
+    raise SystemExit(f"server did not come up: {' '.join(command)}\n{log.read_text()[-2000:]}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def make_fastapi_app():
+    """The minimal hand-written comparison: FastAPI + the same scoring function, nothing else."""
+    from fastapi import FastAPI
+    from starlette.responses import JSONResponse, Response
+
+    from serving.schemas import ScoreRequest
+    from serving.scoring import RequestError, dump_response, score_request
+
+    model, config = load_scoring_model()
+    app = FastAPI()
+
+    @app.post("/score")
+    def score(request: ScoreRequest) -> Response:
+        try:
+            return Response(dump_response(score_request(model, request, config.explain)),
+                            media_type="application/json")
+        except RequestError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"ok": True}
+
+    return app
+
+
+def run_fastapi(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(make_fastapi_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+
+def measure_batch(url: str, body: dict, headers: dict, min_seconds: float = 2.0, max_requests: int = 30) -> tuple[float, int]:
+    """Explained deals per second of sequential requests carrying ``body``; also the error count."""
+    import httpx
+
+    payload = json.dumps(body).encode()
+    errors = 0
+    with httpx.Client(timeout=300, headers={"content-type": "application/json", **headers}) as client:
+        client.post(f"{url}/score", content=payload)  # warm-up
+        count, started = 0, time.perf_counter()
+        while count < max_requests and (count < 3 or time.perf_counter() - started < min_seconds):
+            response = client.post(f"{url}/score", content=payload)
+            errors += response.status_code != 200
+            count += 1
+        elapsed = time.perf_counter() - started
+    return len(body["deals"]) * count / elapsed, errors
+
+
+async def _latencies(url: str, body: dict, headers: dict, clients: int, requests: int) -> tuple[list[float], int, float]:
+    import httpx
+
+    payload = json.dumps(body).encode()
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits,
+                                 headers={"content-type": "application/json", **headers}) as client:
+        for _ in range(min(clients, 4)):  # warm-up
+            await client.post(f"{url}/score", content=payload)
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post(f"{url}/score", content=payload)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return latencies, errors, elapsed
+
+
+def measure_latency(url: str, body: dict, headers: dict, clients: int, requests: int) -> dict:
+    import numpy as np
+
+    latencies, errors, elapsed = asyncio.run(_latencies(url, body, headers, clients, requests))
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {"requests": len(latencies), "errors": errors, "p50": p50, "p95": p95, "p99": p99,
+            "rps": len(latencies) / elapsed}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/demo/export"), help="export folder for the deals")
+    parser.add_argument("--url", default=None, help="a running service on 127.0.0.1 (default: start one)")
+    parser.add_argument("--start", action="store_true", help="start dealrisk serve on a free port")
+    parser.add_argument("--token", default=os.environ.get("DEALRISK_API_TOKEN"), help="bearer token, if required")
+    parser.add_argument("--requests", type=int, default=200, help="single-deal requests per concurrency level")
+    parser.add_argument("--sizes", default=",".join(map(str, BATCH_SIZES)), help="batch sizes, comma separated")
+    parser.add_argument("--fastapi-worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.fastapi_worker is not None:
+        run_fastapi(args.fastapi_worker)
+        return 0
+    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
+        parser.error("benchmark traffic goes to 127.0.0.1 only")
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as dealrisk serve does; same for the floor
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
+    bodies = build_bodies(args.data, tuple(sorted(set(sizes) | {1})))
+    model, config = load_scoring_model()
+
+    processes: list[subprocess.Popen] = []
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    try:
+        if args.url is None:
+            port = free_port()
+            bento_url = f"http://127.0.0.1:{port}"
+            dealrisk = str(Path(sys.executable).parent / "dealrisk")
+            processes.append(start_process([dealrisk, "serve", "--port", str(port)], f"{bento_url}/readyz",
+                                           logs / "dealrisk-bench-serve.log"))
+        else:
+            bento_url = args.url.rstrip("/")
+        fast_port = free_port()
+        fast_url = f"http://127.0.0.1:{fast_port}"
+        processes.append(start_process([sys.executable, __file__, "--fastapi-worker", str(fast_port)],
+                                       f"{fast_url}/healthz", logs / "dealrisk-bench-fastapi.log"))
+        servers = {"bentoml": (bento_url, headers), "fastapi": (fast_url, {})}
+
+        rows = []
+        for size in sizes:
+            floor = measure_floor(model, bodies[size])
+            row = [size, f"{floor:,.0f}"]
+            for name, (url, server_headers) in servers.items():
+                rate, errors = measure_batch(url, bodies[size], server_headers)
+                row += [f"{rate:,.0f}", f"{rate / floor:.2f}x", errors]
+            rows.append(row)
+        print_table(
+            "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process)",
+            ["deals/request", "floor", "bentoml", "vs floor", "errors", "fastapi", "vs floor", "errors"], rows,
+        )
+
+        rows = []
+        for clients in CONCURRENCY:
+            for name, (url, server_headers) in servers.items():
+                requests = max(args.requests, clients * 4)
+                result = measure_latency(url, bodies[1], server_headers, clients, requests)
+                rows.append([clients, name, result["requests"], result["errors"], f"{result['p50']:.1f}",
+                             f"{result['p95']:.1f}", f"{result['p99']:.1f}", f"{result['rps']:.0f}"])
+        print_table("(b) single-deal latency (ms) under concurrent clients",
+                    ["clients", "server", "requests", "errors", "p50", "p95", "p99", "req/s"], rows)
+
+        rows = []
+        for size in (1, max(sizes)):
+            stages = measure_breakdown(model, config, bodies[size])
+            total = sum(stages.values())
+            rows += [[size, name, f"{ms:.1f}", f"{ms / total:.0%}"] for name, ms in stages.items()]
+            rows.append([size, "total", f"{total:.1f}", "100%"])
+        print_table("(c) in-process cost of one request by stage (median ms)", ["deals", "stage", "ms", "share"], rows)
+    finally:
+        for process in processes:
+            stop_process(process)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
