@@ -36,7 +36,6 @@ from features.state import FeatureState
 
 DAY_US = 86_400_000_000  # microseconds per day
 ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
-_STAGE_CODE = {s: i for i, s in enumerate(STAGES)}
 _OPEN_CODES = np.array([i for i, s in enumerate(STAGES) if s in OPEN_STAGES])
 
 

@@ -458,3 +458,12 @@ def test_features_with_model_uses_the_bundle_state(export_folder, tmp_path, monk
     pd.testing.assert_frame_equal(pd.read_csv(by_version), written)
     with pytest.raises(ValueError, match="give an alias"):
         run_features(export_folder, "2026-03-01", tmp_path / "h.csv", model="models:/deal-win")
+
+
+def test_codebook_small_and_large_paths_agree():
+    from features.pipeline import Codebook
+
+    values = [f"D{i}" for i in range(5000)]  # above the dict-lookup size: the pd.Index path
+    queries = pd.Series(["D4999", None, "nope", "D0", "D4999"], dtype="str")
+    assert Codebook(values).encode(queries).tolist() == [4999, -1, -1, 0, 4999]
+    assert Codebook(values[:10]).encode(queries).tolist() == [-1, -1, -1, 0, -1]
