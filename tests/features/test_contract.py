@@ -598,3 +598,24 @@ def test_contract_error_survives_pickling():
     error = ContractError([Violation("deals", "amount", "row 1 (deal_id=D1)", "not a finite number: 'x'", "bad_number")])
     copy = pickle.loads(pickle.dumps(error))
     assert copy.violations == error.violations and str(copy) == str(error)
+
+
+TRICKY_TIMESTAMPS = [
+    "2026-01-05", "2026-01-05T10:00", "2026-01-05T10:00:00", "2026-01-05 10:00:00.123456", "2026-01-05T10:00:00Z",
+    "2026-01-05T10:00:00+00:00", "2026-01-05T10:00:00-00:00", "2026-02-30T10:00:00Z", "2026-13-01", "2026-01-05T24:00:00",
+    "2026-01-05T10:00:00+02:00", "2026-01-05T10:00:00+0000", "20260105", "05/01/2026", "next week", "", "  ",
+    " 2026-01-05T10:00:00Z ", "2026-01-05T10:00:00.5Z", "0001-01-01", "2026-1-5", "2026-01-05T10:00:00.1234567Z",
+]
+
+
+@pytest.mark.parametrize("value", TRICKY_TIMESTAMPS)
+def test_one_deal_and_batch_parse_timestamps_alike(value):
+    """Short columns take a fast path; it must agree with the batch parser cell for cell."""
+    from features.contract import SMALL_COLUMN, _parse_timestamp_text
+
+    simple = ["2026-03-01T00:00:00Z"]
+    short = pd.Series([value, *simple], dtype="str")
+    long = pd.Series([value, *simple * (SMALL_COLUMN + 1)], dtype="str")
+    one, batch = _parse_timestamp_text(short), _parse_timestamp_text(long)
+    assert one[0].iloc[0] is batch[0].iloc[0] or one[0].iloc[0] == batch[0].iloc[0]
+    assert [flags[0] for flags in one[1:]] == [flags[0] for flags in batch[1:]]
