@@ -619,3 +619,22 @@ def test_one_deal_and_batch_parse_timestamps_alike(value):
     one, batch = _parse_timestamp_text(short), _parse_timestamp_text(long)
     assert one[0].iloc[0] is batch[0].iloc[0] or one[0].iloc[0] == batch[0].iloc[0]
     assert [flags[0] for flags in one[1:]] == [flags[0] for flags in batch[1:]]
+
+
+def test_batch_equals_per_deal_on_csv_text(tmp_path):
+    """The same law on text as read from CSV, where short columns take the fast paths."""
+    from features.io import read_raw_tables
+
+    from features.contract import SMALL_COLUMN
+
+    export = random_export(40, seed=5)
+    folder = write_tables({n: f for n, f in export.tables().items() if f is not None}, tmp_path / "e")
+    raw = read_raw_tables(folder)
+    assert max(len(f) for f in raw.values()) > SMALL_COLUMN, "the whole export must take the batch paths"
+    whole = check_tables(raw).export
+    for deal_id in whole.deals["deal_id"].iloc[:10]:
+        alone = check_tables({n: f[f["deal_id"] == deal_id] for n, f in raw.items()}).export
+        for name, frame in alone.tables().items():
+            expected = whole.table(name)
+            expected = expected[expected["deal_id"] == deal_id].reset_index(drop=True)
+            pd.testing.assert_frame_equal(frame, expected)
