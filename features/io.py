@@ -43,7 +43,8 @@ def read_raw_tables(folder: Path) -> dict[str, pd.DataFrame]:
     tables: dict[str, pd.DataFrame] = {}
     for name, path in find_table_files(folder).items():
         if path.suffix == ".csv":
-            tables[name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            # utf-8-sig: spreadsheet exports often start with a byte-order mark before "deal_id".
+            tables[name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
         else:
             tables[name] = pd.read_parquet(path)
     return tables
