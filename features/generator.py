@@ -127,21 +127,47 @@ def name_array(names: tuple[str, ...], codes: np.ndarray) -> pd.api.extensions.E
     return text_array(np.array(names, dtype="S")[np.asarray(codes, dtype=np.int64)])
 
 
+def write_digits(chars: np.ndarray, column: int, values: np.ndarray, width: int) -> None:
+    """Write zero-padded decimal ``values`` into ``chars[:, column:column + width]`` (ASCII)."""
+    values = values.copy()
+    for position in range(column + width - 1, column - 1, -1):
+        chars[:, position] = values % 10 + ord("0")
+        values //= 10
+
+
+def civil_dates(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Days since 1970-01-01 -> (year, month, day) arrays."""
+    dates = days.astype("datetime64[D]")
+    months = dates.astype("datetime64[M]")
+    year = months.astype("datetime64[Y]").astype(np.int64) + 1970
+    month = months.astype(np.int64) % 12 + 1
+    day = (dates - months).astype(np.int64) + 1
+    return year, month, day
+
+
 def format_timestamps(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
     """Days since ``start`` (float) -> ISO-8601 UTC bytes to the minute, e.g. b"2025-03-01T10:15:00Z"."""
-    base = np.datetime64(start.tz_convert("UTC").tz_localize(None).to_datetime64(), "m")
-    minutes = np.floor(np.nan_to_num(np.asarray(days, dtype=float)) * 1440.0).astype(np.int64)
-    text = np.datetime_as_string(base + minutes.astype("timedelta64[m]"), unit="s").astype("S19")
-    chars = np.empty((len(text), 20), dtype=np.uint8)
-    chars[:, :19] = text.view(np.uint8).reshape(len(text), 19)
-    chars[:, 19] = ord("Z")
+    base_minutes = int(start.tz_convert("UTC").tz_localize(None).to_datetime64().astype("datetime64[m]").astype(np.int64))
+    minutes = np.floor(np.nan_to_num(np.asarray(days, dtype=float)) * 1440.0).astype(np.int64) + base_minutes
+    year, month, day = civil_dates(minutes // 1440)
+    chars = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)[None, :].repeat(len(minutes), axis=0)
+    write_digits(chars, 0, year, 4)
+    write_digits(chars, 5, month, 2)
+    write_digits(chars, 8, day, 2)
+    write_digits(chars, 11, minutes % 1440 // 60, 2)
+    write_digits(chars, 14, minutes % 60, 2)
     return chars.view("S20").ravel()
 
 
 def format_dates(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
     """Whole days since ``start`` -> ISO date bytes, e.g. b"2025-03-01"."""
-    base = np.datetime64(start.tz_convert("UTC").tz_localize(None).to_datetime64(), "D")
-    return np.datetime_as_string(base + np.asarray(days, dtype=np.int64).astype("timedelta64[D]"), unit="D").astype("S10")
+    base_days = int(start.tz_convert("UTC").tz_localize(None).to_datetime64().astype("datetime64[D]").astype(np.int64))
+    year, month, day = civil_dates(np.asarray(days, dtype=np.int64) + base_days)
+    chars = np.frombuffer(b"0000-00-00", dtype=np.uint8)[None, :].repeat(len(year), axis=0)
+    write_digits(chars, 0, year, 4)
+    write_digits(chars, 5, month, 2)
+    write_digits(chars, 8, day, 2)
+    return chars.view("S10").ravel()
 
 
 def format_ids(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
