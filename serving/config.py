@@ -41,6 +41,7 @@ class ServingConfig:
     api_token: str | None = field(default=None, repr=False)
     max_deals: int = 2000
     max_body_bytes: int = 32 * 1024 * 1024
+    max_batch_deals: int = 1000  # concurrent requests are scored together up to this many deals
     log_requests: bool = False
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 

@@ -12,12 +12,14 @@ request's deals as one vectorised batch through training's feature and predictio
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
+from serving.batcher import Coalescer
 from serving.guard import RequestGuard
 from serving.schemas import ModelInfo, ScoreRequest, ScoreResponse
 
@@ -45,6 +47,7 @@ class DealRiskService:
         bundle = load_champion(self.config)
         self.model = load_model(bundle)
         self.info = model_info(self.model, self.config)
+        self.batcher = Coalescer(functools.partial(score_batch, self.model, self.config), self.config.max_batch_deals)
         logger.info(
             "dealrisk: serving %s v%s and %s v%s from %s",
             self.config.win_model_name, self.model.versions["win"],
@@ -52,14 +55,16 @@ class DealRiskService:
         )
 
     @bentoml.api(route="/score")
-    def score(self, request: ScoreRequest, /) -> ScoreResponse:
+    async def score(self, request: ScoreRequest, /) -> ScoreResponse:
         """Score one or many open deals with their histories.
 
         For each deal: calibrated win probability (a probability, not a rank), score 1-99, grade
         A-D, slip probability, risk level, value at risk, top 5 factors raising and lowering the
         win probability in plain sentences, rule-based warnings and the model versions.
         """
-        return score_response(self.model, self.config, request)
+        if len(request.deals) > self.config.max_deals:
+            return too_many_deals(len(request.deals), self.config.max_deals)
+        return http_response(await self.batcher.submit(request), self.config, len(request.deals))
 
     @info_app.get("/model", response_model=ModelInfo, summary="Champion model versions, metrics and features")
     def model(self) -> ModelInfo:
@@ -67,24 +72,59 @@ class DealRiskService:
         return self.info
 
 
-def score_response(model, config, request: ScoreRequest) -> Response:
-    """Score a parsed request into an HTTP response: 200, a 4xx naming the field, or a logged 500."""
-    from serving.scoring import RequestError, dump_response, score_request
+def too_many_deals(count: int, limit: int) -> Response:
+    from serving.scoring import RequestError
 
-    if len(request.deals) > config.max_deals:
-        error = RequestError(413, f"too many deals: {len(request.deals)} > limit {config.max_deals}")
-        return JSONResponse(error.to_dict(), status_code=413)
+    error = RequestError(413, f"too many deals: {count} > limit {limit}; split them over several requests")
+    return JSONResponse(error.to_dict(), status_code=413)
+
+
+def score_batch(model, config, requests: list) -> list:
+    """Score requests as one batch, answers serialised to JSON bytes (in the scoring thread).
+
+    A failure of the batch is retried request by request, so only the request that causes it
+    gets an error (never a crash).
+    """
+    from serving.scoring import dump_response, score_requests
+
     try:
-        answer = score_request(model, request, config.explain)
-        body = dump_response(answer)
+        outcomes = score_requests(model, requests, config.explain)
+    except Exception:  # noqa: BLE001 - isolate the failing request below
+        outcomes = [_score_alone(model, config, request) for request in requests]
+    out = []
+    for outcome in outcomes:
+        if isinstance(outcome, dict):
+            try:
+                outcome = dump_response(outcome)
+            except (TypeError, ValueError) as exc:
+                outcome = exc
+        out.append(outcome)
+    return out
+
+
+def _score_alone(model, config, request):
+    from serving.scoring import RequestError, score_request
+
+    try:
+        return score_request(model, request, config.explain)
     except RequestError as exc:
-        return JSONResponse(exc.to_dict(), status_code=exc.status)
-    except Exception as exc:  # noqa: BLE001 - never crash; log the kind of failure, not the deal contents
-        logger.error("dealrisk: scoring failed with %s at %s", type(exc).__name__, _where(exc))
+        return exc
+    except Exception as exc:  # noqa: BLE001 - reported as a 500 by http_response, logged without contents
+        return exc
+
+
+def http_response(outcome, config, n_deals: int) -> Response:
+    """Answer bytes -> 200; a RequestError -> its 4xx; any other exception -> a logged 500."""
+    from serving.scoring import RequestError
+
+    if isinstance(outcome, RequestError):
+        return JSONResponse(outcome.to_dict(), status_code=outcome.status)
+    if isinstance(outcome, BaseException):
+        logger.error("dealrisk: scoring failed with %s at %s", type(outcome).__name__, _where(outcome))
         return JSONResponse({"error": "internal error while scoring; see the server log"}, status_code=500)
     if config.log_requests:
-        logger.info("dealrisk: scored %d deals", len(request.deals))
-    return Response(body, media_type="application/json")
+        logger.info("dealrisk: scored %d deals", n_deals)
+    return Response(outcome, media_type="application/json")
 
 
 def _where(exc: BaseException) -> str:

@@ -38,13 +38,33 @@ def base_env(uri: str) -> dict:
     return env
 
 
+E2E_DEALS = 2500  # enough closed deals for training's minimum (40 won + 40 lost before the cutoff)
+
+
 @pytest.fixture(scope="module")
-def trained_store(tmp_path_factory, export_dir) -> str:
+def e2e_export_dir(tmp_path_factory) -> Path:
+    """A generated export as ``dealrisk generate`` writes it, big enough for ``dealrisk train``."""
+    from features.generator import generate_export
+    from features.io import write_tables
+
+    generated = generate_export(n_deals=E2E_DEALS, seed=5, truth_snapshots=0)
+    return write_tables(generated.tables, tmp_path_factory.mktemp("e2e-export") / "export")
+
+
+@pytest.fixture(scope="module")
+def e2e_export(e2e_export_dir):
+    from features.contract import load_export
+
+    return load_export(e2e_export_dir)
+
+
+@pytest.fixture(scope="module")
+def trained_store(tmp_path_factory, e2e_export_dir) -> str:
     """A store where ``dealrisk train --promote`` registered and promoted the champion."""
     folder = tmp_path_factory.mktemp("e2e-mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     done = subprocess.run(
-        [DEALRISK, "train", "--data", str(export_dir), "--promote"], cwd=folder, env=base_env(uri),
+        [DEALRISK, "train", "--data", str(e2e_export_dir), "--promote"], cwd=folder, env=base_env(uri),
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -85,7 +105,7 @@ def server(trained_store, tmp_path_factory):
             process.wait(timeout=10)
 
 
-def test_scores_over_http_equal_offline_scoring(server, export, trained_store):
+def test_scores_over_http_equal_offline_scoring(server, e2e_export, trained_store):
     from features.explain import explain_scores
     from features.pipeline import build_features
     from serving.config import ServingConfig
@@ -93,6 +113,7 @@ def test_scores_over_http_equal_offline_scoring(server, export, trained_store):
     from serving.request import request_from_export
     from serving.scoring import load_model
 
+    export = e2e_export
     open_ids = export.deals.loc[export.deals["outcome"] == "open", "deal_id"].head(20).tolist()
     request = json.loads(json.dumps(request_from_export(export, open_ids)))
     response = httpx.post(f"{server['url']}/score", json=request, headers=server["headers"], timeout=60)

@@ -1,0 +1,120 @@
+"""Several requests scored as one batch give each request the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+
+import pytest
+
+from serving.batcher import Coalescer
+from serving.schemas import EXAMPLE_REQUEST, ScoreRequest
+from serving.scoring import RequestError, score_request, score_requests
+from tests.serving.test_service import assert_same_answer
+
+
+def parsed(body: dict) -> ScoreRequest:
+    return ScoreRequest.model_validate(copy.deepcopy(body))
+
+
+def test_merged_batch_equals_requests_alone(loaded_model, open_request, monkeypatch):
+    first = {"as_of": open_request["as_of"], "deals": open_request["deals"][:2]}
+    second = {"as_of": "2026-06-30T00:00:00Z", "deals": copy.deepcopy(EXAMPLE_REQUEST["deals"])}
+    same_ids = {"as_of": open_request["as_of"], "deals": open_request["deals"][:1]}  # ids shared with `first`
+    requests = [parsed(first), parsed(second), parsed(same_ids)]
+    alone = [score_request(loaded_model, request) for request in requests]
+    import serving.scoring
+
+    def no_fallback(*args):
+        raise AssertionError("the merged batch fell back to one request at a time")
+
+    monkeypatch.setattr(serving.scoring, "_answer_or_error", no_fallback)
+    together = score_requests(loaded_model, requests)
+    for answer, expected in zip(together, alone):
+        assert_same_answer(answer, expected)
+
+
+def test_a_bad_request_in_a_batch_gets_its_own_error(loaded_model, open_request):
+    good = parsed({"as_of": open_request["as_of"], "deals": open_request["deals"][:1]})
+    bad_body = copy.deepcopy(EXAMPLE_REQUEST)
+    bad_body["deals"][0]["contacts"][0]["role"] = "janitor"
+    late_body = copy.deepcopy(EXAMPLE_REQUEST)
+    late_body["deals"][0]["activities"][0]["occurred_at"] = "2026-07-02T00:00:00Z"
+    outcomes = score_requests(loaded_model, [good, parsed(bad_body), parsed(late_body)])
+    assert_same_answer(outcomes[0], score_request(loaded_model, good))
+    assert isinstance(outcomes[1], RequestError) and outcomes[1].status == 422
+    assert outcomes[1].problems[0].field == "deals[0].contacts[0].role"
+    assert isinstance(outcomes[2], RequestError)
+    assert outcomes[2].problems[0].field == "deals[0].activities[0].occurred_at"
+
+
+def test_coalescer_batches_what_arrives_while_busy_and_routes_answers():
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        if not batches:
+            release.wait(5)  # hold the first batch so the others queue up behind it
+        batches.append(list(requests))
+        return [n * 10 if n >= 0 else ValueError("negative") for n in requests]
+
+    class Request(int):
+        deals = (1,)
+
+    async def run():
+        coalescer = Coalescer(score_many, max_deals=3)
+        first = asyncio.ensure_future(coalescer.submit(Request(0)))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(coalescer.submit(Request(n))) for n in (1, 2, 3, -4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        coalescer.close()
+        return results
+
+    results = asyncio.run(run())
+    assert results[:4] == [0, 10, 20, 30]
+    assert isinstance(results[4], ValueError)
+    assert batches == [[0], [1, 2, 3], [-4]]  # queued requests go together, up to max_deals
+
+
+def test_coalescer_hands_a_crash_to_every_caller_of_the_batch():
+    def score_many(requests):
+        raise RuntimeError("boom")
+
+    class Request(int):
+        deals = (1,)
+
+    async def run():
+        coalescer = Coalescer(score_many)
+        outcome = await coalescer.submit(Request(1))
+        coalescer.close()
+        return outcome
+
+    outcome = asyncio.run(run())
+    assert isinstance(outcome, RuntimeError)
+
+
+def test_concurrent_http_requests_each_get_their_own_answer(client, open_request):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"as_of": open_request["as_of"], "deals": [deal]} for deal in open_request["deals"]]
+    bad = copy.deepcopy(bodies[0])
+    bad["deals"][0]["stage"] = "daydreaming"
+    bodies.append(bad)
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        responses = list(pool.map(lambda b: client.post("/score", json=b), bodies * 2))
+    for body, response in zip(bodies * 2, responses):
+        if body is bad:
+            assert response.status_code == 422
+            assert "deals[0].stage" in response.text
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["deals"][0]["deal_id"] == body["deals"][0]["deal_id"]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_single_request_path_is_unchanged(loaded_model, open_request, n):
+    request = parsed({"as_of": open_request["as_of"], "deals": open_request["deals"][:n]})
+    assert_same_answer(score_requests(loaded_model, [request])[0], score_request(loaded_model, request))
