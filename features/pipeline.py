@@ -320,9 +320,33 @@ def _parse_field_values(old: np.ndarray, new: np.ndarray, field: str) -> tuple[n
     if field == "amount":
         values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
     else:
-        stamps = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        values = np.where(stamps.isna().to_numpy(), np.nan, to_micros(stamps.astype(TIMESTAMP_DTYPE)).astype(float))
+        values = _parse_iso_micros(text.to_numpy(dtype=object))
     return values[: len(old)], values[len(old):]
+
+
+def _parse_iso_micros(text: np.ndarray) -> np.ndarray:
+    """ISO dates/timestamps (UTC; trailing Z allowed) as float microseconds, NaN when missing or unparseable.
+
+    numpy parses plain ISO text without pandas' per-call overhead; anything else (offsets, odd
+    formats) goes through pandas.
+
+    >>> _parse_iso_micros(np.array(["1970-01-02", "1970-01-01T00:00:01Z", None], dtype=object)).tolist()
+    [86400000000.0, 1000000.0, nan]
+    """
+    present = pd.notna(text)
+    out = np.full(len(text), np.nan)
+    if not present.any():
+        return out
+    plain = np.char.rstrip(text[present].astype(str), "Z")
+    # Only offset-free text: no "+hh:mm" and no "-hh:mm" beyond the two dashes of the date.
+    if (np.char.find(plain, "+") < 0).all() and (np.char.count(plain, "-") == 2).all():
+        try:
+            out[present] = plain.astype("datetime64[us]").astype(np.int64).astype(float)
+            return out
+        except ValueError:
+            pass
+    stamps = pd.to_datetime(pd.Series(text, dtype=object), utc=True, errors="coerce", format="ISO8601")
+    return np.where(stamps.isna().to_numpy(), np.nan, to_micros(stamps.astype(TIMESTAMP_DTYPE)).astype(float))
 
 
 def extract_field_changes(pts: Points, history: pd.DataFrame) -> dict[str, tuple[np.ndarray, ...]]:
