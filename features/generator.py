@@ -25,6 +25,7 @@ from features.generator_sim import (
     MAX_CONTACTS,
     N_OPEN,
     WON,
+    DayOutcome,
     DealState,
     SimulationParams,
     advance_day,
@@ -339,7 +340,7 @@ def simulate_deals(
 
 def record_day(
     day: int,
-    outcome,
+    outcome: DayOutcome,
     state: DealState,
     pop: Population,
     amount: np.ndarray,

@@ -48,11 +48,9 @@ def plant_problems(
 
     def plant(table: str, column: str, row: int, kind: str, value) -> None:
         frame = out[table]
-        position = frame.columns.get_loc(column)
         values = frame[column].astype(object).to_numpy(copy=True)
         values[row] = value
         out[table] = frame.assign(**{column: pd.Series(values, index=frame.index, dtype=object)})
-        del position
         records.append(
             {"table": table, "column": column, "row": row, "row_key": str(out[table].iloc[row][KEY_COLUMN[table]]),
              "kind": kind, "value": "" if value is None else str(value)}
