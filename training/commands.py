@@ -147,9 +147,9 @@ def models(
     if frame.empty:
         console.print(f"no registered versions of {win_name} / {slip_name} in {tracking_uri()}")
         return
-    table = Table(title=f"registered models in {tracking_uri()} (test metrics of each version's run)")
+    table = Table(title=f"registered models in {tracking_uri()} (test metrics of each version's run)", title_justify="left")
     for column in frame.columns:
-        table.add_column(column, justify="right" if frame[column].dtype.kind in "fi" else "left")
+        table.add_column(column, justify="right" if frame[column].dtype.kind in "fi" else "left", no_wrap=True)
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)

@@ -26,18 +26,21 @@ SALESFORCE_STAGE_PROBABILITIES: dict[str, float] = {
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Time split by the date a deal closed; every snapshot of a deal lands on its deal's side.
+    """Time split (see ``training.split``): train on deals closed before ``cutoff``; validate and
+    test on deals created on or after ``cutoff + gap_days`` whose outcome is knowable.
 
-    Training: deals closed before ``cutoff``. Validation and test: deals closed at or after
-    ``cutoff + gap_days``; the earlier ``validation_share`` of them (by close date) validate
-    (early stopping, calibration), the later ones test. ``cutoff`` is an ISO UTC timestamp;
-    ``None`` puts it at the ``train_share`` quantile of close dates.
+    ``cutoff`` is an ISO UTC timestamp; ``None`` puts it at the ``train_share`` quantile of the
+    creation dates of closed, mature deals. The earlier ``validation_share`` of the post-cutoff
+    deals (by creation date) validate (early stopping, calibration); the later ones test.
+    ``train_mature_at_cutoff`` also drops training deals created less than the maturity horizon
+    before the cutoff (their quick closes skew the training win rate; costs training data).
     """
 
     cutoff: str | None = None
     train_share: float = 0.6
     gap_days: int = 30
     validation_share: float = 0.5
+    train_mature_at_cutoff: bool = True
 
 
 @dataclass(frozen=True)

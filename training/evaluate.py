@@ -61,6 +61,10 @@ def summarise_forecast(table: pd.DataFrame, names: list[str]) -> dict:
     summary = {
         f"{name}_mean_abs_error_pct": float(table[f"{name}_error_pct"].abs().mean()) for name in names
     }
+    actual = table["actual_won"].sum()
+    summary.update(
+        {f"{name}_wape_pct": float(100.0 * (table[name] - table["actual_won"]).abs().sum() / actual) for name in names}
+    )
     summary.update(
         {f"{name}_total_error_pct": float(100.0 * (table[name].sum() - table["actual_won"].sum()) / table["actual_won"].sum())
          for name in names}

@@ -167,17 +167,19 @@ def list_models(win_name: str, slip_name: str, uri: str | None = None) -> pd.Dat
     for target, name in (("win", win_name), ("slip", slip_name)):
         try:
             versions = client.search_model_versions(f"name = '{name}'")
-        except Exception:  # noqa: BLE001 - an empty store has no registry tables yet
-            versions = []
+            aliases = dict(client.get_registered_model(name).aliases) if versions else {}
+        except Exception:  # noqa: BLE001 - an empty store has no registry tables or model yet
+            versions, aliases = [], {}
         for mv in versions:
             run_id = mv.run_id or mv.tags.get("run_id")
             metrics = client.get_run(run_id).data.metrics if run_id else {}
             rows.append({
                 "model": name,
                 "version": int(mv.version),
-                "aliases": ",".join(sorted(mv.aliases)),
-                "run_id": run_id,
-                "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat(timespec="seconds"),
+                # search results carry no aliases in MLflow 3; the registered model has them
+                "aliases": ",".join(sorted(a for a, v in aliases.items() if str(v) == str(mv.version))),
+                "run_id": (run_id or "")[:12],
+                "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M"),
                 "test_auc": metrics.get(f"{target}.model.auc", math.nan),
                 "test_log_loss": metrics.get(f"{target}.model.log_loss", math.nan),
                 "test_brier": metrics.get(f"{target}.model.brier", math.nan),

@@ -29,7 +29,7 @@ from training.evaluate import (
 )
 from training.fit import fit_booster, monotone_vector
 from training.metrics import compute_metrics, per_deal_weights
-from training.split import SplitPlan, assign_sides, attach_sides, plan_split
+from training.split import SplitError, SplitPlan, assign_sides, attach_sides, plan_split
 
 STAGE_FEATURE = "current_stage"
 SLICE_FEATURES: tuple[str, ...] = ("current_stage", "segment", "deal_type")
@@ -60,16 +60,39 @@ class TrainingData:
 
 
 def label_points(export, sides: pd.Series) -> pd.DataFrame:
-    """Snapshot points of closed deals with their labels (features.snapshots), one side each."""
-    from features.snapshots import sample_training_snapshots
+    """Labelled snapshots (features.snapshots) of the deals that have a side, one side each."""
+    from features.snapshots import label_snapshots, sample_snapshots
 
-    points = sample_training_snapshots(export)
-    points = attach_sides(points, sides)
+    points = sample_snapshots(export, deal_ids=sides.index)
+    points = attach_sides(label_snapshots(export, points), sides)
     deals = export.deals.set_index("deal_id")
     return points.assign(
         closed_at=points["deal_id"].map(deals["closed_at"]),
         deal_amount=points["deal_id"].map(deals["amount"]).astype(float),
     )
+
+
+def plan_periods(export, config: TrainConfig) -> SplitPlan:
+    """The split plan: maturity at the export end from ``features.snapshots``' horizon rule.
+
+    The optional training horizon is measured on deals closed before the cutoff only.
+    """
+    from dataclasses import replace
+
+    from features.pipeline import subset_export
+    from features.snapshots import SnapshotConfig, export_end, maturity_days
+
+    quantile = SnapshotConfig().maturity_quantile
+    horizon = maturity_days(export, quantile)
+    if np.isnan(horizon):
+        raise SplitError("deals: no won or lost deal; nothing to train on")
+    plan = plan_split(export.deals, config.split, export_end(export) - pd.Timedelta(days=horizon))
+    if config.split.train_mature_at_cutoff:
+        deals = export.deals
+        before = deals.loc[(deals["closed_at"] < plan.cutoff).to_numpy(), "deal_id"]
+        train_horizon = maturity_days(subset_export(export, before), quantile)
+        plan = replace(plan, train_created_by=plan.cutoff - pd.Timedelta(days=0 if np.isnan(train_horizon) else train_horizon))
+    return plan
 
 
 def add_weights(rows: pd.DataFrame) -> pd.DataFrame:
@@ -83,7 +106,7 @@ def prepare_training_data(export, config: TrainConfig) -> TrainingData:
     from features.registry import FEATURE_NAMES
     from features.state import fit_feature_state
 
-    plan = plan_split(export.deals, config.split)
+    plan = plan_periods(export, config)
     state = fit_feature_state(export, plan.cutoff)
     rows = add_weights(label_points(export, assign_sides(export.deals, plan)))
     features = build_features(export, rows[["deal_id", "as_of"]], state)
@@ -229,6 +252,7 @@ def evaluate_run(
         report[target] = evaluate_predictions(y, w, predictions, config.ece_bins)
         report["slices"][target] = evaluate_slices(slices.loc[mask].reset_index(drop=True), y, w, predictions, config.ece_bins)
         plots[target] = {"y": y, "w": w, "predictions": predictions}
+    report["calibration"] = evaluate_calibration(bundle, data, config)
     forecast_rows = test_rows.assign(won=test_rows["won"].astype(float), amount=test_rows["deal_amount"])
     forecast_predictions = {
         "model": test_probabilities["win_probability"].to_numpy(),
@@ -243,6 +267,26 @@ def evaluate_run(
         "weight x win probability x deal amount, against the amount actually won that month"
     )
     return clean_for_json(report), plots
+
+
+def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
+    """Brier and ECE on the validation period before and after calibration (fitted there)."""
+    from features.scoring import apply_calibration, predict_raw
+
+    rows, features = data.side("validation")
+    raw = predict_raw(bundle, features)
+    calibrated = apply_calibration(bundle, raw)
+    result = {}
+    for target, (label, column) in TARGETS.items():
+        mask = rows[label].notna().to_numpy()
+        y, w = rows.loc[mask, label].to_numpy(float), per_deal_weights(rows.loc[mask, "deal_id"])
+        before = compute_metrics(y, raw[column].to_numpy()[mask], w, config.ece_bins)
+        after = compute_metrics(y, calibrated[column].to_numpy()[mask], w, config.ece_bins)
+        result[target] = {
+            "validation_brier_raw": before["brier"], "validation_brier_calibrated": after["brier"],
+            "validation_ece_raw": before["ece"], "validation_ece_calibrated": after["ece"],
+        }
+    return result
 
 
 def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle, config: TrainConfig, export) -> dict:
@@ -303,8 +347,9 @@ close date known at scoring time)), isotonic-calibrated, on {len(feature_names)}
 **Data**: export sha256 `{fingerprint['sha256'][:16]}...`, rows {json.dumps(fingerprint['rows'])},
 span {fingerprint['time_span']['start'][:10]} .. {fingerprint['time_span']['end'][:10]}.
 
-**Split (by close date)**: train closed before {split['cutoff'][:10]}; validation (early stopping,
-calibration) from {split['validation_start'][:10]}; test from {split['test_start'][:10]} to {split['end'][:10]}.
+**Split**: train on deals closed before {split['cutoff'][:10]}; validation (early stopping,
+calibration) on deals created {split['validation_start'][:10]} .. {split['test_start'][:10]}; test on deals
+created {split['test_start'][:10]} .. {split['end'][:10]} (all closed after the cutoff, outcomes known).
 Metrics are per-deal weighted (each snapshot weighs 1/snapshots of its deal).
 
 ## Win model, test period
@@ -356,7 +401,7 @@ def run_train(
 ) -> TrainResult:
     """Train, evaluate, log and register the win and slip models from an export folder."""
     from features.contract import load_export
-    from training.tracking import describe_export, fingerprint_files, log_training_run, setup_mlflow
+    from training.tracking import describe_export, fingerprint_files
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -375,12 +420,39 @@ def run_train(
     data = prepare_training_data(export, config)
     warnings = check_minimum_data(data.rows, config.minimum)
     lap("features")
+    truth = read_truth(truth_path) if truth_path is not None else None
+    return train_and_log(export, data, config, fingerprint, truth, warnings, step, uri, seconds)
+
+
+def train_and_log(
+    export,
+    data: TrainingData,
+    config: TrainConfig,
+    fingerprint: dict,
+    truth: pd.DataFrame | None = None,
+    warnings: list[str] | None = None,
+    step: Callable[[str], None] = lambda description: None,
+    uri: str | None = None,
+    seconds: dict[str, float] | None = None,
+) -> TrainResult:
+    """Fit, evaluate, log and register from prepared training data (the second half of ``run_train``)."""
+    from training.tracking import log_training_run, setup_mlflow
+
+    seconds = dict(seconds or {})
+    warnings = list(warnings or [])
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
     step("fitting LightGBM win and slip models, calibrating")
     trained_at = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
     bundle = fit_bundle(data, config, {"trained_at": trained_at})
     lap("fit")
     step("evaluating on the test period")
-    truth = read_truth(truth_path) if truth_path is not None else None
     report, plots = evaluate_run(data, bundle, config, export, truth)
     report["warnings"] = warnings
     bundle.metrics = headline_metrics(report, fingerprint, trained_at)

@@ -29,7 +29,7 @@ def _fmt(value, pattern: str) -> str:
 def render_metric_table(report: dict, target: str) -> Table:
     """One table per target: model and baselines on the test period, then the truth comparison."""
     title = (
-        f"{target} model - test period {report['split']['test_start'][:10]} .. {report['split']['end'][:10]}, "
+        f"{target} model - test: deals created {report['split']['test_start'][:10]} .. {report['split']['end'][:10]}, "
         "per-deal weighted (each snapshot weighs 1/snapshots of its deal)"
     )
     table = Table(title=title, title_justify="left")
@@ -73,6 +73,7 @@ def render_forecast_table(report: dict) -> Table:
         )
     table.add_section()
     table.add_row("mean |error| %", "", *[c for n in names for c in ("", _fmt(forecast[f"{n}_mean_abs_error_pct"], "{:.1f}"))])
+    table.add_row("sum |error| / won %", "", *[c for n in names for c in ("", _fmt(forecast[f"{n}_wape_pct"], "{:.1f}"))])
     table.add_row("total error %", "", *[c for n in names for c in ("", _fmt(forecast[f"{n}_total_error_pct"], "{:+.1f}"))])
     return table
 

@@ -1,7 +1,18 @@
 """Time split of closed deals into training, validation and test periods.
 
-A deal is assigned by the date it closed, so all snapshots of one deal share a side and the
-model is always judged on a later period than it learnt from.
+Training: deals **closed before the cutoff** (optionally only those created at least the
+maturity horizon before it). Validation and test: deals **created on or after cutoff + gap**
+(so they also closed after the cutoff) whose outcome is knowable at the export end, split by
+creation date (earlier ``validation_share`` validates, the rest tests). Every snapshot of a
+deal lands on its deal's side, and nothing that happened after the cutoff reaches training.
+
+Why creation date after the cutoff: choosing post-cutoff deals by *close* date keeps only the
+long-lived ones among those created before the cutoff (the quick ones closed before it), and
+choosing them near the export end keeps only the quick ones; either skews the win rate that
+calibration is fitted on and measured against. A creation cohort whose outcomes are all known
+(created at least the maturity horizon before the export end, see ``features.snapshots``) has no
+such skew. Deals created between ``cutoff - horizon`` and ``cutoff + gap`` that close after the
+cutoff are used by neither side.
 """
 
 from __future__ import annotations
@@ -21,10 +32,15 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """Period boundaries (UTC). Train: closed < cutoff; validation: validation_start <= closed <
-    test_start; test: closed >= test_start. Deals closing inside the gap are left out."""
+    """Period boundaries (UTC).
+
+    train: closed < cutoff (and created <= train_created_by); validation: created in
+    [validation_start, test_start); test: created in [test_start, end]; ``end`` is the last
+    creation date whose outcome is knowable at the export end.
+    """
 
     cutoff: pd.Timestamp
+    train_created_by: pd.Timestamp
     validation_start: pd.Timestamp
     test_start: pd.Timestamp
     end: pd.Timestamp
@@ -34,48 +50,74 @@ class SplitPlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SplitPlan":
-        return cls(**{k: pd.Timestamp(data[k]) for k in ("cutoff", "validation_start", "test_start", "end")})
+        return cls(**{k: pd.Timestamp(data[k]) for k in cls.__dataclass_fields__})
 
 
-def plan_split(deals: pd.DataFrame, config: SplitConfig) -> SplitPlan:
-    """Choose the period boundaries from the close dates of won and lost deals.
+def _utc(value) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _closed(deals: pd.DataFrame) -> pd.DataFrame:
+    return deals.loc[deals["outcome"].isin(["won", "lost"]) & deals["closed_at"].notna()]
+
+
+def plan_split(
+    deals: pd.DataFrame,
+    config: SplitConfig,
+    mature_by: pd.Timestamp,
+    train_horizon_days: float = 0.0,
+) -> SplitPlan:
+    """Choose the period boundaries.
+
+    ``mature_by``: the last creation date whose outcome is knowable at the export end.
+    ``train_horizon_days``: training deals must be created this long before the cutoff
+    (0: every deal closed before the cutoff trains). Default cutoff: the ``train_share``
+    quantile of the creation dates of closed deals created by ``mature_by``.
 
     >>> deals = pd.DataFrame({"outcome": ["won", "lost"] * 50,
-    ...     "closed_at": pd.date_range("2025-01-01", periods=100, freq="D", tz="UTC")})
-    >>> plan = plan_split(deals, SplitConfig(train_share=0.6, gap_days=0))
-    >>> plan.cutoff < plan.validation_start or plan.cutoff == plan.validation_start
-    True
+    ...     "created_at": pd.date_range("2025-01-01", periods=100, freq="D", tz="UTC"),
+    ...     "closed_at": pd.date_range("2025-01-11", periods=100, freq="D", tz="UTC")})
+    >>> plan = plan_split(deals, SplitConfig(train_share=0.5, gap_days=5), pd.Timestamp("2025-04-10", tz="UTC"))
+    >>> str(plan.cutoff.date()), str(plan.validation_start.date())
+    ('2025-02-19', '2025-02-24')
     """
-    closed = deals.loc[deals["outcome"].isin(["won", "lost"]), "closed_at"].dropna().sort_values()
+    closed = _closed(deals)
     if closed.empty:
         raise SplitError("deals: no won or lost deal with a closed_at; nothing to train on")
-    if config.cutoff is not None:
-        cutoff = pd.Timestamp(config.cutoff)
-        cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
-    else:
-        cutoff = closed.quantile(config.train_share)
+    mature_by = _utc(mature_by)
+    mature = closed.loc[closed["created_at"] <= mature_by, "created_at"]
+    if mature.empty:
+        raise SplitError(f"deals: no closed deal was created by {mature_by.isoformat()} (outcome knowable)")
+    cutoff = _utc(config.cutoff) if config.cutoff is not None else mature.quantile(config.train_share)
     validation_start = cutoff + pd.Timedelta(days=config.gap_days)
-    after = closed[closed >= validation_start]
+    after = mature[mature >= validation_start].sort_values()
     if after.empty:
         raise SplitError(
-            f"split: no deal closed on or after {validation_start.isoformat()} (cutoff {cutoff.isoformat()} "
-            f"+ gap {config.gap_days} days); last close in the export is {closed.iloc[-1].isoformat()}"
+            f"split: no mature deal was created on or after {validation_start.isoformat()} (cutoff "
+            f"{cutoff.isoformat()} + gap {config.gap_days} days); deals created after {mature_by.isoformat()} "
+            "are too recent for their outcome to be known. Move the cutoff earlier (--cutoff)."
         )
-    test_start = after.quantile(config.validation_share)
-    return SplitPlan(cutoff=cutoff, validation_start=validation_start, test_start=test_start, end=closed.iloc[-1])
+    return SplitPlan(
+        cutoff=cutoff,
+        train_created_by=cutoff - pd.Timedelta(days=train_horizon_days),
+        validation_start=validation_start,
+        test_start=after.quantile(config.validation_share),
+        end=mature_by,
+    )
 
 
 def assign_sides(deals: pd.DataFrame, plan: SplitPlan) -> pd.Series:
     """Side of each closed deal (``train`` / ``validation`` / ``test``), indexed by deal_id.
 
-    Open deals and deals closing inside the gap get no side (they are absent from the result).
+    Open deals, and closed deals outside every period, are absent from the result.
     """
-    closed = deals.loc[deals["outcome"].isin(["won", "lost"]) & deals["closed_at"].notna(), ["deal_id", "closed_at"]]
-    at = closed["closed_at"]
+    closed = _closed(deals)
+    created, closed_at = closed["created_at"], closed["closed_at"]
     side = pd.Series(pd.NA, index=closed.index, dtype="object")
-    side = side.mask(at < plan.cutoff, "train")
-    side = side.mask((at >= plan.validation_start) & (at < plan.test_start), "validation")
-    side = side.mask(at >= plan.test_start, "test")
+    side = side.mask((closed_at < plan.cutoff) & (created <= plan.train_created_by), "train")
+    side = side.mask((created >= plan.validation_start) & (created < plan.test_start), "validation")
+    side = side.mask((created >= plan.test_start) & (created <= plan.end), "test")
     result = pd.Series(side.to_numpy(), index=pd.Index(closed["deal_id"], name="deal_id"), name="side")
     return result.dropna().astype("str")
 

@@ -1,0 +1,76 @@
+"""Shared fixtures: one small generated export and one model trained from it, per session.
+
+The model is trained through the real CLI into a real MLflow SQLite store in a temp folder,
+then reused by the end-to-end, behaviour and gate tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+DEALS = 1200
+SEED = 5
+
+
+@dataclass(frozen=True)
+class Trained:
+    folder: Path
+    export: Path
+    truth: Path
+    uri: str
+    report: dict
+    output: str
+
+
+def write_generated(folder: Path, n_deals: int, seed: int, truth_snapshots: int = 300) -> Path:
+    """Generate an export (and its truth file) into ``folder``; small Monte Carlo for speed."""
+    from features.generator import generate_export
+    from features.io import write_frame, write_tables
+
+    result = generate_export(n_deals, seed, truth_snapshots=truth_snapshots, n_paths=100)
+    write_tables(result.tables, folder / "export")
+    write_frame(result.truth, folder / "truth.csv")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Path:
+    return write_generated(tmp_path_factory.mktemp("generated"), DEALS, SEED)
+
+
+@pytest.fixture(scope="session")
+def trained(generated, tmp_path_factory) -> Trained:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store}/mlflow.db"
+    report = store / "report.json"
+    result = CliRunner().invoke(
+        app,
+        ["train", "--data", str(generated / "export"), "--truth", str(generated / "truth.csv"),
+         "--report", str(report), "--promote"],
+        env={"MLFLOW_TRACKING_URI": uri, "COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return Trained(
+        folder=generated, export=generated / "export", truth=generated / "truth.csv", uri=uri,
+        report=json.loads(report.read_text()), output=result.output,
+    )
+
+
+@pytest.fixture
+def mlflow_client(trained):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(trained.uri)
+    return MlflowClient(tracking_uri=trained.uri)
