@@ -99,4 +99,17 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path)
+    pa_csv.write_csv(pa.Table.from_pandas(_timestamps_as_text(frame), preserve_index=False), path)
+
+
+def _timestamps_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Write datetime columns as ISO-8601 UTC text ("2025-03-01T10:15:00Z"), as the contract reads them."""
+    converted = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column.dtype):
+            utc = column.dt.tz_localize("UTC") if column.dt.tz is None else column.dt.tz_convert("UTC")
+            has_fraction = bool((utc.dt.microsecond.fillna(0) != 0).any())
+            fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if has_fraction else "%Y-%m-%dT%H:%M:%SZ"
+            converted[name] = utc.dt.strftime(fmt)
+    return frame.assign(**converted) if converted else frame
