@@ -18,8 +18,6 @@ Traffic goes only to 127.0.0.1, bounded in request count and time. Servers this 
 are stopped when it ends.
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import json

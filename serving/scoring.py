@@ -131,12 +131,19 @@ def frames_from_request(request: ScoreRequest) -> tuple[dict[str, pd.DataFrame],
     absent (``None`` for every deal) otherwise - then the features that need it are missing.
     One pass over the parsed request per table, no per-row pandas work.
     """
-    deals = request.deals
+    return frames_from_deals(request.deals)
+
+
+def frames_from_deals(deals: list, prefixes: list[str] | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, RowPaths]]:
+    """``frames_from_request`` for a list of deals; ``prefixes`` (one per deal) namespace the deal
+    and activity ids when deals of several requests share one batch."""
+    deal_ids = [d.deal_id for d in deals] if prefixes is None else [p + d.deal_id for p, d in zip(prefixes, deals)]
     raw: dict[str, pd.DataFrame] = {}
     paths: dict[str, RowPaths] = {"deals": RowPaths.of("deals", np.ones(len(deals), dtype=int))}
     raw["deals"] = pd.DataFrame(
         {
-            **{c: _column(c, [getattr(d, c) for d in deals]) for c in DEAL_COLUMNS},
+            "deal_id": pd.Series(deal_ids, dtype=object),
+            **{c: _column(c, [getattr(d, c) for d in deals]) for c in DEAL_COLUMNS if c != "deal_id"},
             "closed_at": pd.Series([None] * len(deals), dtype=object),
             "outcome": pd.Series(["open"] * len(deals), dtype=object),
         }
@@ -145,11 +152,14 @@ def frames_from_request(request: ScoreRequest) -> tuple[dict[str, pd.DataFrame],
         lists = [getattr(d, table) for d in deals]
         if all(items is None for items in lists):
             continue
-        counts = np.array([len(items) if items else 0 for items in lists])
+        counts = np.array([len(items) if items else 0 for items in lists], dtype=int)
         rows = [row for items in lists if items for row in items]
-        frame = {"deal_id": pd.Series(np.repeat(np.array([d.deal_id for d in deals], dtype=object), counts))}
+        frame = {"deal_id": pd.Series(np.repeat(np.array(deal_ids, dtype=object), counts))}
         for column in columns:
-            frame[column] = _column(column, [getattr(row, column) for row in rows])
+            values = [getattr(row, column) for row in rows]
+            if column == "activity_id" and prefixes is not None:
+                values = [p + v for p, v in zip(np.repeat(np.array(prefixes, dtype=object), counts), values)]
+            frame[column] = _column(column, values)
         raw[table] = pd.DataFrame(frame)
         paths[table] = RowPaths.of(table, counts)
     return raw, paths
@@ -259,10 +269,6 @@ def resolve_as_of(request: ScoreRequest, now: pd.Timestamp | None = None) -> pd.
 # --- scoring ------------------------------------------------------------------------------------
 
 
-def _finite(value):
-    return value if isinstance(value, float) and math.isfinite(value) else (None if isinstance(value, float) else value)
-
-
 def build_request_features(model: LoadedModel, export, as_of: pd.Timestamp) -> pd.DataFrame:
     """Point-in-time features of every deal of the request as of ``as_of`` (training's code)."""
     from features.pipeline import build_features
@@ -310,67 +316,45 @@ def dump_response(response: dict) -> bytes:
 
 # --- several requests as one batch ----------------------------------------------------------------
 
-_SEPARATOR = "\x1f"  # unit separator: cannot occur in ids that came through JSON text unnoticed
-
-
-def _namespaced(raw: dict[str, pd.DataFrame], k: int) -> dict[str, pd.DataFrame]:
-    """The request's tables with deal and activity ids prefixed by the request number ``k``.
-
-    Deals of different requests may share ids; prefixed, they can share one contract check and
-    one feature computation without meeting each other (features of a deal depend only on its
-    own rows and the fitted state).
-    """
-    prefix = f"{k}{_SEPARATOR}"
-    out = {}
-    for name, frame in raw.items():
-        renamed = {"deal_id": prefix + frame["deal_id"].astype(str)}
-        if name == "activities":
-            renamed["activity_id"] = prefix + frame["activity_id"].astype(str)
-        out[name] = frame.assign(**renamed)
-    return out
-
-
 def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: ExplainConfig = ExplainConfig()) -> list:
     """Score several requests as ONE vectorised batch; one answer (dict) or RequestError each.
 
-    This is how concurrent single-deal requests share one feature and model pass. Any problem
-    with the merged batch (a contract violation, an event after as_of, ...) sends every request
-    down the one-request path instead, so each gets exactly the answer it would get alone.
+    This is how concurrent single-deal requests share one feature and model pass: their deals
+    are flattened together, deal and activity ids prefixed by the request's number so that
+    deals of different requests never meet (features of a deal depend only on its own rows and
+    the fitted state). Any problem with the merged batch (a contract violation, an event after
+    as_of, ...) sends every request down the one-request path instead, so each gets exactly the
+    answer, or the error, it would get alone.
     """
     if len(requests) == 1:
         return [_answer_or_error(model, requests[0], config)]
     try:
-        prepared = []
-        for k, request in enumerate(requests):
-            as_of = resolve_as_of(request)
-            raw, _ = frames_from_request(request)
-            prepared.append((as_of, _namespaced(raw, k)))
-        names = {name for _, raw in prepared for name in raw}
-        merged_raw = {
-            name: pd.concat([raw[name] for _, raw in prepared if name in raw], ignore_index=True) for name in names
-        }
-        result = _check(merged_raw, model.mapping)
-        if result is None:
-            raise RequestError(422, "merged batch breaks the contract")
-        export = result
-        deal_ids = export.deals["deal_id"]
-        request_of = deal_ids.str.split(_SEPARATOR, n=1).str[0].astype(int).to_numpy()
-        as_of = pd.Series([prepared[k][0] for k in request_of], dtype=TIMESTAMP_DTYPE, index=export.deals.index)
+        as_ofs = [resolve_as_of(request) for request in requests]
+        deals = [deal for request in requests for deal in request.deals]
+        request_of = np.repeat(np.arange(len(requests)), [len(request.deals) for request in requests])
+        prefixes = [f"{k}{_SEPARATOR}" for k in request_of]
+        raw, _ = frames_from_deals(deals, prefixes)
+        export = _check(raw, model.mapping)
+        if export is None:
+            raise RequestError(422, "the merged batch breaks the contract")
+        as_of = pd.Series(np.array(as_ofs, dtype=object)[request_of], index=export.deals.index).astype(TIMESTAMP_DTYPE)
         _check_times_merged(export, as_of)
         from features.pipeline import build_features
 
-        features = build_features(export, pd.DataFrame({"deal_id": deal_ids, "as_of": as_of}), model.state)
-        explained = explain_scores(model.bundle, features, config)
+        points = pd.DataFrame({"deal_id": export.deals["deal_id"], "as_of": as_of})
+        explained = explain_scores(model.bundle, build_features(export, points, model.state), config)
     except RequestError:
         return [_answer_or_error(model, request, config) for request in requests]
-    explained = explained.assign(
-        _request=request_of, deal_id=explained["deal_id"].str.split(_SEPARATOR, n=1).str[1]
-    )
-    answers = []
-    for k, request in enumerate(requests):
-        part = explained[explained["_request"] == k]
-        answers.append(response_from_explained(part, request, prepared[k][0], model.versions))
-    return answers
+    # build_features keeps the points' order, which is the order of the deals in the requests.
+    explained = explained.assign(deal_id=[d.deal_id for d in deals])
+    starts = np.concatenate([[0], np.cumsum([len(request.deals) for request in requests])])
+    return [
+        response_from_explained(explained.iloc[starts[k]:starts[k + 1]], request, as_ofs[k], model.versions)
+        for k, request in enumerate(requests)
+    ]
+
+
+_SEPARATOR = "\x1f"  # unit separator: keeps request number and deal id apart in merged batches
 
 
 def _answer_or_error(model: LoadedModel, request: ScoreRequest, config: ExplainConfig):
