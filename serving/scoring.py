@@ -156,7 +156,7 @@ def frames_from_deals(deals: list, prefixes: list[str] | None = None) -> tuple[d
         rows = [row for items in lists if items for row in items]
         frame = {"deal_id": pd.Series(np.repeat(np.array(deal_ids, dtype=object), counts))}
         for column in columns:
-            values = [getattr(row, column) for row in rows]
+            values = [row.get(column) for row in rows]
             if column == "activity_id" and prefixes is not None:
                 values = [p + v for p, v in zip(np.repeat(np.array(prefixes, dtype=object), counts), values)]
             frame[column] = _column(column, values)
