@@ -43,9 +43,16 @@ class DealRiskService:
         from serving.loader import load_champion
         from serving.scoring import load_model
 
-        self.config = ServingConfig.from_env()
-        bundle = load_champion(self.config)
-        self.model = load_model(bundle)
+        from serving.config import ConfigError
+        from serving.loader import ChampionError
+
+        try:
+            self.config = ServingConfig.from_env()
+            self.model = load_model(load_champion(self.config))
+        except (ChampionError, ConfigError, ValueError) as exc:
+            logger.critical("dealrisk: cannot start: %s", exc)
+            stop_server_on_startup_failure()
+            raise
         self.info = model_info(self.model, self.config)
         self.batcher = Coalescer(functools.partial(score_batch, self.model, self.config), self.config.max_batch_deals)
         logger.info(
@@ -70,6 +77,22 @@ class DealRiskService:
     def model(self) -> ModelInfo:
         """Model versions, training date, headline metrics, feature list and thresholds in use."""
         return self.info
+
+
+def stop_server_on_startup_failure() -> None:
+    """Under ``bentoml serve``, stop the whole server instead of respawning a worker that cannot load.
+
+    BentoML's process manager restarts a failed worker forever; a missing champion will not
+    appear by itself, so the worker asks its parent (the ``bentoml serve`` process) to stop.
+    In-process use (tests, ``to_asgi``) has no worker index and only gets the exception.
+    """
+    import os
+    import signal
+
+    from bentoml._internal.context import server_context
+
+    if server_context.worker_index is not None:
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 def too_many_deals(count: int, limit: int) -> Response:
