@@ -23,6 +23,7 @@ install: $(BIN)/dealrisk
 demo: install
 	$(BIN)/dealrisk generate --deals $(DEMO_DEALS) --seed $(DEMO_SEED) --out data/demo/export --truth data/demo/truth.csv
 	$(BIN)/dealrisk validate data/demo/export
+	$(BIN)/dealrisk train --data data/demo/export --truth data/demo/truth.csv --report data/demo/report.json --promote
 	@echo "scoring service on http://127.0.0.1:3000 (Ctrl-C stops it); README section 'Serving' shows a request"
 	$(BIN)/dealrisk serve
 

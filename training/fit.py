@@ -17,15 +17,19 @@ def monotone_vector(feature_names: list[str], directions: dict[str, int], sign: 
     return [sign * int(directions.get(name, 0)) for name in feature_names]
 
 
-def booster_params(config: BoosterConfig, monotone: list[int] | None = None) -> dict:
-    """LightGBM parameter dict for a binary model from the config."""
+def booster_params(config: BoosterConfig, monotone: list[int] | None = None, n_rows: int = 0) -> dict:
+    """LightGBM parameter dict for a binary model from the config (``n_rows``: training rows).
+
+    >>> booster_params(BoosterConfig(min_data_in_leaf=50, min_leaf_share=0.02), n_rows=10_000)["min_data_in_leaf"]
+    200
+    """
     params = {
         "objective": "binary",
         "metric": "binary_logloss",
         "num_leaves": config.num_leaves,
         "max_depth": config.max_depth,
         "learning_rate": config.learning_rate,
-        "min_data_in_leaf": config.min_data_in_leaf,
+        "min_data_in_leaf": max(config.min_data_in_leaf, int(config.min_leaf_share * n_rows)),
         "feature_fraction": config.feature_fraction,
         "bagging_fraction": config.bagging_fraction,
         "bagging_freq": config.bagging_freq,
@@ -61,7 +65,7 @@ def fit_booster(
     )
     val_set = lgb.Dataset(x_val, label=y_val, weight=w_val, reference=train_set)
     return lgb.train(
-        booster_params(config, monotone),
+        booster_params(config, monotone, n_rows=len(y_train)),
         train_set,
         num_boost_round=config.num_boost_round,
         valid_sets=[val_set],
