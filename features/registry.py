@@ -328,7 +328,8 @@ At serving time the state comes from the model bundle (`feature_state.json`) unc
 **Residual look-ahead (documented, deliberate):** the median stage durations are a population
 constant fitted on all won deals closed before the cutoff, so an early training snapshot's
 `days_in_stage_vs_won` divides by a median that includes deals which closed after that snapshot's
-`as_of`. It carries no information about the snapshot's own deal beyond a population average.
+`as_of` - and, for a won training deal, its own stage durations (one deal among all the won
+deals in each median). Beyond that population average it carries nothing of the snapshot's deal.
 The serving state stops at the training cutoff, so the win-rate history at serving time is as
 old as the model.
 
@@ -343,6 +344,8 @@ old as the model.
   deals the closed ones are mostly the quick wins. `select_mature_deals(export, end)` keeps only
   deals created at least N days before the data end, N being the 90th percentile of the observed
   creation-to-close cycle; within that set, deals still open are dropped too (they are few).
+  N is itself estimated from deals that did close, so it is biased short; the 90th percentile
+  leaves a margin (`SnapshotConfig.maturity_quantile`).
 """
 
 
