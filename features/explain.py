@@ -218,11 +218,21 @@ WARNING_CODES: tuple[str, ...] = (
 )
 
 
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    """A numeric column, or all-NaN when the feature is missing (rules then stay silent)."""
-    if name in frame.columns:
-        return pd.to_numeric(frame[name], errors="coerce").astype(float)
-    return pd.Series(np.nan, index=frame.index, dtype=float)
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A numeric column as a float array, or all-NaN when the feature is missing."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    column = frame[name]
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+# Features the warning messages quote.
+WARNING_COLUMNS: tuple[str, ...] = (
+    "current_stage", "days_in_stage", "days_in_stage_vs_won", "days_since_last_activity", "days_since_last_inbound",
+    "activities_30d", "contacts_engaged", "top_contact_share", "close_date_pushes",
+)
 
 
 def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = WarningThresholds()) -> pd.DataFrame:
@@ -238,7 +248,7 @@ def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = Warnin
     t = thresholds
     age = _column(features, "deal_age_days")
     activities_30d = _column(features, "activities_30d")  # NaN: no activity log
-    has_log = activities_30d.notna()
+    has_log = ~np.isnan(activities_30d)
     last_activity = _column(features, "days_since_last_activity")
     last_inbound = _column(features, "days_since_last_inbound")
     engaged = _column(features, "contacts_engaged")
@@ -249,18 +259,21 @@ def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = Warnin
     ratio = _column(features, "days_in_stage_vs_won")
     pushes = _column(features, "close_date_pushes")
 
-    silent = (last_activity >= t.no_activity_days) | (last_activity.isna() & has_log & (age >= t.no_activity_days))
-    unanswered = (last_inbound >= t.ghosted_days) | (last_inbound.isna() & has_log & (age >= t.ghosted_days))
-    dm_absent = (dm_days.isna() | (dm_days > t.decision_maker_days)) & (
-        eb_days.isna() | (eb_days > t.decision_maker_days)
-    )
+    with np.errstate(invalid="ignore"):
+        silent = (last_activity >= t.no_activity_days) | (
+            np.isnan(last_activity) & has_log & (age >= t.no_activity_days)
+        )
+        unanswered = (last_inbound >= t.ghosted_days) | (np.isnan(last_inbound) & has_log & (age >= t.ghosted_days))
+        dm_absent = (np.isnan(dm_days) | (dm_days > t.decision_maker_days)) & (
+            np.isnan(eb_days) | (eb_days > t.decision_maker_days)
+        )
     return pd.DataFrame(
         {
             "no_activity": silent,
             "ghosted": unanswered & (activities_30d >= t.ghosted_min_outbound_30d),
-            "single_threaded": top_share.notna()
+            "single_threaded": ~np.isnan(top_share)
             & ((engaged <= t.single_thread_max_contacts) | (top_share >= t.single_thread_share)),
-            "no_decision_maker": dm_flag.notna() & dm_absent,
+            "no_decision_maker": ~np.isnan(dm_flag) & dm_absent,
             "stalled_in_stage": ratio >= t.stalled_ratio,
             "close_date_pushed": pushes >= t.close_date_pushes,
         },
@@ -315,7 +328,7 @@ def describe_warnings(
     hit_rows = np.flatnonzero(fired.any(axis=1))
     out: list[list[dict]] = [[] for _ in range(len(flags))]
     if len(hit_rows):
-        rows = features.iloc[hit_rows].to_dict("records")
+        rows = _records(features, WARNING_COLUMNS, hit_rows)
         for row, i in zip(rows, hit_rows):
             out[i] = [
                 {"code": codes[j], "message": _warning_message(codes[j], row, thresholds)}
@@ -325,6 +338,13 @@ def describe_warnings(
 
 
 # --- the whole explanation for a batch -------------------------------------------------------
+
+
+def _records(frame: pd.DataFrame, columns, positions: np.ndarray) -> list[dict]:
+    """Rows ``positions`` of ``frame`` as dicts of the given columns that exist (fast for few columns)."""
+    present = [c for c in columns if c in frame.columns]
+    arrays = [frame[c].to_numpy(dtype=object)[positions] for c in present]
+    return [dict(zip(present, values)) for values in zip(*arrays)] if present else [{} for _ in positions]
 
 
 def _plain(value):
@@ -370,13 +390,13 @@ def explain_frame(
         )
     win = np.asarray(win_probability, dtype=float)
     slip = np.asarray(slip_probability, dtype=float)
-    amount = _column(features, "amount").to_numpy()
+    amount = _column(features, "amount")
     up, down = select_top_factors(contributions, config.top_factors)
 
     value_frame = features.reindex(columns=feature_names)
     values = value_frame.to_numpy(dtype=object)
     # Only the columns the sentence templates refer to (e.g. current_stage), not whole rows.
-    rows = features.reindex(columns=sorted(template_fields() & set(features.columns))).to_dict("records")
+    rows = _records(features, sorted(template_fields()), np.arange(len(features)))
     names = np.asarray(feature_names, dtype=object)
 
     def factors(indices: np.ndarray) -> list[list[dict]]:

@@ -99,8 +99,6 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "customer_talk_ratio", "next_step_set",
     ),
 }
-NUMBER_COLUMNS = {"amount", "duration_min", "customer_talk_ratio"}
-FLAG_COLUMNS = {"next_step_set"}
 
 
 def _utc(value: datetime | None) -> pd.Timestamp | None:
@@ -110,18 +108,6 @@ def _utc(value: datetime | None) -> pd.Timestamp | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return pd.Timestamp(value).tz_convert("UTC")
-
-
-def _column(name: str, values: list) -> pd.Series:
-    """A raw column as a JSON request gives it: numbers as floats, flags as booleans, the rest text.
-
-    Timestamps stay text, so the contract parses them exactly as it parses CSV cells.
-    """
-    if name in NUMBER_COLUMNS:
-        return pd.Series(values, dtype="float64")
-    if name in FLAG_COLUMNS:
-        return pd.Series(values, dtype="boolean")
-    return pd.Series(values, dtype=object)
 
 
 def frames_from_request(request: ScoreRequest) -> tuple[dict[str, pd.DataFrame], dict[str, RowPaths]]:
@@ -140,13 +126,16 @@ def frames_from_deals(deals: list, prefixes: list[str] | None = None) -> tuple[d
     deal_ids = [d.deal_id for d in deals] if prefixes is None else [p + d.deal_id for p, d in zip(prefixes, deals)]
     raw: dict[str, pd.DataFrame] = {}
     paths: dict[str, RowPaths] = {"deals": RowPaths.of("deals", np.ones(len(deals), dtype=int))}
+    # One object-dtype frame per table (what a JSON request gives: Python values), built in one
+    # go; the contract check parses and types every column as it does for CSV text.
     raw["deals"] = pd.DataFrame(
         {
-            "deal_id": pd.Series(deal_ids, dtype=object),
-            **{c: _column(c, [getattr(d, c) for d in deals]) for c in DEAL_COLUMNS if c != "deal_id"},
-            "closed_at": pd.Series([None] * len(deals), dtype=object),
-            "outcome": pd.Series(["open"] * len(deals), dtype=object),
-        }
+            "deal_id": deal_ids,
+            **{c: [getattr(d, c) for d in deals] for c in DEAL_COLUMNS if c != "deal_id"},
+            "closed_at": [None] * len(deals),
+            "outcome": ["open"] * len(deals),
+        },
+        dtype=object,
     )
     for table, columns in TABLE_COLUMNS.items():
         lists = [getattr(d, table) for d in deals]
@@ -154,13 +143,13 @@ def frames_from_deals(deals: list, prefixes: list[str] | None = None) -> tuple[d
             continue
         counts = np.array([len(items) if items else 0 for items in lists], dtype=int)
         rows = [row for items in lists if items for row in items]
-        frame = {"deal_id": pd.Series(np.repeat(np.array(deal_ids, dtype=object), counts))}
+        frame = {"deal_id": np.repeat(np.array(deal_ids, dtype=object), counts)}
         for column in columns:
             values = [row.get(column) for row in rows]
             if column == "activity_id" and prefixes is not None:
                 values = [p + v for p, v in zip(np.repeat(np.array(prefixes, dtype=object), counts), values)]
-            frame[column] = _column(column, values)
-        raw[table] = pd.DataFrame(frame)
+            frame[column] = values
+        raw[table] = pd.DataFrame(frame, dtype=object)
         paths[table] = RowPaths.of(table, counts)
     return raw, paths
 
