@@ -6,8 +6,10 @@ on 127.0.0.1:3000 by default, reads the MLflow store from ``MLFLOW_TRACKING_URI`
 ``/healthz``, ``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json`` stay on.
 
 The service is thin: parsing is pydantic (``serving.schemas``), limits and auth are an ASGI
-middleware (``serving.guard``), and scoring is ``serving.scoring.score_request``, which runs the
-request's deals as one vectorised batch through training's feature and prediction code.
+middleware (``serving.guard``), and scoring is ``serving.scoring.score_requests``, which runs the
+deals of a request - and of the requests queued meanwhile (``serving.batcher``) - as one
+vectorised batch through training's feature and prediction code. A plain (non-batchable) BentoML
+endpoint: BentoML's adaptive batching sheds load with 503s and hangs on DataFrame inputs.
 """
 
 from __future__ import annotations
@@ -39,12 +41,9 @@ class DealRiskService:
     """Explained win-probability and slip-risk scores for open deals."""
 
     def __init__(self) -> None:
-        from serving.config import ServingConfig
-        from serving.loader import load_champion
+        from serving.config import ConfigError, ServingConfig
+        from serving.loader import ChampionError, load_champion
         from serving.scoring import load_model
-
-        from serving.config import ConfigError
-        from serving.loader import ChampionError
 
         try:
             self.config = ServingConfig.from_env()
