@@ -23,6 +23,8 @@ def send(client, case):
     data = kwargs.pop("data", None)
     if data is not None:
         kwargs["content"] = data
+    if not kwargs.get("cookies"):
+        kwargs.pop("cookies", None)  # per-request cookies are deprecated in the test client
     kwargs.pop("timeout", None)
     kwargs.pop("allow_redirects", None)
     return client.request(**kwargs)
