@@ -26,10 +26,12 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from features.contract import ContractError
     from features.io import ExportFolderError
     from training.gate import PromotionError
-    from training.pipeline import InsufficientDataError
+    from training.pipeline import InsufficientDataError, TruthFileError
     from training.split import SplitError
 
-    return (ContractError, ExportFolderError, InsufficientDataError, SplitError, PromotionError, BundleError)
+    return (
+        ContractError, ExportFolderError, InsufficientDataError, SplitError, PromotionError, BundleError, TruthFileError,
+    )
 
 
 def train(

@@ -54,8 +54,12 @@ def fit_booster(
     feature_names: list[str],
     categorical: list[str] | None = None,
     monotone: list[int] | None = None,
+    early_stopping: bool = True,
 ) -> lgb.Booster:
-    """Train a binary booster on (X, y, weight) with early stopping on the validation triple."""
+    """Train a binary booster on (X, y, weight) with early stopping on the validation triple.
+
+    ``early_stopping=False`` trains all ``num_boost_round`` trees (benchmarks' reference).
+    """
     x_train, y_train, w_train = train
     x_val, y_val, w_val = validation
     cat = [c for c in (categorical or []) if c in feature_names]
@@ -70,5 +74,5 @@ def fit_booster(
         num_boost_round=config.num_boost_round,
         valid_sets=[val_set],
         valid_names=["validation"],
-        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)] if early_stopping else [],
     )

@@ -178,16 +178,26 @@ def _weights(rows: pd.DataFrame) -> np.ndarray:
     return per_deal_weights(rows["deal_id"])
 
 
+class TruthFileError(ValueError):
+    """The generator's truth file is missing or malformed."""
+
+
 def read_truth(path: Path) -> pd.DataFrame:
     """The generator's truth file: snapshot rows (deal_id, as_of, true_win_probability)."""
-    truth = pd.read_csv(path, dtype={"deal_id": "str", "kind": "str"})
+    try:
+        truth = pd.read_csv(path, dtype={"deal_id": "str", "kind": "str"})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise TruthFileError(f"truth file {path}: cannot be read ({exc})") from exc
     missing = {"deal_id", "as_of", "kind", "true_win_probability"} - set(truth.columns)
     if missing:
-        raise ValueError(f"truth file {path}: missing columns {sorted(missing)}")
+        raise TruthFileError(f"truth file {path}: missing columns {sorted(missing)}; expected deal_id, as_of, kind, true_win_probability")
     truth = truth.loc[truth["kind"] == "snapshot"]
-    return truth.assign(as_of=pd.to_datetime(truth["as_of"], utc=True, format="ISO8601").astype("datetime64[us, UTC]"))[
-        ["deal_id", "as_of", "true_win_probability"]
-    ].reset_index(drop=True)
+    try:
+        as_of = pd.to_datetime(truth["as_of"], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+        probability = pd.to_numeric(truth["true_win_probability"]).astype(float)
+    except (ValueError, TypeError) as exc:
+        raise TruthFileError(f"truth file {path}: column as_of or true_win_probability unparseable ({exc})") from exc
+    return pd.DataFrame({"deal_id": truth["deal_id"], "as_of": as_of, "true_win_probability": probability}).reset_index(drop=True)
 
 
 def select_truth_points(truth: pd.DataFrame, export, test_deals: pd.Index) -> pd.DataFrame:
@@ -304,7 +314,31 @@ def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle,
     block = compute_metrics(y, points["true_win_probability"].to_numpy(float), w, config.ece_bins)
     block.update({f"model_{k}": v for k, v in compute_metrics(y, model, w, config.ece_bins).items() if k not in ("deals", "snapshots")})
     block.update({f"stage_table_{k}": v for k, v in compute_metrics(y, stage, w, config.ece_bins).items() if k not in ("deals", "snapshots")})
+    low, high = bootstrap_auc_gap(points["deal_id"], y, w, points["true_win_probability"].to_numpy(float), model, config.seed)
+    block.update({"model_auc_gap": block["auc"] - block["model_auc"], "model_auc_gap_ci90_low": low, "model_auc_gap_ci90_high": high})
     return block
+
+
+def bootstrap_auc_gap(
+    deal_ids: pd.Series, y: np.ndarray, w: np.ndarray, truth: np.ndarray, model: np.ndarray, seed: int, rounds: int = 300
+) -> tuple[float, float]:
+    """90% interval of AUC(truth) - AUC(model), resampling deals (not snapshots) with replacement."""
+    from sklearn.metrics import roc_auc_score
+
+    codes, uniques = pd.factorize(deal_ids)
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(rounds):
+        times = np.bincount(rng.integers(0, len(uniques), len(uniques)), minlength=len(uniques))[codes]
+        weight = w * times
+        keep = weight > 0
+        if len(np.unique(y[keep])) < 2:
+            continue
+        gaps.append(roc_auc_score(y[keep], truth[keep], sample_weight=weight[keep])
+                    - roc_auc_score(y[keep], model[keep], sample_weight=weight[keep]))
+    if not gaps:
+        return float("nan"), float("nan")
+    return float(np.quantile(gaps, 0.05)), float(np.quantile(gaps, 0.95))
 
 
 def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
@@ -413,6 +447,7 @@ def run_train(
         clock = now
 
     step("validating the export")
+    truth = read_truth(truth_path) if truth_path is not None else None
     export = load_export(data_dir, mapping=mapping)
     fingerprint = {**fingerprint_files(data_dir), **describe_export(export)}
     lap("load")
@@ -420,7 +455,6 @@ def run_train(
     data = prepare_training_data(export, config)
     warnings = check_minimum_data(data.rows, config.minimum)
     lap("features")
-    truth = read_truth(truth_path) if truth_path is not None else None
     return train_and_log(export, data, config, fingerprint, truth, warnings, step, uri, seconds)
 
 

@@ -53,6 +53,18 @@ def render_metric_table(report: dict, target: str) -> Table:
     return table
 
 
+def render_truth_gap(report: dict) -> str:
+    """One line: the model's AUC gap to the generator's truth on the same points, with its interval."""
+    truth = report.get("win", {}).get("truth") or {}
+    if "model_auc_gap" not in truth or truth.get("model_auc_gap") is None:
+        return ""
+    return (
+        f"win AUC gap to the truth on {truth['snapshots']:.0f} truth points ({truth['deals']:.0f} deals): "
+        f"{truth['model_auc_gap']:+.3f} (90% deal-bootstrap interval {_fmt(truth.get('model_auc_gap_ci90_low'), '{:+.3f}')} .. "
+        f"{_fmt(truth.get('model_auc_gap_ci90_high'), '{:+.3f}')})"
+    )
+
+
 def render_forecast_table(report: dict) -> Table:
     """Monthly forecast: expected won amount per predictor against the amount actually won."""
     forecast = report["forecast"]
@@ -95,7 +107,10 @@ def render_slice_table(report: dict, target: str = "win") -> Table:
 
 def render_report(report: dict) -> Group:
     """Everything ``dealrisk train`` prints after training."""
-    parts = [render_metric_table(report, "win"), render_metric_table(report, "slip")]
+    parts = [render_metric_table(report, "win")]
+    if render_truth_gap(report):
+        parts.append(render_truth_gap(report))
+    parts.append(render_metric_table(report, "slip"))
     if report.get("slices"):
         parts.append(render_slice_table(report, "win"))
     if report.get("forecast"):

@@ -50,6 +50,7 @@ def train_on_shuffled_labels(trained):
     return train_and_log(export, replace(data, rows=rows), config, fingerprint, uri=trained.uri)
 
 
+@pytest.mark.slow  # trains a second (shuffled-label) model: ~20 s on 2 cores
 def test_gate_refuses_worse_model_and_accepts_better_one(store):
     trained, mlflow_client = store
     champion = str(mlflow_client.get_model_version_by_alias("deal-win", "champion").version)

@@ -59,3 +59,14 @@ def test_training_refuses_below_the_minimum_of_won_and_lost_deals(tmp_path):
     assert result.exit_code == 1
     assert "at least 40 won and 40 lost" in result.output
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unreadable_truth_file_is_a_clear_error(tmp_path):
+    from training.pipeline import TruthFileError, read_truth
+
+    path = tmp_path / "truth.csv"
+    path.write_text("deal_id,as_of\nD1,2026-01-01\n")
+    with pytest.raises(TruthFileError, match="missing columns"):
+        read_truth(path)
+    with pytest.raises(TruthFileError, match="cannot be read"):
+        read_truth(tmp_path / "absent.csv")

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from features.bundle import load_bundle_dir
+from training.config import TrainConfig
 
 BUNDLE_FILES = {
     "features.json", "feature_state.json", "calibration_win.json", "calibration_slip.json",
@@ -37,7 +38,7 @@ def test_run_holds_bundle_plots_card_and_data_fingerprint(trained, mlflow_client
     assert bundle.metrics["test"]["win"]["auc"] == pytest.approx(trained.report["win"]["model"]["auc"])
     run = mlflow_client.get_run(run_id)
     assert run.data.metrics["win.model.auc"] == pytest.approx(trained.report["win"]["model"]["auc"])
-    assert run.data.params["booster.num_leaves"] == "15"
+    assert run.data.params["booster.num_leaves"] == str(TrainConfig().booster.num_leaves)
 
 
 def test_report_json_has_documented_keys(trained):
@@ -47,6 +48,7 @@ def test_report_json_has_documented_keys(trained):
             assert {"auc", "brier", "log_loss", "ece"} <= set(report[target][predictor])
     truth = report["win"]["truth"]
     assert {"auc", "brier", "log_loss", "ece", "model_auc", "model_brier", "model_log_loss", "model_ece"} <= set(truth)
+    assert truth["model_auc_gap_ci90_low"] <= truth["model_auc_gap"] <= truth["model_auc_gap_ci90_high"]
     assert "truth" not in report["slip"]
     assert report["forecast"]["months"] and "model_error_pct" in report["forecast"]["months"][0]
     assert {"model_mean_abs_error_pct", "stage_table_mean_abs_error_pct"} <= set(report["forecast"])
