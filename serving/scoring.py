@@ -14,7 +14,6 @@ The steps are plain functions so that the service stays thin and tests can call 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+import pydantic_core
 
 from features.explain import ExplainConfig, explain_scores
 from features.schema import CLOSED_STAGES, EVENT_TABLES, TIMESTAMP_DTYPE
@@ -299,8 +299,13 @@ def response_from_explained(explained: pd.DataFrame, request: ScoreRequest, as_o
 
 
 def dump_response(response: dict) -> bytes:
-    """Serialise a response; NaN/inf never leave the service (they would be invalid JSON)."""
-    return json.dumps(response, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    """Serialise a response (pydantic-core's JSON writer); a NaN or inf would become null, never
+    invalid JSON (``explain`` already turns missing values into None).
+
+    >>> dump_response({"p": 0.5, "missing": float("nan")})
+    b'{"p":0.5,"missing":null}'
+    """
+    return pydantic_core.to_json(response, inf_nan_mode="null")
 
 
 # --- several requests as one batch ----------------------------------------------------------------
