@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         body = request_from_export(export, deal_ids, as_of)
     except KeyError as exc:
-        print(str(exc), file=sys.stderr)
+        print(exc.args[0], file=sys.stderr)
         return 1
     json.dump(body, sys.stdout, indent=1)
     sys.stdout.write("\n")
