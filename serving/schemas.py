@@ -76,11 +76,11 @@ class Activity(TypedDict):
     type: Annotated[Name, Field(description="call, meeting, email or demo.")]
     direction: Annotated[Name, Field(description="outbound or inbound.")]
     occurred_at: Timestamp
-    duration_min: NotRequired[Optional[Annotated[float, Field(ge=0, le=100_000)]]]
+    duration_min: NotRequired[Optional[Annotated[float, Field(strict=True, ge=0, le=100_000)]]]
     customer_talk_ratio: NotRequired[
-        Optional[Annotated[float, Field(ge=0, le=1, description="Recorded calls only: customer's share of talk time.")]]
+        Optional[Annotated[float, Field(strict=True, ge=0, le=1, description="Recorded calls only: customer's share of talk time.")]]
     ]
-    next_step_set: NotRequired[Optional[Annotated[bool, Field(description="Recorded calls only.")]]]
+    next_step_set: NotRequired[Optional[Annotated[bool, Field(strict=True, description="Recorded calls only.")]]]
 
 
 class Deal(BaseModel):
@@ -91,7 +91,7 @@ class Deal(BaseModel):
     account_id: Id
     owner_id: Id
     created_at: Timestamp
-    amount: Annotated[float, Field(ge=0, le=1e13)]
+    amount: Annotated[float, Field(strict=True, ge=0, le=1e13)]  # strict: true is not 1.0
     deal_type: Literal["new_business", "expansion", "renewal"]
     lead_source: Optional[Annotated[str, Field(max_length=200)]] = None
     segment: Optional[Annotated[str, Field(max_length=200)]] = None

@@ -291,6 +291,8 @@ BAD_REQUESTS = {
     "missing field": (_with("deals.0.created_at", _DELETE), 400, "created_at"),
     "wrong type": (_with("deals.0.amount", "lots"), 400, "amount"),
     "negative amount": (_with("deals.0.amount", -5.0), 400, "amount"),
+    "boolean amount": (_with("deals.0.amount", True), 400, "amount"),
+    "number as text": (_with("deals.0.activities.0.duration_min", "30"), 400, "duration_min"),
     "bad date": (_with("deals.0.created_at", "last tuesday"), 422, "deals[0].created_at"),
     "date of the wrong type": (_with("deals.0.created_at", 20260302), 400, "created_at"),
     "stage entered before the deal was created": (
