@@ -180,11 +180,38 @@ def describe_factor(feature: str, value, row: dict) -> str:
     >>> describe_factor("not_in_registry", 4.0, {})
     'not_in_registry = 4.0'
     """
-    from features.registry import FEATURES_BY_NAME, describe_feature
+    fields = _fields_of(feature)
+    if fields is None:
+        return f"{feature} = {value}"
+    try:
+        return _cached_sentence(feature, value, tuple((f, row.get(f)) for f in fields))
+    except TypeError:  # an unhashable value: phrase it without the cache
+        from features.registry import describe_feature
+
+        return describe_feature(feature, value, row)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields_of(feature: str) -> tuple[str, ...] | None:
+    """Other features that ``feature``'s templates use; None for a feature not in the registry."""
+    from features.registry import FEATURES_BY_NAME
 
     if feature not in FEATURES_BY_NAME:
-        return f"{feature} = {value}"
-    return describe_feature(feature, value, row)
+        return None
+    return tuple(sorted({
+        name
+        for template in FEATURES_BY_NAME[feature].phrases.values()
+        for _, name, _, _ in string.Formatter().parse(template)
+        if name and name != "value"
+    }))
+
+
+@functools.lru_cache(maxsize=65536)
+def _cached_sentence(feature: str, value, context: tuple) -> str:
+    # Counts, flags and categories repeat across deals: each sentence is phrased once.
+    from features.registry import describe_feature
+
+    return describe_feature(feature, value, dict(context))
 
 
 @functools.lru_cache(maxsize=1)
