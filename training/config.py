@@ -29,15 +29,17 @@ class SplitConfig:
     """Time split (see ``training.split``): train on deals closed before ``cutoff``; validate and
     test on deals created on or after ``cutoff + gap_days`` whose outcome is knowable.
 
-    ``cutoff`` is an ISO UTC timestamp; ``None`` puts it at the ``train_share`` quantile of the
-    creation dates of closed, mature deals. The earlier ``validation_share`` of the post-cutoff
-    deals (by creation date) validate (early stopping, calibration); the later ones test.
-    ``train_mature_at_cutoff`` also drops training deals created less than the maturity horizon
-    before the cutoff (their quick closes skew the training win rate; costs training data).
+    ``cutoff`` is an ISO UTC timestamp; ``None`` chooses it so that the training cohort holds
+    ``train_share`` of the deals either side uses (``training.pipeline.balance_cutoff``; without
+    ``train_mature_at_cutoff``: the ``train_share`` quantile of creation dates of mature closed
+    deals). The earlier ``validation_share`` of the post-cutoff deals (by creation date) validate
+    (early stopping, calibration); the later ones test. ``train_mature_at_cutoff`` drops training
+    deals created less than the maturity horizon before the cutoff (their quick closes skew the
+    training win rate).
     """
 
     cutoff: str | None = None
-    train_share: float = 0.6
+    train_share: float = 0.5
     gap_days: int = 30
     validation_share: float = 0.5
     train_mature_at_cutoff: bool = True

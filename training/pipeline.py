@@ -72,10 +72,29 @@ def label_points(export, sides: pd.Series) -> pd.DataFrame:
     )
 
 
+def balance_cutoff(created: pd.Series, horizon_days: float, gap_days: int, mature_by: pd.Timestamp, train_share: float):
+    """Cutoff giving the training cohort (created <= cutoff - horizon) ``train_share`` of the deals
+    used by either side (the others: created in [cutoff + gap, mature_by]).
+
+    >>> created = pd.Series(pd.date_range("2025-01-01", periods=300, freq="D", tz="UTC"))
+    >>> balance_cutoff(created, 30, 0, created.iloc[-1], 0.5).date()
+    datetime.date(2025, 6, 14)
+    """
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    times = np.sort(((created.loc[created <= mature_by] - epoch) / pd.Timedelta(days=1)).to_numpy(dtype=float))
+    train = np.searchsorted(times, times - horizon_days, side="right")
+    post = len(times) - np.searchsorted(times, times + gap_days, side="left")
+    share = train / np.maximum(train + post, 1)
+    best = times[int(np.argmin(np.abs(share - train_share)))]
+    return (epoch + pd.Timedelta(days=float(best))).floor("s")
+
+
 def plan_periods(export, config: TrainConfig) -> SplitPlan:
     """The split plan: maturity at the export end from ``features.snapshots``' horizon rule.
 
-    The optional training horizon is measured on deals closed before the cutoff only.
+    With ``train_mature_at_cutoff`` the training horizon is measured on deals closed before the
+    cutoff only, and the default cutoff balances the two cohorts (``balance_cutoff``) instead of
+    taking a plain quantile, so the horizon does not starve training.
     """
     from dataclasses import replace
 
@@ -86,12 +105,20 @@ def plan_periods(export, config: TrainConfig) -> SplitPlan:
     horizon = maturity_days(export, quantile)
     if np.isnan(horizon):
         raise SplitError("deals: no won or lost deal; nothing to train on")
-    plan = plan_split(export.deals, config.split, export_end(export) - pd.Timedelta(days=horizon))
-    if config.split.train_mature_at_cutoff:
-        deals = export.deals
+    mature_by = export_end(export) - pd.Timedelta(days=horizon)
+    split = config.split
+    deals = export.deals
+    if split.train_mature_at_cutoff and split.cutoff is None:
+        closed = deals.loc[deals["outcome"].isin(["won", "lost"]) & deals["closed_at"].notna(), "created_at"]
+        if closed.empty:
+            raise SplitError("deals: no won or lost deal with a closed_at; nothing to train on")
+        split = replace(split, cutoff=balance_cutoff(closed, horizon, split.gap_days, mature_by, split.train_share).isoformat())
+    plan = plan_split(deals, split, mature_by)
+    if split.train_mature_at_cutoff:
         before = deals.loc[(deals["closed_at"] < plan.cutoff).to_numpy(), "deal_id"]
         train_horizon = maturity_days(subset_export(export, before), quantile)
-        plan = replace(plan, train_created_by=plan.cutoff - pd.Timedelta(days=0 if np.isnan(train_horizon) else train_horizon))
+        horizon_before = pd.Timedelta(days=0 if np.isnan(train_horizon) else train_horizon)
+        plan = replace(plan, train_created_by=(plan.cutoff - horizon_before).floor("s"))
     return plan
 
 
