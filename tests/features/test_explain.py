@@ -189,3 +189,15 @@ def test_compute_contributions_sum_to_the_raw_score():
     assert contributions.shape == (5, 3)
     np.testing.assert_allclose(contributions.sum(axis=1) + bias, raw, rtol=1e-6)
     assert compute_contributions(booster, x[:0]).shape == (0, 3)
+
+
+def test_warning_rules_read_features_that_exist():
+    import inspect
+    import re
+
+    from features import explain
+    from features.registry import FEATURE_NAMES
+
+    used = set(re.findall(r'_column\(features, "(\w+)"\)', inspect.getsource(explain.flag_warnings)))
+    used |= set(explain.WARNING_COLUMNS)
+    assert used and used <= set(FEATURE_NAMES), sorted(used - set(FEATURE_NAMES))
