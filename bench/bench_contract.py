@@ -6,6 +6,10 @@ temporary folder, then times ``read_raw_tables`` (the baseline: just reading the
 
     .venv/bin/python -P bench/bench_contract.py --deals 100000   # -P: bench/features.py must not shadow the package
     .venv/bin/python -P bench/bench_contract.py --data data/big/export
+    .venv/bin/python -P bench/bench_contract.py --deals 5000 --activities-per-deal 15   # request cases
+
+The request rows time ``check_tables`` on object frames as ``serving.scoring`` builds them from a
+JSON body (str, float, bool, None): one deal, and ``--request-deals`` deals.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pandas as pd
 from features.contract import check_tables
 from features.io import read_raw_tables, write_tables
 from features.mapping import load_mapping
-from features.schema import OPEN_STAGES
+from features.schema import OPEN_STAGES, TABLES
 
 
 def build_tables(n_deals: int, activities_per_deal: int, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -80,6 +84,23 @@ def build_tables(n_deals: int, activities_per_deal: int, seed: int = 0) -> dict[
             "contacts": contacts, "activities": activities}
 
 
+def as_request_frames(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The same tables as a JSON request gives them: object columns of str, float, bool and None."""
+    out = {}
+    for name, frame in raw.items():
+        columns = {}
+        for column in frame.columns:
+            kind = TABLES[name].column(column).kind if column in TABLES[name].column_names else "text"
+            cells = frame[column].astype(object).where(frame[column].notna(), None).tolist()
+            if kind == "number":
+                cells = [None if v is None else float(v) for v in cells]
+            elif kind == "flag":
+                cells = [None if v is None else v.strip().lower() in ("true", "1") for v in cells]
+            columns[column] = cells
+        out[name] = pd.DataFrame(columns, dtype=object)
+    return out
+
+
 def timed(fn, repeat: int = 1) -> tuple[float, float]:
     """Best (wall seconds, CPU seconds) over ``repeat`` runs; CPU time is steadier on a shared machine."""
     best_wall = best_cpu = float("inf")
@@ -95,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=100_000)
     parser.add_argument("--activities-per-deal", type=int, default=30)
+    parser.add_argument("--request-deals", type=int, default=1000, help="deals in the request-shaped batch")
     parser.add_argument("--data", type=Path, default=None, help="validate this export folder instead")
     args = parser.parse_args()
     mapping = load_mapping()
@@ -116,13 +138,27 @@ def main() -> None:
     one = {name: f[f["deal_id"] == one_deal_id].reset_index(drop=True) for name, f in raw.items()}
     check_tables(one, mapping)
     one_s = timed(lambda: check_tables(one, mapping), repeat=20)
+    # Request-shaped payloads (what serving/scoring.py builds from the JSON body): one deal and
+    # the first --request-deals deals with all their rows.
+    one_request = as_request_frames(one)
+    assert check_tables(one_request, mapping).ok
+    one_request_s = timed(lambda: check_tables(one_request, mapping), repeat=50)
+    chosen = set(raw["deals"]["deal_id"].iloc[: args.request_deals])
+    many = as_request_frames(
+        {name: f[f["deal_id"].isin(chosen)].reset_index(drop=True) for name, f in raw.items()}
+    )
+    assert check_tables(many, mapping).ok
+    many_s = timed(lambda: check_tables(many, mapping), repeat=5)
     print(f"export: {', '.join(f'{n} {len(f)}' for n, f in raw.items())} rows; violations: {result.total}")
     one_rows = sum(len(f) for f in one.values())
+    many_rows = sum(len(f) for f in many.values())
     print(f"{'step':<28}{'rows':>10}{'wall s':>10}{'cpu s':>10}{'rows/cpu s':>12}{'cpu ratio':>11}")
     for label, n, (wall, cpu) in (
         ("read_raw_tables (baseline)", rows, read_s),
         ("check_tables", rows, check_s),
         ("check_tables, one deal", one_rows, one_s),
+        ("one deal, request objects", one_rows, one_request_s),
+        (f"{len(many['deals'])} deals, request objects", many_rows, many_s),
     ):
         print(f"{label:<28}{n:>10,}{wall:>10.4f}{cpu:>10.4f}{n / cpu:>12,.0f}{cpu / read_s[1]:>11.4f}")
 

@@ -252,6 +252,12 @@ def _inferred_cells(raw: pd.Series) -> pa.Array | None:
         return None
 
 
+def _text_series(cells: np.ndarray | list | pa.Array) -> pd.Series:
+    """Strings (None where missing) as a ``str`` Series, built by pyarrow without pandas' inference."""
+    array = cells if isinstance(cells, pa.Array) else pa.array(cells, type=pa.large_string(), from_pandas=True)
+    return pd.Series(pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE), copy=False)
+
+
 def _as_text(raw: pd.Series) -> pd.Series:
     """The cells as ``str`` dtype (missing stays missing); numbers become their usual text."""
     if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.na_value is np.nan:
@@ -455,13 +461,11 @@ def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _C
 
 def _to_float(text: pd.Series) -> pd.Series:
     """Parse number text to float64, NaN where unparseable; pyarrow's cast first, pandas if any cell fails."""
-    if len(text) > SMALL_COLUMN:
-        try:
-            cast = pc.cast(pa.array(text, type=pa.large_string()), pa.float64())
-            return pd.Series(cast.to_numpy(zero_copy_only=False), index=text.index, dtype="float64")
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    return pd.to_numeric(text, errors="coerce").astype("float64")
+    try:
+        cast = pc.cast(pa.array(text, type=pa.large_string()), pa.float64())
+        return pd.Series(cast.to_numpy(zero_copy_only=False), index=text.index, dtype="float64", copy=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
 def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
@@ -858,11 +862,12 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
         if column not in parsed:
             continue
         values = parsed[column].values
+        cells = values.to_numpy(dtype=object)  # one conversion; the subsets below are numpy takes
         present = ~parsed[column].missing
         shown = _Cells(values)
         is_date = present & (tracked == "expected_close_date")
         if is_date.any():
-            _, _, malformed, not_utc = _parse_timestamp_text(values[is_date])
+            _, _, malformed, not_utc = _parse_timestamp_text(_text_series(cells[is_date]))
             bad = np.zeros(len(values), dtype=bool)
             bad[np.flatnonzero(is_date)] = malformed | not_utc
             out.add_rows(
@@ -873,7 +878,8 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
             )
         is_amount = present & (tracked == "amount")
         if is_amount.any():
-            numbers = _to_float(values[is_amount].str.strip()).to_numpy()
+            stripped = pc.utf8_trim_whitespace(pa.array(cells[is_amount], type=pa.large_string()))  # as .str.strip()
+            numbers = _to_float(_text_series(stripped)).to_numpy()
             bad = np.zeros(len(values), dtype=bool)
             bad[np.flatnonzero(is_amount)] = ~np.isfinite(numbers)
             out.add_rows(
