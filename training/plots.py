@@ -82,7 +82,11 @@ def plot_shap_summary(booster, matrix: np.ndarray, feature_names: list[str], max
     values = explainer.shap_values(matrix)
     if isinstance(values, list):  # older shap returned one array per class
         values = values[-1]
-    shap.summary_plot(values, matrix, feature_names=feature_names, max_display=max_display, show=False)
+    # An explicit generator: the beeswarm's jitter must not depend on (or warn about) the global RNG.
+    shap.summary_plot(
+        values, matrix, feature_names=feature_names, max_display=max_display, show=False,
+        rng=np.random.default_rng(0),
+    )
     fig = plt.gcf()
     fig.tight_layout()
     return fig
