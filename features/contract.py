@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +221,7 @@ class _Parsed:
 
 
 _STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # what ``astype("str")`` gives in pandas 3
+_TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # TIMESTAMP_DTYPE as an object: no string parsing per call
 
 
 def _strings_of(raw: pd.Series) -> pd.Series | None:
@@ -235,7 +236,7 @@ def _strings_of(raw: pd.Series) -> pd.Series | None:
         array = pa.array(raw.to_numpy(), type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    return pd.Series(pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE), index=raw.index, copy=False)
+    return _text_series(array, index=raw.index)
 
 
 def _inferred_cells(raw: pd.Series) -> pa.Array | None:
@@ -252,10 +253,10 @@ def _inferred_cells(raw: pd.Series) -> pa.Array | None:
         return None
 
 
-def _text_series(cells: np.ndarray | list | pa.Array) -> pd.Series:
+def _text_series(cells: np.ndarray | list | pa.Array, index: pd.Index | None = None) -> pd.Series:
     """Strings (None where missing) as a ``str`` Series, built by pyarrow without pandas' inference."""
     array = cells if isinstance(cells, pa.Array) else pa.array(cells, type=pa.large_string(), from_pandas=True)
-    return pd.Series(pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE), copy=False)
+    return pd.Series(pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE), index=index, copy=False)
 
 
 def _as_text(raw: pd.Series) -> pd.Series:
@@ -284,19 +285,25 @@ def parse_text_column(raw: pd.Series) -> _Parsed:
 
 
 def parse_choice_column(
-    raw: pd.Series, table: Table, column: Column, names: dict[str, str], section: str | None, out: _Collector,
+    raw: pd.Series, table: Table, column: Column, names: Mapping[str, str], section: str | None, out: _Collector,
     frame: pd.DataFrame,
 ) -> _Parsed:
     """Parse a ``choice`` column: map CRM names to canonical ones, report values still unknown."""
     text = _as_text(raw)
     if len(text) <= SMALL_COLUMN:
-        allowed_set = set(column.allowed)
-        renamed = [
-            names.get(normalize_name(v), v) if isinstance(v, str) and v.strip() else None for v in text.tolist()
-        ]
+        allowed_set = frozenset(column.allowed)
+        canonical: dict[str, str] = {}  # each distinct cell normalised once, as map_series does
+        renamed = []
+        for v in text.tolist():
+            if isinstance(v, str) and v.strip():
+                if v not in canonical:
+                    canonical[v] = names.get(normalize_name(v), v)
+                renamed.append(canonical[v])
+            else:
+                renamed.append(None)
         missing = np.fromiter((v is None for v in renamed), bool, len(renamed))
         invalid = np.fromiter((v is not None and v not in allowed_set for v in renamed), bool, len(renamed))
-        mapped = pd.Series(renamed, index=text.index, dtype="str")
+        mapped = _text_series(renamed, index=text.index)
     else:
         missing = _empty_mask(text)
         mapped = map_series(text.where(~missing) if missing.any() else text, names)
@@ -317,7 +324,7 @@ def parse_choice_column(
     return _Parsed(mapped.where(~invalid) if invalid.any() else mapped, missing, invalid)
 
 
-_SIMPLE_ISO = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]00:00)?")
+_SIMPLE_ISO = re.compile(r"(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)(?:Z|[+-]00:00)?")
 _EPOCH = dt.datetime(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -331,11 +338,24 @@ def _parse_simple_iso(cells: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """
     micros = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)  # int64 min is NaT
     malformed = np.zeros(len(cells), dtype=bool)
+    present: list[int] = []
+    wall: list[str] = []  # the cell without its zero offset
     for i, cell in enumerate(cells):
         if not cell:
             continue
-        if _SIMPLE_ISO.fullmatch(cell) is None:
+        shape = _SIMPLE_ISO.fullmatch(cell)
+        if shape is None:
             return None
+        present.append(i)
+        wall.append(shape.group(1))
+    if not any(w.startswith("0000") for w in wall):  # numpy takes year 0, the standard library does not
+        try:  # numpy parses the whole column in C; any impossible date sends it to the loop below
+            micros[present] = np.array(wall, dtype="datetime64[us]").view(np.int64)
+            return micros, malformed
+        except ValueError:
+            pass
+    for i in present:
+        cell = cells[i]
         try:
             moment = dt.datetime.fromisoformat(cell)
         except ValueError:  # shaped right but not a date, e.g. 2026-02-30
@@ -353,7 +373,7 @@ def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.nd
         simple = _parse_simple_iso(cells)
         if simple is not None:
             micros, malformed = simple
-            values = pd.Series(micros.view("datetime64[us]"), index=text.index, dtype=TIMESTAMP_DTYPE)
+            values = pd.Series(pd.array(micros.view("datetime64[us]"), dtype=_TS_DTYPE), index=text.index, copy=False)
             return values, missing, malformed, np.zeros(len(cells), dtype=bool)
         present = [c or None for c in cells]
         parsed = pd.Series(
@@ -563,9 +583,7 @@ def parse_column(
         parsed = parse_text_column(raw)
     elif column.kind == "choice":
         section = mapping.for_column(table.name, column.name)
-        names = (
-            dict(mapping.section(section)) if section else {normalize_name(a): a for a in column.allowed}
-        )
+        names = mapping.section(section) if section else {normalize_name(a): a for a in column.allowed}
         parsed = parse_choice_column(raw, table, column, names, section, out, frame)
     elif column.kind == "timestamp":
         parsed = parse_timestamp_column(raw, table, column, out, frame)
