@@ -14,6 +14,13 @@ from training.config import DEFAULT_TRACKING_URI, SplitConfig, TrainConfig
 MLFLOW_HELP = f"MLflow tracking URI comes from $MLFLOW_TRACKING_URI, default {DEFAULT_TRACKING_URI}."
 
 
+def _quiet_downloads() -> None:
+    """No per-file MLflow download bars in the CLI's output (the user can still turn them on)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def _fail(message: str) -> None:
     from rich.console import Console
 
@@ -58,6 +65,7 @@ def train(
     from training.pipeline import run_train
     from training.report import print_report
 
+    _quiet_downloads()
     config = replace(
         TrainConfig(), split=replace(SplitConfig(), cutoff=cutoff, gap_days=gap_days),
         experiment=experiment, win_model_name=win_name, slip_model_name=slip_name,
@@ -123,6 +131,7 @@ def promote(
 
     if force and version is None:
         _fail("--force needs --version N (the win-model version to make champion)")
+    _quiet_downloads()
     console = Console()
     try:
         decision = run_promote(data=data, win_name=win_name, slip_name=slip_name, config=GateConfig(),
