@@ -352,15 +352,15 @@ def describe_warnings(
     """
     fired = flags.to_numpy(dtype=bool)
     codes = list(flags.columns)
-    hit_rows = np.flatnonzero(fired.any(axis=1))
     out: list[list[dict]] = [[] for _ in range(len(flags))]
-    if len(hit_rows):
-        rows = _records(features, WARNING_COLUMNS, hit_rows)
-        for row, i in zip(rows, hit_rows):
-            out[i] = [
-                {"code": codes[j], "message": _warning_message(codes[j], row, thresholds)}
-                for j in np.flatnonzero(fired[i])
-            ]
+    hit_rows = np.flatnonzero(fired.any(axis=1))
+    if not len(hit_rows):
+        return out
+    rows = _records(features, WARNING_COLUMNS, hit_rows)
+    hits = fired[hit_rows]
+    for j, code in enumerate(codes):  # code by code, so each deal's warnings keep the codes' order
+        for k in np.flatnonzero(hits[:, j]).tolist():
+            out[hit_rows[k]].append({"code": code, "message": _warning_message(code, rows[k], thresholds)})
     return out
 
 
@@ -388,6 +388,57 @@ def _plain(value):
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
     return str(value) if not isinstance(value, (int, str)) else value
+
+
+def _plain_values(column: pd.Series | None, positions: np.ndarray) -> list:
+    """JSON-friendly values (``_plain``) of ``column`` at ``positions``; float columns in one go."""
+    if column is None:
+        return [None] * len(positions)
+    if column.dtype == np.float64:
+        picked = column.to_numpy()[positions]
+        out = picked.astype(object)
+        out[~np.isfinite(picked)] = None
+        return out.tolist()
+    return [_plain(v) for v in column.to_numpy(dtype=object)[positions]]
+
+
+def describe_top_factors(
+    features: pd.DataFrame, contributions: np.ndarray, names: list[str], up: np.ndarray, down: np.ndarray
+) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Factor dicts (``feature, value, contribution, sentence``) of the selected top factors per row.
+
+    Only the selected cells are read and phrased, one feature column at a time; the sentence of
+    each (feature, value, context) is phrased once (``describe_factor``'s cache).
+    """
+    n, k = up.shape
+    chosen = np.hstack([up, down])  # per row: up factors, then down factors
+    rows, slots = np.nonzero(chosen >= 0)  # row-major: each row's factors in strength order
+    cols = chosen[rows, slots]
+    values: list = [None] * len(rows)
+    sentences: list = [None] * len(rows)
+    for j in np.unique(cols):
+        at = np.flatnonzero(cols == j)
+        name = names[j]
+        picked = _plain_values(features[name] if name in features.columns else None, rows[at])
+        fields = _fields_of(name) or ()
+        # Context cells as the frame holds them (the sentence templates format them).
+        contexts = [features[f].to_numpy(dtype=object)[rows[at]].tolist() if f in features.columns
+                    else [None] * len(at) for f in fields]
+        for position, value, *context in zip(at.tolist(), picked, *contexts):
+            values[position] = value
+            sentences[position] = describe_factor(name, value, dict(zip(fields, context)))
+    items = [
+        {"feature": names[j], "value": value, "contribution": c, "sentence": sentence}
+        for j, value, c, sentence in zip(cols.tolist(), values, contributions[rows, cols].tolist(), sentences)
+    ]
+    is_up = slots < k
+    bounds_up = np.searchsorted(rows * 2 + ~is_up, np.arange(n) * 2, side="left")
+    bounds_down = np.searchsorted(rows * 2 + ~is_up, np.arange(n) * 2 + 1, side="left")
+    ends = np.append(bounds_up[1:], len(items))
+    return (
+        [items[a:b] for a, b in zip(bounds_up.tolist(), bounds_down.tolist())],
+        [items[a:b] for a, b in zip(bounds_down.tolist(), ends.tolist())],
+    )
 
 
 def explain_frame(
@@ -420,28 +471,8 @@ def explain_frame(
     amount = _column(features, "amount")
     up, down = select_top_factors(contributions, config.top_factors)
 
-    value_frame = features.reindex(columns=feature_names)
-    values = value_frame.to_numpy(dtype=object)
-    # Only the columns the sentence templates refer to (e.g. current_stage), not whole rows.
-    rows = _records(features, sorted(template_fields()), np.arange(len(features)))
-    names = np.asarray(feature_names, dtype=object)
-
-    def factors(indices: np.ndarray) -> list[list[dict]]:
-        out = []
-        for i, row_idx in enumerate(indices):
-            items = []
-            for j in row_idx[row_idx >= 0]:
-                value = _plain(values[i, j])
-                items.append(
-                    {
-                        "feature": names[j],
-                        "value": value,
-                        "contribution": float(contributions[i, j]),
-                        "sentence": describe_factor(names[j], value, rows[i]),
-                    }
-                )
-            out.append(items)
-        return out
+    names = [str(name) for name in feature_names]
+    factors_up, factors_down = describe_top_factors(features, contributions, names, up, down)
 
     flags = flag_warnings(features, config.warnings)
     return pd.DataFrame(
@@ -452,8 +483,8 @@ def explain_frame(
             "slip_probability": slip,
             "risk_level": risk_level_from_probabilities(win, slip, config),
             "value_at_risk": value_at_risk_from(amount, win),
-            "factors_up": factors(up),
-            "factors_down": factors(down),
+            "factors_up": factors_up,
+            "factors_down": factors_down,
             "warnings": describe_warnings(flags, features, config.warnings),
         },
         index=features.index,
@@ -468,11 +499,12 @@ def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig =
     ``explain_frame``, same index. Probabilities come from ``features.scoring`` (calibrated);
     contributions from the win booster on the same encoded matrix.
     """
-    from features.scoring import encode_bundle_matrix, predict_probabilities
+    from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
 
     names = list(bundle.features["names"])
-    probabilities = predict_probabilities(bundle, features_frame)
-    contributions = compute_contributions(bundle.win_model, encode_bundle_matrix(bundle, features_frame))
+    matrix = encode_bundle_matrix(bundle, features_frame)  # once, for the boosters and TreeSHAP
+    probabilities = predict_matrix_probabilities(bundle, matrix, features_frame.index)
+    contributions = compute_contributions(bundle.win_model, matrix)
     explained = explain_frame(
         features_frame,
         contributions,

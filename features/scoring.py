@@ -35,15 +35,19 @@ def predict_raw(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFra
     Returns a frame with ``win_probability`` and ``slip_probability`` before calibration;
     use ``predict_probabilities`` for the calibrated values that are reported and served.
     """
-    matrix = encode_bundle_matrix(bundle, features_frame)
+    return predict_raw_matrix(bundle, encode_bundle_matrix(bundle, features_frame), features_frame.index)
+
+
+def predict_raw_matrix(bundle: ModelBundle, matrix: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
+    """``predict_raw`` on a matrix already encoded by ``encode_bundle_matrix`` (encode once, use twice)."""
     if len(matrix) == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in PROBABILITY_COLUMNS}, index=features_frame.index)
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in PROBABILITY_COLUMNS}, index=index)
     return pd.DataFrame(
         {
             "win_probability": np.asarray(bundle.win_model.predict(matrix), dtype=float),
             "slip_probability": np.asarray(bundle.slip_model.predict(matrix), dtype=float),
         },
-        index=features_frame.index,
+        index=index,
     )
 
 
@@ -62,3 +66,12 @@ def predict_probabilities(bundle: ModelBundle, features_frame: pd.DataFrame) -> 
     then the registry's features); extra columns are ignored by ``encode_matrix``.
     """
     return apply_calibration(bundle, predict_raw(bundle, features_frame))
+
+
+def predict_matrix_probabilities(bundle: ModelBundle, matrix: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
+    """``predict_probabilities`` on a matrix already encoded by ``encode_bundle_matrix``.
+
+    Serving encodes a request's features once and hands the same matrix to the boosters and
+    to TreeSHAP; the numbers are those of ``predict_probabilities`` on the frame.
+    """
+    return apply_calibration(bundle, predict_raw_matrix(bundle, matrix, index))
