@@ -213,22 +213,44 @@ def _matches(text: pd.Series | list, pattern: str) -> np.ndarray:
 # Column parsing: each returns the typed values (NA where empty or invalid) and reports problems.
 
 
-@dataclass(frozen=True)
 class _Parsed:
-    values: pd.Series  # canonical dtype; NA where the cell is empty or invalid
-    missing: np.ndarray  # the cell is empty
-    invalid: np.ndarray  # the cell is present but broke a rule
+    """A parsed column: typed values (NA where the cell is empty or invalid), ``missing``, ``invalid``.
+
+    The values are kept as an array; the Series view is built only for the few columns a rule
+    reads as a Series (a Series costs ~15 us to build, a third of a short column's whole parse).
+    """
+
+    __slots__ = ("array", "missing", "invalid", "_series")
+
+    def __init__(self, values: pd.Series | pd.api.extensions.ExtensionArray | np.ndarray,
+                 missing: np.ndarray, invalid: np.ndarray) -> None:
+        self.array = values.array if isinstance(values, pd.Series) else values
+        self._series = values if isinstance(values, pd.Series) else None
+        self.missing = missing  # the cell is empty
+        self.invalid = invalid  # the cell is present but broke a rule
+
+    @property
+    def values(self) -> pd.Series:
+        """The typed values as a Series on a 0..n-1 index (the frames' index in ``check_tables``)."""
+        if self._series is None:
+            self._series = pd.Series(self.array, copy=False)
+        return self._series
 
 
 _STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # what ``astype("str")`` gives in pandas 3
 _TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # TIMESTAMP_DTYPE as an object: no string parsing per call
+# OUTPUT_DTYPES as dtype objects: comparing against a dtype string parses the string every time.
+_OUTPUT_DTYPE_OBJECTS = {
+    "id": _STR_DTYPE, "text": _STR_DTYPE, "choice": _STR_DTYPE, "timestamp": _TS_DTYPE,
+    "number": np.dtype("float64"), "flag": pd.BooleanDtype(),
+}
 
 
-def _strings_of(raw: pd.Series) -> pd.Series | None:
-    """The cells as ``str`` dtype if every cell is a string or missing (a JSON request), else None.
+def _strings_of(raw: pd.Series) -> pd.arrays.ArrowStringArray | None:
+    """The cells as a ``str`` array if every cell is a string or missing (a JSON request), else None.
 
     One pyarrow conversion instead of ``astype("str")``, which costs ~75 us per column even on a
-    one-deal request; the result is the same ``str`` Series.
+    one-deal request; the result is the same ``str`` values.
     """
     if raw.dtype != object:
         return None
@@ -236,7 +258,7 @@ def _strings_of(raw: pd.Series) -> pd.Series | None:
         array = pa.array(raw.to_numpy(), type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    return _text_series(array, index=raw.index)
+    return pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE)
 
 
 def _inferred_cells(raw: pd.Series) -> pa.Array | None:
@@ -259,29 +281,43 @@ def _text_series(cells: np.ndarray | list | pa.Array, index: pd.Index | None = N
     return pd.Series(pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE), index=index, copy=False)
 
 
+def _text_array(raw: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """The cells as a ``str`` array (missing stays missing); numbers become their usual text."""
+    if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.na_value is np.nan:
+        return raw.array
+    strings = _strings_of(raw)
+    return strings if strings is not None else raw.astype("str").array
+
+
 def _as_text(raw: pd.Series) -> pd.Series:
-    """The cells as ``str`` dtype (missing stays missing); numbers become their usual text."""
+    """The cells as a ``str`` Series (missing stays missing); numbers become their usual text."""
     if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.na_value is np.nan:
         return raw
-    strings = _strings_of(raw)
-    return strings if strings is not None else raw.astype("str")
+    return pd.Series(_text_array(raw), index=raw.index, copy=False)
 
 
-def _empty_mask(text: pd.Series) -> np.ndarray:
+def _empty_mask(text: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
     """Cells that are missing or blank; a plain loop on short columns avoids pandas' per-call cost."""
     if len(text) <= SMALL_COLUMN:
         return np.fromiter(
             (not isinstance(v, str) or not v.strip() for v in text.to_numpy(dtype=object)), bool, len(text)
         )
+    text = text if isinstance(text, pd.Series) else pd.Series(text, copy=False)
     return (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool)
+
+
+def _blank_to_missing(text: pd.api.extensions.ExtensionArray, missing: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``text`` with blank (whitespace-only) cells set missing; untouched when there are none."""
+    if not missing.any() or text.isna()[missing].all():
+        return text
+    return pd.Series(text, copy=False).where(~missing).array
 
 
 def parse_text_column(raw: pd.Series) -> _Parsed:
     """Parse an ``id`` or ``text`` column: any non-blank string; blank cells are missing."""
-    text = _as_text(raw)
+    text = _text_array(raw)
     missing = _empty_mask(text)
-    values = text.where(~missing) if missing.any() else text
-    return _Parsed(values, missing, np.zeros(len(raw), dtype=bool))
+    return _Parsed(_blank_to_missing(text, missing), missing, np.zeros(len(raw), dtype=bool))
 
 
 def parse_choice_column(
@@ -289,7 +325,7 @@ def parse_choice_column(
     frame: pd.DataFrame,
 ) -> _Parsed:
     """Parse a ``choice`` column: map CRM names to canonical ones, report values still unknown."""
-    text = _as_text(raw)
+    text = _text_array(raw)
     if len(text) <= SMALL_COLUMN:
         allowed_set = frozenset(column.allowed)
         canonical: dict[str, str] = {}  # each distinct cell normalised once, as map_series does
@@ -303,11 +339,11 @@ def parse_choice_column(
                 renamed.append(None)
         missing = np.fromiter((v is None for v in renamed), bool, len(renamed))
         invalid = np.fromiter((v is not None and v not in allowed_set for v in renamed), bool, len(renamed))
-        mapped = _text_series(renamed, index=text.index)
+        mapped = pd.arrays.ArrowStringArray(pa.array(renamed, type=pa.large_string()), dtype=_STR_DTYPE)
     else:
         missing = _empty_mask(text)
-        mapped = map_series(text.where(~missing) if missing.any() else text, names)
-        invalid = (~missing) & ~mapped.isin(column.allowed).to_numpy(dtype=bool)
+        mapped = map_series(pd.Series(_blank_to_missing(text, missing), copy=False), names).array
+        invalid = (~missing) & ~mapped.isin(column.allowed)
     if invalid.any():
         allowed = ", ".join(column.allowed)
         hint = (
@@ -316,12 +352,13 @@ def parse_choice_column(
             if section
             else ""
         )
-        values = _Cells(text)
+        values = _Cells(pd.Series(text, copy=False))
         out.add_rows(
             table, frame, column.name, "unknown_value", invalid,
             lambda pos: [f"unknown {column.name} {_show(values[p])}; allowed: {allowed}{hint}" for p in pos],
         )
-    return _Parsed(mapped.where(~invalid) if invalid.any() else mapped, missing, invalid)
+        mapped = pd.Series(mapped, copy=False).where(~invalid).array
+    return _Parsed(mapped, missing, invalid)
 
 
 _SIMPLE_ISO = re.compile(r"(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)(?:Z|[+-]00:00)?")
@@ -449,7 +486,7 @@ def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _C
     elif isinstance(dtype, pd.StringDtype):
         values, missing, malformed, not_utc = _parse_timestamp_text(_as_text(raw))
     elif (strings := _strings_of(raw)) is not None:  # object cells that are all text or missing
-        values, missing, malformed, not_utc = _parse_timestamp_text(strings)
+        values, missing, malformed, not_utc = _parse_timestamp_text(pd.Series(strings, index=raw.index, copy=False))
     elif dtype == object:
         values, missing, malformed, not_utc = _parse_timestamp_objects(raw)
     else:  # numbers, booleans: not timestamps
@@ -915,13 +952,13 @@ def build_frame(table: Table, parsed: dict[str, _Parsed], n_rows: int) -> pd.Dat
     columns = {}
     for column in table.columns:
         if column.name in parsed:
-            values = parsed[column.name].values
-            dtype = OUTPUT_DTYPES[column.kind]
+            values = parsed[column.name].array
+            dtype = _OUTPUT_DTYPE_OBJECTS[column.kind]
             columns[column.name] = values if values.dtype == dtype else values.astype(dtype)
         else:
-            columns[column.name] = pd.Series(None, index=pd.RangeIndex(n_rows), dtype=OUTPUT_DTYPES[column.kind])
+            columns[column.name] = pd.array([None] * n_rows, dtype=OUTPUT_DTYPES[column.kind])
     # Arrays, not Series: skips index alignment, which dominates on a one-deal request.
-    return pd.DataFrame({name: values.array for name, values in columns.items()}, index=pd.RangeIndex(n_rows))
+    return pd.DataFrame(columns, index=pd.RangeIndex(n_rows), copy=False)
 
 
 def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = None) -> CheckResult:
