@@ -645,14 +645,23 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     columns |= compute_activity_features(export, pts)
     columns |= compute_win_rate_features(export, pts, state)
     columns |= compute_context_features(export, pts)
-    data = {"deal_id": pd.Series(pts.deal_id, dtype="str", index=points.index), "as_of": pts.as_of_stamps}
+    return frame_from_columns(columns, pts, points.index)
+
+
+def frame_from_columns(columns: dict[str, np.ndarray], pts: Points, index: pd.Index) -> pd.DataFrame:
+    """The feature frame, built once from plain arrays: deal_id, as_of, then the registry's features.
+
+    Fixed dtypes whatever the values: "str" for categoricals (even all-missing), float64
+    otherwise. Arrays, not Series, so that pandas does no per-column alignment (a one-deal
+    request pays for the frame, not for the rows).
+    """
+    data = {"deal_id": pd.array(pts.deal_id, dtype="str"), "as_of": pts.as_of_stamps.array}
     for name in FEATURE_NAMES:
-        # Fixed dtypes whatever the values: "str" for categoricals (even all-missing), float64 otherwise.
         if name in CATEGORICAL_FEATURES:
-            data[name] = pd.Series(columns[name], dtype="str", index=points.index)
+            data[name] = pd.array(columns[name], dtype="str")
         else:
             data[name] = np.asarray(columns[name], dtype=np.float64)
-    return pd.DataFrame(data, index=points.index)
+    return pd.DataFrame(data, index=index)
 
 
 def subset_export(export: Export, deal_ids) -> Export:
