@@ -605,6 +605,7 @@ TRICKY_TIMESTAMPS = [
     "2026-01-05T10:00:00+00:00", "2026-01-05T10:00:00-00:00", "2026-02-30T10:00:00Z", "2026-13-01", "2026-01-05T24:00:00",
     "2026-01-05T10:00:00+02:00", "2026-01-05T10:00:00+0000", "20260105", "05/01/2026", "next week", "", "  ",
     " 2026-01-05T10:00:00Z ", "2026-01-05T10:00:00.5Z", "0001-01-01", "2026-1-5", "2026-01-05T10:00:00.1234567Z",
+    "0000-01-01", "2026-01-05T23:59:60", "2024-02-29T00:00:00Z", "2025-02-29",
 ]
 
 
@@ -638,3 +639,53 @@ def test_batch_equals_per_deal_on_csv_text(tmp_path):
             expected = whole.table(name)
             expected = expected[expected["deal_id"] == deal_id].reset_index(drop=True)
             pd.testing.assert_frame_equal(frame, expected)
+
+
+def as_request_objects(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """CSV text tables as a JSON request gives them: object columns of str, float, bool and None."""
+    out = {}
+    for name, frame in raw.items():
+        columns = {}
+        for column in frame.columns:
+            kind = TABLES[name].column(column).kind
+            cells = [None if pd.isna(v) else v for v in frame[column].tolist()]
+            if kind == "number":
+                cells = [None if v is None else float(v) for v in cells]
+            elif kind == "flag":
+                cells = [None if v is None else v.strip().lower() in ("true", "1") for v in cells]
+            columns[column] = cells
+        out[name] = pd.DataFrame(columns, dtype=object)
+    return out
+
+
+def test_request_objects_check_like_csv_text(tmp_path):
+    """Object columns (a JSON request) are converted by pyarrow in one call; the result must equal
+    the text path's, for a whole export (batch paths) and for one deal (short-column paths)."""
+    from features.io import read_raw_tables
+
+    from features.contract import SMALL_COLUMN
+
+    export = random_export(30, seed=11)
+    folder = write_tables({n: f for n, f in export.tables().items() if f is not None}, tmp_path / "e")
+    text = read_raw_tables(folder)
+    assert max(len(f) for f in text.values()) > SMALL_COLUMN, "the whole export must take the batch paths"
+    deal_id = text["deals"]["deal_id"].iloc[0]
+    one_text = {n: f[f["deal_id"] == deal_id] for n, f in text.items()}
+    for tables in (text, one_text):
+        expected = check_tables(tables)
+        got = check_tables(as_request_objects(tables))
+        assert expected.ok and got.ok
+        for name, frame in got.export.tables().items():
+            pd.testing.assert_frame_equal(frame, expected.export.table(name))
+
+
+def test_request_objects_report_like_csv_text(make_raw):
+    """Bad cells of a request report the same rows and reasons as the same cells read from CSV."""
+    text = make_raw(
+        ("deals", 0, "amount", "-5.5"), ("deals", 1, "created_at", "2026-02-30T00:00:00Z"),
+        ("activities", 0, "duration_min", "-1.5"), ("activities", 1, "type", "fax"),
+        ("contacts", 1, "contact_id", "  "),
+    )
+    objects = as_request_objects(text)
+    assert isinstance(objects["activities"]["duration_min"].iloc[0], float)
+    assert found(objects) == found(text) and len(found(text)) == 5
