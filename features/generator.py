@@ -79,6 +79,31 @@ SENIORITY_PROBS = np.array(
 
 
 @dataclass(frozen=True)
+class ObservationParams:
+    """How the hidden state shows in what the CRM records (weights on the log-odds of each event)."""
+
+    activity_momentum: float = 0.85  # activity rate x exp(this x momentum)
+    activity_quality: float = 0.2
+    inbound_momentum: float = 1.2
+    inbound_budget: float = 1.0  # budget trouble: fewer inbound touches
+    eb_budget: float = 1.5  # economic-buyer activity weight x exp(this x budget level)
+    talk_momentum: float = 0.1
+    talk_fit: float = 0.05
+    next_step_momentum: float = 0.9
+    next_step_budget: float = 0.6
+    cut_amount_prob: float = 0.85  # a budget cut reduces the amount the same day with this probability
+    cut_amount_log: float = -0.35
+    cut_push_prob: float = 0.6  # ... and pushes the close date
+    push_rate: float = 0.012  # daily push probability of a deal in poor health (x sigmoid(-health))
+    amount_change_rate: float = 0.002  # daily, x2 in propose, x4 in negotiate
+    amount_change_log: float = -0.03
+    amount_budget: float = 0.3  # mean log amount change per unit of budget level
+
+
+OBSERVE = ObservationParams()
+
+
+@dataclass(frozen=True)
 class GeneratedExport:
     """A simulated export: raw contract tables, the hidden truth, and planted problems (messy)."""
 
@@ -198,6 +223,7 @@ class Population:
     lead_source: np.ndarray
     base_quality: np.ndarray  # fit, budget, account fit and owner skill (type is added at creation)
     fit: np.ndarray
+    budget: np.ndarray  # the static part of the budget (part of base_quality; shows in the CRM, see record_day)
     pace_noise: np.ndarray
     type_draw: np.ndarray
     amount_draw: np.ndarray
@@ -228,7 +254,7 @@ def draw_population(n_deals: int, span_days: int, rng: np.random.Generator) -> P
         product=draw_choice((0.45, 0.25, 0.2, 0.1), n_deals, rng), lead_source=lead_source,
         base_quality=0.4 * fit + budget + account_fit[account] + owner_skill[owner]
         + np.asarray(LEAD_SOURCE_EFFECT)[lead_source] - 0.5,
-        fit=fit, pace_noise=rng.normal(0.0, 0.2, n_deals), type_draw=rng.random(n_deals),
+        fit=fit, budget=budget, pace_noise=rng.normal(0.0, 0.12, n_deals), type_draw=rng.random(n_deals),
         amount_draw=rng.normal(0.0, 0.6, n_deals), planned_weeks=rng.integers(low, high + 1),
     )
 
@@ -307,7 +333,7 @@ def simulate_deals(
             deal_type[new] = (pop.type_draw[new][:, None] > cum).sum(axis=1)
             state.quality[new] = pop.base_quality[new] + np.asarray(DEAL_TYPE_EFFECT)[deal_type[new]]
             state.pace[new] = np.exp(
-                0.25 * pop.fit[new] + np.asarray(SEGMENT_PACE)[pop.segment[new]]
+                0.5 * pop.fit[new] + np.asarray(SEGMENT_PACE)[pop.segment[new]]
                 + 0.2 * (deal_type[new] == 2) + pop.pace_noise[new]
             )
             size = np.asarray(SEGMENT_AMOUNT)[pop.segment[new]] * np.exp(pop.amount_draw[new])
@@ -353,7 +379,8 @@ def record_day(
     """Turn one day of hidden state into what the CRM records: contacts, activities, field changes.
 
     Times within the day keep a deal's events in a causal order: contacts join (0.20-0.25),
-    activities happen (0.25-0.80), fields change (0.80-0.85), then the stage moves (0.86-0.95).
+    activities happen (0.25-0.80), fields change (budget-cut changes 0.80-0.81, others 0.81-0.85),
+    then the stage moves (0.86-0.95).
     """
     if len(outcome.contact_deals):
         contacts.add(
@@ -363,7 +390,10 @@ def record_day(
     active = outcome.active
     stage = np.minimum(state.stage[active], N_OPEN - 1).astype(np.int64)
     momentum = state.momentum[active]
-    rate = np.asarray(ACTIVITY_RATE)[stage] * np.exp(0.55 * momentum + 0.15 * state.quality[active])
+    budget = pop.budget[active] + state.budget[active]  # budget level: static part + cuts since creation
+    rate = np.asarray(ACTIVITY_RATE)[stage] * np.exp(
+        OBSERVE.activity_momentum * momentum + OBSERVE.activity_quality * state.quality[active]
+    )
     counts = rng.poisson(rate)
     pick = np.repeat(np.arange(len(active)), counts)
     if len(pick):
@@ -371,12 +401,17 @@ def record_day(
         k = len(deals)
         kind = draw_rows(ACTIVITY_TYPE_PROBS[stage[pick]], rng)
         champion, dm, eb = state.champion[deals], state.dm[deals], state.eb[deals]
-        inbound = rng.random(k) < sigmoid(-1.1 + 0.9 * momentum[pick] + 0.4 * champion)
+        level = budget[pick]
+        inbound = rng.random(k) < sigmoid(
+            -1.1 + OBSERVE.inbound_momentum * momentum[pick] + 0.4 * champion + OBSERVE.inbound_budget * level
+        )
         roles = state.roles[deals]
         weight = np.where(roles >= 0, 1.0, 0.0)
         weight = np.where(roles == 2, 1.0 + 2.0 * champion[:, None], weight)
         weight = np.where(roles == 0, 0.03 + 6.0 * dm[:, None], weight)
-        weight = np.where(roles == 1, 0.05 + 3.0 * eb[:, None], weight)
+        # The economic buyer talks to the vendor while there is budget to spend and goes quiet after a cut.
+        eb_weight = (0.05 + 3.0 * eb) * np.exp(OBSERVE.eb_budget * np.clip(level, -2.0, 1.0))
+        weight = np.where(roles == 1, eb_weight[:, None], weight)
         cum = np.cumsum(weight, axis=1)
         slot = np.minimum((cum < (rng.random(k) * cum[:, -1])[:, None]).sum(axis=1), MAX_CONTACTS - 1)
         slot = np.where(rng.random(k) < 0.08, -1, slot)  # a few activities are logged without a contact
@@ -386,37 +421,72 @@ def record_day(
             np.nan,
         )
         recorded = (kind <= 1) & (rng.random(k) < 0.85)
-        talk = np.clip(0.35 + 0.08 * momentum[pick] + 0.05 * champion + rng.normal(0, 0.1, k), 0.02, 0.95)
-        next_step = rng.random(k) < sigmoid(-0.3 + 0.8 * momentum[pick] + 0.8 * dm)
+        talk = np.clip(
+            0.35 + OBSERVE.talk_momentum * momentum[pick] + 0.05 * champion + OBSERVE.talk_fit * pop.fit[deals]
+            + rng.normal(0, 0.1, k),
+            0.02, 0.95,
+        )
+        next_step = rng.random(k) < sigmoid(
+            -0.3 + OBSERVE.next_step_momentum * momentum[pick] + 0.8 * dm + OBSERVE.next_step_budget * level
+        )
         activities.add(
             deal=deals, slot=slot, type=kind, inbound=inbound, time=day + rng.uniform(0.25, 0.8, k),
             duration=duration, talk_ratio=np.where(recorded, np.round(talk, 3), np.nan),
             next_step=np.where(recorded, next_step.astype(float), np.nan),
         )
 
-    # Close-date pushes (overdue dates, or a deal losing health) and amount changes on open deals.
-    still_open = active[state.stage[active] < N_OPEN]
-    health = outcome.health[state.stage[active] < N_OPEN]
+    # A budget cut shows in the CRM the day it happens: mostly an amount cut, often a close-date push.
+    cut = outcome.budget_cut_deals[state.stage[outcome.budget_cut_deals] < N_OPEN]
+    if len(cut):
+        u = rng.random((2, len(cut)))
+        reduced = cut[u[0] < OBSERVE.cut_amount_prob]
+        change_amount(reduced, np.exp(rng.normal(OBSERVE.cut_amount_log, 0.1, len(reduced))), day, (0.80, 0.81), amount, fields, rng)
+        delayed = cut[u[1] < OBSERVE.cut_push_prob]
+        push_close(delayed, expected_close[delayed] + 7 * rng.integers(3, 10, len(delayed)), day, (0.80, 0.81), expected_close, fields, rng)
+
+    # Close-date pushes (overdue dates, or a deal losing health) and amount changes on open deals:
+    # a healthy budget holds or expands the amount, a tight one gets discounts.
+    is_open = state.stage[active] < N_OPEN
+    still_open, health, level = active[is_open], outcome.health[is_open], budget[is_open]
     u = rng.random((3, len(still_open)))
     overdue = expected_close[still_open] <= day + 2
-    push = (overdue & (u[0] < 0.35)) | (~overdue & (u[0] < 0.006 * sigmoid(-health)))
+    push = (overdue & (u[0] < 0.35)) | (~overdue & (u[0] < OBSERVE.push_rate * sigmoid(-health)))
     pushed = still_open[push]
-    if len(pushed):
-        old = expected_close[pushed]
-        new = np.where(overdue[push], day + 7 * rng.integers(2, 9, len(pushed)), old + 7 * rng.integers(2, 7, len(pushed)))
-        expected_close[pushed] = new
-        fields.add(deal=pushed, field=np.zeros(len(pushed), np.int64), old=old.astype(float), new=new.astype(float),
-                   time=day + rng.uniform(0.8, 0.85, len(pushed)))
+    new = np.where(
+        overdue[push], day + 7 * rng.integers(2, 9, len(pushed)), expected_close[pushed] + 7 * rng.integers(2, 7, len(pushed))
+    )
+    push_close(pushed, new, day, (0.81, 0.85), expected_close, fields, rng)
     open_stage = state.stage[still_open]
-    change = u[1] < 0.002 + 0.002 * (open_stage == 2) + 0.006 * (open_stage == 3)
+    change = u[1] < OBSERVE.amount_change_rate * (1.0 + (open_stage == 2) + 3.0 * (open_stage == 3))
     changed = still_open[change]
-    if len(changed):
-        old = amount[changed]
-        new = np.maximum(500.0, np.round(old * np.exp(rng.normal(-0.04, 0.12, len(changed))) / 100.0) * 100.0)
-        real = new != old
-        amount[changed[real]] = new[real]
-        fields.add(deal=changed[real], field=np.ones(int(real.sum()), np.int64), old=old[real], new=new[real],
-                   time=day + rng.uniform(0.8, 0.85, int(real.sum())))
+    factor = np.exp(rng.normal(OBSERVE.amount_change_log + OBSERVE.amount_budget * level[change], 0.1, len(changed)))
+    change_amount(changed, factor, day, (0.81, 0.85), amount, fields, rng)
+
+
+def push_close(
+    deals: np.ndarray, new: np.ndarray, day: int, window: tuple[float, float], expected_close: np.ndarray, fields: EventLog,
+    rng: np.random.Generator,
+) -> None:
+    """Move the expected close date of ``deals`` (unique) to ``new``; log it at a time of day in ``window``."""
+    if len(deals) == 0:
+        return
+    old = expected_close[deals]
+    expected_close[deals] = new
+    fields.add(deal=deals, field=np.zeros(len(deals), np.int64), old=old.astype(float), new=new.astype(float),
+               time=day + rng.uniform(*window, len(deals)))
+
+
+def change_amount(
+    deals: np.ndarray, factor: np.ndarray, day: int, window: tuple[float, float], amount: np.ndarray, fields: EventLog,
+    rng: np.random.Generator,
+) -> None:
+    """Multiply the amount of ``deals`` (unique) by ``factor`` (rounded to 100); log real changes in ``window``."""
+    old = amount[deals]
+    new = np.maximum(500.0, np.round(old * factor / 100.0) * 100.0)
+    real = new != old
+    amount[deals[real]] = new[real]
+    fields.add(deal=deals[real], field=np.ones(int(real.sum()), np.int64), old=old[real], new=new[real],
+               time=day + rng.uniform(*window, int(real.sum())))
 
 
 def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[str, pd.DataFrame]:

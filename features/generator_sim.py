@@ -126,6 +126,7 @@ class DayOutcome:
     contact_roles: np.ndarray
     moved_deals: np.ndarray
     moved_to: np.ndarray  # new stage codes (WON / LOST close the deal)
+    budget_cut_deals: np.ndarray  # deals whose budget was cut that day (the CRM shows it, see record_day)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -271,6 +272,7 @@ def advance_day(
     return DayOutcome(
         active=index, health=health, contact_deals=contact_deals, contact_slots=contact_slots,
         contact_roles=join_roles, moved_deals=index[moved], moved_to=new_stage[moved],
+        budget_cut_deals=index[cut],
     )
 
 
