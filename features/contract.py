@@ -13,6 +13,7 @@ passes as it is or is reported.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -197,15 +198,25 @@ class _Cells:
         return self.series.iloc[int(position)]
 
 
-def _matches(text: pd.Series | list, pattern: str) -> np.ndarray:
-    """Where ``text`` matches the regular expression (RE2 via pyarrow; missing cells never match)."""
+@functools.lru_cache(maxsize=32)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _matches(text: pd.Series | list | pa.Array | pa.ChunkedArray, pattern: str) -> np.ndarray:
+    """Where ``text`` matches the regular expression (RE2 via pyarrow; missing cells never match).
+
+    Short columns use Python's ``re`` (compiled once): pyarrow compiles the pattern on every call.
+    """
     if isinstance(text, list) or len(text) <= SMALL_COLUMN:
-        compiled = re.compile(pattern)
-        cells = text if isinstance(text, list) else text.tolist()
+        compiled = _compiled(pattern)
+        cells = text if isinstance(text, list) else text.to_pylist() if isinstance(
+            text, pa.Array | pa.ChunkedArray) else text.tolist()
         return np.fromiter(
             (isinstance(v, str) and compiled.search(v) is not None for v in cells), bool, len(cells)
         )
-    found = pc.match_substring_regex(pa.array(text, type=pa.large_string()), pattern)
+    array = text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.large_string())
+    found = pc.match_substring_regex(array, pattern)
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
@@ -361,60 +372,67 @@ def parse_choice_column(
     return _Parsed(mapped, missing, invalid)
 
 
-_SIMPLE_ISO = re.compile(r"(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)(?:Z|[+-]00:00)?")
+_SIMPLE_ISO = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]00:00)?$"  # RE2: ASCII digits
+_ZERO_OFFSET_SUFFIX = r"(?:Z|[+-]00:00)$"
 
 
-def _parse_simple_iso(cells: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Parse short columns of plain UTC ISO-8601 text with numpy's ISO parser (fast for one deal).
+def _parse_simple_iso(stripped: list | pa.Array | pa.ChunkedArray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Parse plain UTC ISO-8601 text (the shape CRMs and requests send) with numpy's C parser.
 
-    Returns (microseconds since the epoch, NaT where empty or invalid; malformed mask), or None
-    when any cell has another shape, so the caller uses pandas' ISO-8601 parser instead. The two
-    parsers agree on this shape (year 0 included); tests check the batch and one-deal paths give
-    the same result.
+    ``stripped`` holds the trimmed cells: a list for short columns (Python's cached ``re``), a
+    pyarrow array for long ones (RE2). Returns (microseconds since the epoch, NaT where empty or
+    invalid; malformed mask), or None when any cell has another shape, so the caller uses
+    pandas' ISO-8601 parser instead. The two parsers agree on this shape (year 0 included);
+    tests check short and long columns give the same result.
     """
-    micros = np.full(len(cells), np.iinfo(np.int64).min, dtype=np.int64)  # int64 min is NaT
-    malformed = np.zeros(len(cells), dtype=bool)
-    present: list[int] = []
-    wall: list[str] = []  # the cell without its zero offset
-    for i, cell in enumerate(cells):
-        if not cell:
-            continue
-        shape = _SIMPLE_ISO.fullmatch(cell)
-        if shape is None:
-            return None
-        present.append(i)
-        wall.append(shape.group(1))
-    try:  # the whole column in one call; an impossible date (2026-02-30) sends it cell by cell
-        micros[present] = np.array(wall, dtype="datetime64[us]").view(np.int64)
+    if not (_matches(stripped, _SIMPLE_ISO) | missing).all():
+        return None
+    micros = np.full(len(missing), np.iinfo(np.int64).min, dtype=np.int64)  # int64 min is NaT
+    malformed = np.zeros(len(missing), dtype=bool)
+    present = np.flatnonzero(~missing)
+    if len(present) == 0:
         return micros, malformed
+    if isinstance(stripped, list):
+        suffix = _compiled(_ZERO_OFFSET_SUFFIX)
+        wall = np.array([suffix.sub("", stripped[i]) for i in present], dtype=object)
+    else:
+        wall = pc.replace_substring_regex(stripped, _ZERO_OFFSET_SUFFIX, "").to_numpy(zero_copy_only=False)[present]
+    try:  # the whole column in one call; an impossible date (2026-02-30) sends it cell by cell
+        micros[present] = wall.astype("datetime64[us]").view(np.int64)
     except ValueError:
-        pass
-    for i, text in zip(present, wall):
-        try:
-            micros[i] = np.datetime64(text, "us").view(np.int64)
-        except ValueError:
-            malformed[i] = True
+        for i, text in zip(present, wall):
+            try:
+                micros[i] = np.datetime64(text, "us").view(np.int64)
+            except ValueError:
+                malformed[i] = True
     return micros, malformed
 
 
 def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse ISO-8601 strings; returns (UTC values, missing, malformed, not_utc)."""
-    if len(text) <= SMALL_COLUMN:  # no per-call Series overhead on a one-deal request
+    """Parse ISO-8601 strings; returns (UTC values, missing, malformed, not_utc).
+
+    Plain UTC text takes numpy's parser (``_parse_simple_iso``); anything else pandas' ISO-8601
+    parser with the offset rules. Short columns are handled as lists: no per-call pandas cost.
+    """
+    if len(text) <= SMALL_COLUMN:
         cells = [v.strip() if isinstance(v, str) else "" for v in text.tolist()]
         missing = np.fromiter((not c for c in cells), bool, len(cells))
-        simple = _parse_simple_iso(cells)
-        if simple is not None:
-            micros, malformed = simple
-            values = pd.Series(pd.array(micros.view("datetime64[us]"), dtype=_TS_DTYPE), index=text.index, copy=False)
-            return values, missing, malformed, np.zeros(len(cells), dtype=bool)
+        simple = _parse_simple_iso(cells, missing)
+    else:
+        stripped = text.str.strip()
+        missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool)
+        simple = _parse_simple_iso(pa.array(stripped, type=pa.large_string()), missing)
+    if simple is not None:
+        micros, malformed = simple
+        values = pd.Series(pd.array(micros.view("datetime64[us]"), dtype=_TS_DTYPE), index=text.index, copy=False)
+        return values, missing, malformed, np.zeros(len(text), dtype=bool)
+    if len(text) <= SMALL_COLUMN:
         present = [c or None for c in cells]
         parsed = pd.Series(
             pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE),
             index=text.index,
         )
     else:
-        stripped = text.str.strip()
-        missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool)
         present = stripped.where(~missing) if missing.any() else stripped
         parsed = pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE)
     with_offset = _matches(present, _OFFSET_PATTERN)
