@@ -81,7 +81,7 @@ def load_scoring_model():
 def measure_floor(model, body: dict, min_seconds: float = 1.0, max_runs: int = 50) -> float:
     """Explained deals per second in process: features + predict + SHAP (inputs pre-validated)."""
     from features.explain import compute_contributions
-    from features.scoring import encode_bundle_matrix, predict_probabilities
+    from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
     from serving.schemas import ScoreRequest
     from serving.scoring import build_request_features, check_contract, frames_from_request, resolve_as_of
 
@@ -92,8 +92,9 @@ def measure_floor(model, body: dict, min_seconds: float = 1.0, max_runs: int = 5
 
     def once() -> None:
         features = build_request_features(model, export, as_of)
-        predict_probabilities(model.bundle, features)
-        compute_contributions(model.bundle.win_model, encode_bundle_matrix(model.bundle, features))
+        matrix = encode_bundle_matrix(model.bundle, features)
+        predict_matrix_probabilities(model.bundle, matrix, features.index)
+        compute_contributions(model.bundle.win_model, matrix)
 
     return len(body["deals"]) / _time_per_run(once, min_seconds, max_runs)
 
@@ -103,7 +104,7 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
     import numpy as np
 
     from features.explain import compute_contributions, explain_frame
-    from features.scoring import encode_bundle_matrix, predict_probabilities
+    from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
     from serving.schemas import ScoreRequest
     from serving.scoring import (
         build_request_features, check_contract, check_times, dump_response, frames_from_request, resolve_as_of,
@@ -128,9 +129,11 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
         mark("contract check")
         features = build_request_features(model, export, as_of)
         mark("features")
-        probabilities = predict_probabilities(model.bundle, features)
+        matrix = encode_bundle_matrix(model.bundle, features)
+        mark("encode matrix")
+        probabilities = predict_matrix_probabilities(model.bundle, matrix, features.index)
         mark("predict")
-        contributions = compute_contributions(model.bundle.win_model, encode_bundle_matrix(model.bundle, features))
+        contributions = compute_contributions(model.bundle.win_model, matrix)
         mark("SHAP")
         explained = explain_frame(
             features, contributions, list(model.bundle.features["names"]),

@@ -14,7 +14,6 @@ The steps are plain functions so that the service stays thin and tests can call 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -219,29 +218,36 @@ def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], map
 
 def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None:
     """Reject closed deals and events after ``as_of`` (``RequestError(422)`` naming each field)."""
+    from features.pipeline import to_micros
+    from features.schema import TABLES
+
     problems: list[Problem] = []
     deals = export.deals
-    closed = deals["stage"].isin(CLOSED_STAGES).to_numpy()
+    limit = _micros(as_of)
+    closed = np.isin(deals["stage"].to_numpy(dtype=object), CLOSED_STAGES)
     for i in np.flatnonzero(closed):
         problems.append(Problem(f"{paths['deals'][i]}.stage", "the deal is closed; only open deals are scored",
                                 "deals", "stage", int(i)))
-    late = (deals["created_at"] > as_of).to_numpy()
+    late = to_micros(deals["created_at"]) > limit  # NaT is int64 min: never late
     for i in np.flatnonzero(late):
         problems.append(Problem(f"{paths['deals'][i]}.created_at", f"is after as_of ({as_of.isoformat()})",
                                 "deals", "created_at", int(i)))
-    from features.schema import TABLES
-
     for table in EVENT_TABLES:
         frame = export.table(table)
         if frame is None or table not in paths or len(frame) == 0:
             continue
         column = TABLES[table].time_column
-        for i in np.flatnonzero((frame[column] > as_of).to_numpy()):
+        for i in np.flatnonzero(to_micros(frame[column]) > limit):
             problems.append(Problem(f"{_field_of(paths, table, None, i)}.{column}",
                                     f"is after as_of ({as_of.isoformat()}); send only events up to as_of",
                                     table, column, int(i)))
     if problems:
         raise RequestError(422, "the request has events after as_of or closed deals", problems)
+
+
+def _micros(stamp: pd.Timestamp) -> int:
+    """A UTC timestamp as int64 microseconds since the epoch (``features.pipeline.to_micros`` units)."""
+    return int(stamp.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
 
 
 def resolve_as_of(request: ScoreRequest, now: pd.Timestamp | None = None) -> pd.Timestamp:
@@ -282,20 +288,46 @@ def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConf
     return response_from_explained(explained, request, as_of, model.versions)
 
 
+RESPONSE_NUMBERS = ("win_probability", "slip_probability", "amount", "value_at_risk")
+
+
+def records_from_explained(explained: pd.DataFrame, versions: dict) -> list[dict]:
+    """One ``DealScore``-shaped dict per row of ``explain_scores`` output, in its row order.
+
+    Column by column (one conversion per column, not per cell): non-finite numbers become 0.0.
+    """
+    numbers = {}
+    for key in RESPONSE_NUMBERS:
+        values = explained[key].to_numpy(dtype=float, na_value=np.nan)
+        numbers[key] = np.where(np.isfinite(values), values, 0.0).tolist()
+    return [
+        {
+            "deal_id": deal_id, "win_probability": win, "score": score, "grade": grade, "slip_probability": slip,
+            "risk_level": risk, "amount": amount, "value_at_risk": at_risk, "factors_up": up, "factors_down": down,
+            "warnings": warnings, "model_versions": versions,
+        }
+        for deal_id, win, score, grade, slip, risk, amount, at_risk, up, down, warnings in zip(
+            explained["deal_id"].astype(str).tolist(), numbers["win_probability"],
+            explained["score"].to_numpy(dtype=np.int64).tolist(), explained["grade"].tolist(),
+            numbers["slip_probability"], explained["risk_level"].tolist(), numbers["amount"],
+            numbers["value_at_risk"], explained["factors_up"].tolist(), explained["factors_down"].tolist(),
+            explained["warnings"].tolist(),
+        )
+    ]
+
+
+def response_from_records(records: list[dict], request: ScoreRequest, as_of: pd.Timestamp, versions: dict) -> dict:
+    """The response dict (``serving.schemas.ScoreResponse`` shape), deals in request order."""
+    wanted = [d.deal_id for d in request.deals]
+    if [record["deal_id"] for record in records] != wanted:
+        by_id = {record["deal_id"]: record for record in records}
+        records = [by_id[deal_id] for deal_id in wanted]
+    return {"as_of": as_of.isoformat(), "model_versions": versions, "deals": records}
+
+
 def response_from_explained(explained: pd.DataFrame, request: ScoreRequest, as_of: pd.Timestamp, versions: dict) -> dict:
     """Assemble the response dict (``serving.schemas.ScoreResponse`` shape) in request order."""
-    order = {d.deal_id: i for i, d in enumerate(request.deals)}
-    explained = explained.assign(_order=explained["deal_id"].map(order)).sort_values("_order", kind="stable")
-    columns = ["deal_id", "win_probability", "score", "grade", "slip_probability", "risk_level", "amount",
-               "value_at_risk", "factors_up", "factors_down", "warnings"]
-    records = explained[columns].to_dict("records")
-    for record in records:
-        record["deal_id"] = str(record["deal_id"])
-        record["score"] = int(record["score"])
-        for key in ("win_probability", "slip_probability", "amount", "value_at_risk"):
-            record[key] = float(record[key]) if math.isfinite(float(record[key])) else 0.0
-        record["model_versions"] = versions
-    return {"as_of": as_of.isoformat(), "model_versions": versions, "deals": records}
+    return response_from_records(records_from_explained(explained, versions), request, as_of, versions)
 
 
 def dump_response(response: dict) -> bytes:
@@ -340,10 +372,10 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
     except RequestError:
         return [_answer_or_error(model, request, config) for request in requests]
     # build_features keeps the points' order, which is the order of the deals in the requests.
-    explained = explained.assign(deal_id=[d.deal_id for d in deals])
-    starts = np.concatenate([[0], np.cumsum([len(request.deals) for request in requests])])
+    records = records_from_explained(explained.assign(deal_id=[d.deal_id for d in deals]), model.versions)
+    starts = np.concatenate([[0], np.cumsum([len(request.deals) for request in requests])]).tolist()
     return [
-        response_from_explained(explained.iloc[starts[k]:starts[k + 1]], request, as_ofs[k], model.versions)
+        response_from_records(records[starts[k]:starts[k + 1]], request, as_ofs[k], model.versions)
         for k, request in enumerate(requests)
     ]
 
@@ -367,16 +399,20 @@ def _check(raw: dict[str, pd.DataFrame], mapping):
 
 def _check_times_merged(export, as_of: pd.Series) -> None:
     """Any closed deal or event after its request's as_of: ``RequestError`` (the caller falls back)."""
+    from features.pipeline import Codebook, to_micros
     from features.schema import TABLES
 
     deals = export.deals
-    if deals["stage"].isin(CLOSED_STAGES).any() or (deals["created_at"] > as_of).any():
+    limit = to_micros(as_of)
+    if np.isin(deals["stage"].to_numpy(dtype=object), CLOSED_STAGES).any() or (to_micros(deals["created_at"]) > limit).any():
         raise RequestError(422, "closed deal or deal created after as_of")
-    limit = pd.Series(as_of.to_numpy(), index=deals["deal_id"].to_numpy())
+    deal_row = Codebook(deals["deal_id"].to_numpy(dtype=object))
     for table in EVENT_TABLES:
         frame = export.table(table)
         if frame is None or len(frame) == 0:
             continue
         column = TABLES[table].time_column
-        if (frame[column].to_numpy() > limit.reindex(frame["deal_id"].to_numpy()).to_numpy()).any():
+        row = deal_row.encode(frame["deal_id"])
+        # An event whose deal is unknown has no as_of to respect: the contract reports it.
+        if (to_micros(frame[column]) > np.where(row >= 0, limit[row], np.iinfo(np.int64).max)).any():
             raise RequestError(422, f"event after as_of in {table}")
