@@ -191,11 +191,13 @@ def _show(value: object) -> str:
 class _Cells:
     """Cell values fetched only when a reason is written: reasons are few, converting columns is not."""
 
-    def __init__(self, series: pd.Series) -> None:
+    def __init__(self, series: pd.Series | pd.api.extensions.ExtensionArray | np.ndarray) -> None:
         self.series = series
 
     def __getitem__(self, position: int) -> object:
-        return self.series.iloc[int(position)]
+        if isinstance(self.series, pd.Series):
+            return self.series.iloc[int(position)]
+        return self.series[int(position)]
 
 
 @functools.lru_cache(maxsize=32)
@@ -753,7 +755,7 @@ class _DealIndex:
     stage: np.ndarray
 
 
-def _naive_utc(values: pd.Series) -> np.ndarray:
+def _naive_utc(values: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
     """UTC timestamps as a plain ``datetime64[us]`` array (fast to compare; NaT where missing)."""
     return values.to_numpy(dtype="datetime64[us]")
 
@@ -767,8 +769,8 @@ def index_deals(parsed: dict[str, _Parsed]) -> _DealIndex | None:
         return None
     ids = parsed["deal_id"].values
     keep = ids.notna().to_numpy() & ~ids.duplicated(keep="first").to_numpy()
-    created = _naive_utc(parsed["created_at"].values)[keep] if "created_at" in parsed else None
-    stage = parsed["stage"].values.to_numpy(dtype=object)[keep] if "stage" in parsed else None
+    created = _naive_utc(parsed["created_at"].array)[keep] if "created_at" in parsed else None
+    stage = parsed["stage"].array.to_numpy(dtype=object)[keep] if "stage" in parsed else None
     return _DealIndex(pd.Index(ids[keep]), created, stage)
 
 
@@ -778,9 +780,9 @@ def check_events(
     """Every event's deal exists and no event precedes its deal's created_at; returns deal positions."""
     if "deal_id" not in parsed:
         return None
-    deal_id = parsed["deal_id"].values
+    deal_id = parsed["deal_id"].array  # arrays, not Series: no per-table Series on a one-deal request
     where = deals.ids.get_indexer(deal_id)
-    unknown = (where < 0) & deal_id.notna().to_numpy()
+    unknown = (where < 0) & ~parsed["deal_id"].missing  # an id is NA exactly where it is missing
     ids_shown = _Cells(deal_id)
     out.add_rows(
         table, frame, "deal_id", "unknown_deal", unknown,
@@ -789,7 +791,7 @@ def check_events(
     time_column = table.time_column
     if time_column in parsed and deals.created_at is not None and len(deals.ids):
         created = deals.created_at[np.clip(where, 0, None)]
-        event_time = _naive_utc(parsed[time_column].values)
+        event_time = _naive_utc(parsed[time_column].array)
         known = (where >= 0) & ~pd.isna(created) & ~pd.isna(event_time)
         early = np.zeros(len(where), dtype=bool)
         early[known] = event_time[known] < created[known]
