@@ -315,8 +315,10 @@ def _empty_mask(text: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarra
         return np.fromiter(
             (not isinstance(v, str) or not v.strip() for v in text.to_numpy(dtype=object)), bool, len(text)
         )
-    text = text if isinstance(text, pd.Series) else pd.Series(text, copy=False)
-    return (text.isna() | (text.str.strip() == "")).to_numpy(dtype=bool)
+    # Missing, empty or all whitespace (what ``.str.strip() == ""`` finds) without copying the strings.
+    cells = pa.array(text, type=pa.large_string())
+    blank = pc.or_kleene(pc.equal(cells, pa.scalar("", pa.large_string())), pc.utf8_is_space(cells))
+    return blank.fill_null(True).to_numpy(zero_copy_only=False)
 
 
 def _blank_to_missing(text: pd.api.extensions.ExtensionArray, missing: np.ndarray) -> pd.api.extensions.ExtensionArray:
