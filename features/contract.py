@@ -400,7 +400,13 @@ def _parse_simple_iso(stripped: list | pa.Array | pa.ChunkedArray, missing: np.n
         suffix = _compiled(_ZERO_OFFSET_SUFFIX)
         wall = np.array([suffix.sub("", stripped[i]) for i in present], dtype=object)
     else:
-        wall = pc.replace_substring_regex(stripped, _ZERO_OFFSET_SUFFIX, "").to_numpy(zero_copy_only=False)[present]
+        # The shape is checked, so 'Z', '+00:00' and '-00:00' can only be the suffix: literal removal
+        # (a regex replace costs twice the parse).
+        wall = pc.ascii_rtrim(stripped, characters="Z")
+        for offset in ("+00:00", "-00:00"):
+            if pc.any(pc.ends_with(wall, offset)).as_py():
+                wall = pc.replace_substring(wall, offset, "")
+        wall = wall.to_numpy(zero_copy_only=False)[present]
     try:  # the whole column in one call; an impossible date (2026-02-30) sends it cell by cell
         micros[present] = wall.astype("datetime64[us]").view(np.int64)
     except ValueError:
