@@ -689,3 +689,13 @@ def test_request_objects_report_like_csv_text(make_raw):
     objects = as_request_objects(text)
     assert isinstance(objects["activities"]["duration_min"].iloc[0], float)
     assert found(objects) == found(text) and len(found(text)) == 5
+
+
+@pytest.mark.parametrize("value", ["x", " x ", "", " ", "\t\n", "\u00a0", "\u2003", None])
+def test_one_deal_and_batch_find_blank_cells_alike(value):
+    """Short columns find blank cells with a Python loop, long ones with pyarrow; they must agree."""
+    from features.contract import SMALL_COLUMN, _empty_mask
+
+    short = pd.Series([value, "y"], dtype="str")
+    long = pd.Series([value, *["y"] * (SMALL_COLUMN + 1)], dtype="str")
+    assert _empty_mask(short)[0] == _empty_mask(long)[0] == (value is None or not value.strip())
