@@ -272,6 +272,11 @@ def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = Warnin
     >>> flag_warnings(f)[["no_activity", "close_date_pushed"]].to_numpy().tolist()
     [[True, True], [False, False]]
     """
+    return pd.DataFrame(_flag_arrays(features, thresholds), index=features.index)
+
+
+def _flag_arrays(features: pd.DataFrame, thresholds: WarningThresholds) -> dict[str, np.ndarray]:
+    """``flag_warnings`` as a dict of boolean arrays (no frame: cheap for one-deal requests)."""
     t = thresholds
     age = _column(features, "deal_age_days")
     activities_30d = _column(features, "activities_30d")  # NaN: no activity log
@@ -294,8 +299,7 @@ def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = Warnin
         dm_absent = (np.isnan(dm_days) | (dm_days > t.decision_maker_days)) & (
             np.isnan(eb_days) | (eb_days > t.decision_maker_days)
         )
-    return pd.DataFrame(
-        {
+        return {
             "no_activity": silent,
             "ghosted": unanswered & (activities_30d >= t.ghosted_min_outbound_30d),
             "single_threaded": ~np.isnan(top_share)
@@ -303,9 +307,7 @@ def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = Warnin
             "no_decision_maker": ~np.isnan(dm_flag) & dm_absent,
             "stalled_in_stage": ratio >= t.stalled_ratio,
             "close_date_pushed": pushes >= t.close_date_pushes,
-        },
-        index=features.index,
-    )
+        }
 
 
 def _warning_message(code: str, row: dict, t: WarningThresholds) -> str:
@@ -350,9 +352,11 @@ def describe_warnings(
     >>> describe_warnings(flag_warnings(f), f)
     [[{'code': 'close_date_pushed', 'message': 'Close date pushed 3 times'}]]
     """
-    fired = flags.to_numpy(dtype=bool)
-    codes = list(flags.columns)
-    out: list[list[dict]] = [[] for _ in range(len(flags))]
+    return _describe_fired(flags.to_numpy(dtype=bool), list(flags.columns), features, thresholds)
+
+
+def _describe_fired(fired: np.ndarray, codes: list[str], features: pd.DataFrame, thresholds: WarningThresholds):
+    out: list[list[dict]] = [[] for _ in range(len(fired))]
     hit_rows = np.flatnonzero(fired.any(axis=1))
     if not len(hit_rows):
         return out
@@ -466,29 +470,33 @@ def explain_frame(
         raise ValueError(
             f"contributions have shape {contributions.shape}, expected {(len(features), len(feature_names))}"
         )
+    return pd.DataFrame(
+        _explain_columns(features, contributions, feature_names, win_probability, slip_probability, config),
+        index=features.index,
+    )
+
+
+def _explain_columns(features, contributions, feature_names, win_probability, slip_probability, config) -> dict:
+    """``explain_frame``'s columns as a dict of arrays and lists (the frame is built once by the caller)."""
+    contributions = np.asarray(contributions, dtype=float)
     win = np.asarray(win_probability, dtype=float)
     slip = np.asarray(slip_probability, dtype=float)
     amount = _column(features, "amount")
     up, down = select_top_factors(contributions, config.top_factors)
-
-    names = [str(name) for name in feature_names]
-    factors_up, factors_down = describe_top_factors(features, contributions, names, up, down)
-
-    flags = flag_warnings(features, config.warnings)
-    return pd.DataFrame(
-        {
-            "win_probability": win,
-            "score": score_from_probability(win),
-            "grade": grade_from_probability(win, config),
-            "slip_probability": slip,
-            "risk_level": risk_level_from_probabilities(win, slip, config),
-            "value_at_risk": value_at_risk_from(amount, win),
-            "factors_up": factors_up,
-            "factors_down": factors_down,
-            "warnings": describe_warnings(flags, features, config.warnings),
-        },
-        index=features.index,
-    )
+    factors_up, factors_down = describe_top_factors(features, contributions, [str(n) for n in feature_names], up, down)
+    flags = _flag_arrays(features, config.warnings)
+    return {
+        "win_probability": win,
+        "score": score_from_probability(win),
+        "grade": grade_from_probability(win, config),
+        "slip_probability": slip,
+        "risk_level": risk_level_from_probabilities(win, slip, config),
+        "value_at_risk": value_at_risk_from(amount, win),
+        "factors_up": factors_up,
+        "factors_down": factors_down,
+        "warnings": _describe_fired(np.column_stack(list(flags.values())).reshape(len(features), len(flags)),
+                                    list(flags), features, config.warnings),
+    }
 
 
 def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig = ExplainConfig()) -> pd.DataFrame:
@@ -505,7 +513,9 @@ def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig =
     matrix = encode_bundle_matrix(bundle, features_frame)  # once, for the boosters and TreeSHAP
     probabilities = predict_matrix_probabilities(bundle, matrix, features_frame.index)
     contributions = compute_contributions(bundle.win_model, matrix)
-    explained = explain_frame(
+    if contributions.shape != (len(features_frame), len(names)):
+        raise ValueError(f"contributions have shape {contributions.shape}, expected {(len(features_frame), len(names))}")
+    explained = _explain_columns(
         features_frame,
         contributions,
         names,
@@ -513,5 +523,7 @@ def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig =
         probabilities["slip_probability"].to_numpy(),
         config,
     )
-    keys = features_frame.reindex(columns=["deal_id", "as_of"])
-    return pd.concat([keys, explained.assign(amount=_column(features_frame, "amount"))], axis=1)
+    keys = {name: features_frame[name].array if name in features_frame.columns else np.full(len(features_frame), None)
+            for name in ("deal_id", "as_of")}
+    # One frame, built once: deal_id, as_of, the explanation, amount.
+    return pd.DataFrame({**keys, **explained, "amount": _column(features_frame, "amount")}, index=features_frame.index)

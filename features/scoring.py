@@ -74,4 +74,13 @@ def predict_matrix_probabilities(bundle: ModelBundle, matrix: np.ndarray, index:
     Serving encodes a request's features once and hands the same matrix to the boosters and
     to TreeSHAP; the numbers are those of ``predict_probabilities`` on the frame.
     """
-    return apply_calibration(bundle, predict_raw_matrix(bundle, matrix, index))
+    if len(matrix) == 0:
+        return predict_raw_matrix(bundle, matrix, index)
+    # One frame, built once (predict_raw_matrix + apply_calibration without the intermediate frame).
+    return pd.DataFrame(
+        {
+            "win_probability": bundle.win_calibration.apply(np.asarray(bundle.win_model.predict(matrix), dtype=float)),
+            "slip_probability": bundle.slip_calibration.apply(np.asarray(bundle.slip_model.predict(matrix), dtype=float)),
+        },
+        index=index,
+    )
