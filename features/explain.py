@@ -428,6 +428,15 @@ def describe_top_factors(
         # Context cells as the frame holds them (the sentence templates format them).
         contexts = [features[f].to_numpy(dtype=object)[rows[at]].tolist() if f in features.columns
                     else [None] * len(at) for f in fields]
+        if not fields:  # the sentence depends on the value alone: phrase each distinct value once
+            phrased: dict = {}
+            for position, value in zip(at.tolist(), picked):
+                values[position] = value
+                sentence = phrased.get(value)
+                if sentence is None:
+                    sentence = phrased[value] = describe_factor(name, value, {})
+                sentences[position] = sentence
+            continue
         for position, value, *context in zip(at.tolist(), picked, *contexts):
             values[position] = value
             sentences[position] = describe_factor(name, value, dict(zip(fields, context)))
