@@ -17,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from features.schema import ACTIVITY_TYPES, DIRECTIONS, ROLES, SENIORITIES, STAGES
@@ -40,6 +41,7 @@ MAPPED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 DEFAULT_MAPPING_RESOURCE = "default.yaml"
+_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas 3's "str"
 
 
 class MappingError(ValueError):
@@ -180,11 +182,12 @@ def map_series(values: pd.Series, names: Mapping[str, str]) -> pd.Series:
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     if len(uniques) == 0:
         return values
-    renamed = np.array(
-        [names.get(normalize_name(u), u if isinstance(u, str) else str(u)) for u in uniques], dtype=object
+    renamed = pa.array(
+        [names.get(normalize_name(u), u if isinstance(u, str) else str(u)) for u in uniques], type=pa.large_string()
     )
-    out = np.where(codes >= 0, renamed[np.clip(codes, 0, None)], None)
-    return pd.Series(out, index=values.index, name=values.name, dtype="str")
+    # pyarrow take: the renamed distinct values straight into a str array (no per-cell Python objects).
+    out = renamed.take(pa.array(codes, mask=codes < 0))
+    return pd.Series(pd.arrays.ArrowStringArray(out, dtype=_STR_DTYPE), index=values.index, name=values.name, copy=False)
 
 
 def apply_mapping(raw_tables: dict[str, pd.DataFrame], mapping: NameMapping) -> dict[str, pd.DataFrame]:
