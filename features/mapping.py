@@ -162,8 +162,16 @@ def merge_sections(*layers: dict[str, dict[str, str]]) -> NameMapping:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _default_mapping() -> NameMapping:
+    """The shipped mapping, merged once: ``check_tables`` without a mapping runs on every request."""
+    return merge_sections(load_default_sections())
+
+
 def load_mapping(path: Path | None = None) -> NameMapping:
     """Return the default mapping, extended and overridden by the user's file at ``path`` if given."""
+    if path is None:
+        return _default_mapping()
     layers = [load_default_sections()]
     if path is not None:
         layers.append(read_mapping_file(Path(path)))
