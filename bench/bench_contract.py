@@ -4,9 +4,9 @@ Builds a valid synthetic export in memory (or reads ``--data FOLDER``), writes i
 temporary folder, then times ``read_raw_tables`` (the baseline: just reading the text) against
 ``check_tables`` on the same tables, and the one-deal request path.
 
-    .venv/bin/python -P bench/bench_contract.py --deals 100000   # -P: bench/features.py must not shadow the package
-    .venv/bin/python -P bench/bench_contract.py --data data/big/export
-    .venv/bin/python -P bench/bench_contract.py --deals 5000 --activities-per-deal 15   # request cases
+    .venv/bin/python bench/bench_contract.py --deals 100000
+    .venv/bin/python bench/bench_contract.py --data data/big/export
+    .venv/bin/python bench/bench_contract.py --deals 5000 --activities-per-deal 15   # request cases
 
 The request rows time ``check_tables`` on object frames as ``serving.scoring`` builds them from a
 JSON body (str, float, bool, None): one deal, and ``--request-deals`` deals.

@@ -11,7 +11,6 @@ TreeSHAP cost (``pred_contrib`` microseconds per row) as a ratio to LightGBM's d
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,14 +38,8 @@ def time_contributions(booster, matrix: np.ndarray, repeats: int = 7) -> float:
     return 1e6 * best / len(matrix)
 
 
-def _unshadow() -> None:
-    """Drop bench/ from sys.path: bench/features.py would shadow the ``features`` package."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-
 
 def main() -> None:
-    _unshadow()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=3)

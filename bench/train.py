@@ -9,21 +9,14 @@ and prints seconds per phase with the ratio to the smallest size (and deals rati
 from __future__ import annotations
 
 import argparse
-import sys
 import os
 import tempfile
 import time
 from pathlib import Path
 
 
-def _unshadow() -> None:
-    """Drop bench/ from sys.path: bench/features.py would shadow the ``features`` package."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-
 
 def main() -> None:
-    _unshadow()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--seed", type=int, default=3)

@@ -301,7 +301,7 @@ Each event table is sorted once by (deal, time, file order) with running sums of
 features count; a point's features are read off with binary searches at `as_of` and at
 `as_of - window` (`features.pipeline.EventIndex`). There is no per-deal loop: the cost is
 O((events + points) log events), one code path for a whole export (training snapshots) and for
-a one-deal export (a serving request). `bench/features.py` measures both.
+a one-deal export (a serving request). `bench/feature_pipeline.py` measures both.
 
 ## Missing is not zero
 

@@ -13,8 +13,8 @@ snapshots of a sample of deals. The ratio compares seconds per event of the two;
 Serving: median / p95 latency of ``build_features`` on a one-deal export (one point) for the
 deal whose event count is closest to 100.
 
-    .venv/bin/python bench/features.py                   # 10k and 100k deals
-    .venv/bin/python bench/features.py --sizes 10000 100000 500000
+    .venv/bin/python bench/feature_pipeline.py                   # 10k and 100k deals
+    .venv/bin/python bench/feature_pipeline.py --sizes 10000 100000 500000
 """
 
 from __future__ import annotations
@@ -30,12 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the
-# `features` package; take the folder off and put the repository root on instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 EVENT_TABLES = ("stage_history", "field_history", "contacts", "activities")
 
