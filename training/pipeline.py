@@ -452,6 +452,19 @@ class TrainResult:
     seconds: dict[str, float]
 
 
+def lap_timer(seconds: dict[str, float]) -> Callable[[str], None]:
+    """A ``lap(name)`` function that records, in ``seconds``, the time since the previous lap."""
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    return lap
+
+
 def run_train(
     data_dir: Path,
     config: TrainConfig,
@@ -465,13 +478,7 @@ def run_train(
     from training.tracking import describe_export, fingerprint_files
 
     seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = round(now - clock, 3)
-        clock = now
+    lap = lap_timer(seconds)
 
     step("validating the export")
     truth = read_truth(truth_path) if truth_path is not None else None
@@ -501,13 +508,7 @@ def train_and_log(
 
     seconds = dict(seconds or {})
     warnings = list(warnings or [])
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = round(now - clock, 3)
-        clock = now
+    lap = lap_timer(seconds)
 
     step("fitting LightGBM win and slip models, calibrating")
     trained_at = pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
