@@ -83,17 +83,28 @@ class ObservationParams:
     """How the hidden state shows in what the CRM records (weights on the log-odds of each event)."""
 
     activity_momentum: float = 0.85  # activity rate x exp(this x momentum)
-    activity_quality: float = 0.2
+    activity_quality: float = 0.5
+    activity_fit: float = 0.2
     inbound_momentum: float = 1.2
     inbound_budget: float = 1.0  # budget trouble: fewer inbound touches
-    eb_budget: float = 1.5  # economic-buyer activity weight x exp(this x budget level)
+    inbound_fit: float = 0.4
+    inbound_quality: float = 0.5
+    dm_weight: float = 10.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
+    eb_weight: float = 6.0  # economic buyer's: (0.02 + this x eb^2) x exp(eb_budget x budget level)
+    eb_budget: float = 1.5
     talk_momentum: float = 0.1
-    talk_fit: float = 0.05
+    talk_fit: float = 0.1
+    talk_quality: float = 0.08
     next_step_momentum: float = 0.9
     next_step_budget: float = 0.6
-    cut_amount_prob: float = 0.85  # a budget cut reduces the amount the same day with this probability
+    next_step_quality: float = 1.0
+    next_step_dm: float = 1.2
+    amount_fit: float = 0.3  # first amount x exp(this x fit + amount_budget_start x static budget)
+    amount_budget_start: float = 0.8
+    plan_fit: float = 0.3  # first planned weeks x exp(-this x fit)
+    cut_amount_prob: float = 0.9  # a budget cut reduces the amount the same day with this probability
     cut_amount_log: float = -0.35
-    cut_push_prob: float = 0.6  # ... and pushes the close date
+    cut_push_prob: float = 0.7  # ... and pushes the close date
     push_rate: float = 0.012  # daily push probability of a deal in poor health (x sigmoid(-health))
     amount_change_rate: float = 0.002  # daily, x2 in propose, x4 in negotiate
     amount_change_log: float = -0.03
@@ -255,7 +266,10 @@ def draw_population(n_deals: int, span_days: int, rng: np.random.Generator) -> P
         base_quality=0.4 * fit + budget + account_fit[account] + owner_skill[owner]
         + np.asarray(LEAD_SOURCE_EFFECT)[lead_source] - 0.5,
         fit=fit, budget=budget, pace_noise=rng.normal(0.0, 0.12, n_deals), type_draw=rng.random(n_deals),
-        amount_draw=rng.normal(0.0, 0.6, n_deals), planned_weeks=rng.integers(low, high + 1),
+        # The rep's first estimates already reflect the deal: a well-fitting deal is sized larger (so is
+        # one with a healthy budget) and planned shorter.
+        amount_draw=rng.normal(0.0, 0.5, n_deals) + OBSERVE.amount_fit * fit + OBSERVE.amount_budget_start * budget,
+        planned_weeks=np.maximum(2, np.round(rng.integers(low, high + 1) * np.exp(-OBSERVE.plan_fit * fit))).astype(np.int64),
     )
 
 
@@ -333,7 +347,7 @@ def simulate_deals(
             deal_type[new] = (pop.type_draw[new][:, None] > cum).sum(axis=1)
             state.quality[new] = pop.base_quality[new] + np.asarray(DEAL_TYPE_EFFECT)[deal_type[new]]
             state.pace[new] = np.exp(
-                0.5 * pop.fit[new] + np.asarray(SEGMENT_PACE)[pop.segment[new]]
+                0.4 * pop.fit[new] + np.asarray(SEGMENT_PACE)[pop.segment[new]]
                 + 0.2 * (deal_type[new] == 2) + pop.pace_noise[new]
             )
             size = np.asarray(SEGMENT_AMOUNT)[pop.segment[new]] * np.exp(pop.amount_draw[new])
@@ -393,6 +407,7 @@ def record_day(
     budget = pop.budget[active] + state.budget[active]  # budget level: static part + cuts since creation
     rate = np.asarray(ACTIVITY_RATE)[stage] * np.exp(
         OBSERVE.activity_momentum * momentum + OBSERVE.activity_quality * state.quality[active]
+        + OBSERVE.activity_fit * pop.fit[active]
     )
     counts = rng.poisson(rate)
     pick = np.repeat(np.arange(len(active)), counts)
@@ -404,13 +419,15 @@ def record_day(
         level = budget[pick]
         inbound = rng.random(k) < sigmoid(
             -1.1 + OBSERVE.inbound_momentum * momentum[pick] + 0.4 * champion + OBSERVE.inbound_budget * level
+            + OBSERVE.inbound_fit * pop.fit[deals] + OBSERVE.inbound_quality * state.quality[deals]
         )
         roles = state.roles[deals]
         weight = np.where(roles >= 0, 1.0, 0.0)
         weight = np.where(roles == 2, 1.0 + 2.0 * champion[:, None], weight)
-        weight = np.where(roles == 0, 0.03 + 6.0 * dm[:, None], weight)
+        # An engaged decision maker takes a large share of the activities, a listed but unengaged one hardly any.
+        weight = np.where(roles == 0, 0.02 + OBSERVE.dm_weight * np.square(dm)[:, None], weight)
         # The economic buyer talks to the vendor while there is budget to spend and goes quiet after a cut.
-        eb_weight = (0.05 + 3.0 * eb) * np.exp(OBSERVE.eb_budget * np.clip(level, -2.0, 1.0))
+        eb_weight = (0.02 + OBSERVE.eb_weight * np.square(eb)) * np.exp(OBSERVE.eb_budget * np.clip(level, -2.0, 1.0))
         weight = np.where(roles == 1, eb_weight[:, None], weight)
         cum = np.cumsum(weight, axis=1)
         slot = np.minimum((cum < (rng.random(k) * cum[:, -1])[:, None]).sum(axis=1), MAX_CONTACTS - 1)
@@ -423,11 +440,13 @@ def record_day(
         recorded = (kind <= 1) & (rng.random(k) < 0.85)
         talk = np.clip(
             0.35 + OBSERVE.talk_momentum * momentum[pick] + 0.05 * champion + OBSERVE.talk_fit * pop.fit[deals]
+            + OBSERVE.talk_quality * state.quality[deals]
             + rng.normal(0, 0.1, k),
             0.02, 0.95,
         )
         next_step = rng.random(k) < sigmoid(
-            -0.3 + OBSERVE.next_step_momentum * momentum[pick] + 0.8 * dm + OBSERVE.next_step_budget * level
+            -0.3 + OBSERVE.next_step_momentum * momentum[pick] + OBSERVE.next_step_dm * dm + OBSERVE.next_step_budget * level
+            + OBSERVE.next_step_quality * state.quality[deals]
         )
         activities.add(
             deal=deals, slot=slot, type=kind, inbound=inbound, time=day + rng.uniform(0.25, 0.8, k),
