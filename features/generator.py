@@ -83,13 +83,13 @@ class ObservationParams:
     """How the hidden state shows in what the CRM records (weights on the log-odds of each event)."""
 
     activity_momentum: float = 0.85  # activity rate x exp(this x momentum)
-    activity_quality: float = 0.5
+    activity_quality: float = 0.6
     activity_fit: float = 0.2
     inbound_momentum: float = 1.2
     inbound_budget: float = 1.0  # budget trouble: fewer inbound touches
     inbound_fit: float = 0.4
-    inbound_quality: float = 0.5
-    dm_weight: float = 10.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
+    inbound_quality: float = 0.8
+    dm_weight: float = 14.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
     eb_weight: float = 6.0  # economic buyer's: (0.02 + this x eb^2) x exp(eb_budget x budget level)
     eb_budget: float = 1.5
     talk_momentum: float = 0.1
@@ -97,11 +97,12 @@ class ObservationParams:
     talk_quality: float = 0.08
     next_step_momentum: float = 0.9
     next_step_budget: float = 0.6
-    next_step_quality: float = 1.0
+    next_step_quality: float = 1.3
     next_step_dm: float = 1.2
     amount_fit: float = 0.3  # first amount x exp(this x fit + amount_budget_start x static budget)
     amount_budget_start: float = 0.8
-    plan_fit: float = 0.3  # first planned weeks x exp(-this x fit)
+    plan_fit: float = 0.3  # first planned weeks x exp(-this x fit - plan_pace x the deal's own pace noise)
+    plan_pace: float = 1.0
     cut_amount_prob: float = 0.9  # a budget cut reduces the amount the same day with this probability
     cut_amount_log: float = -0.35
     cut_push_prob: float = 0.7  # ... and pushes the close date
@@ -260,16 +261,17 @@ def draw_population(n_deals: int, span_days: int, rng: np.random.Generator) -> P
     fit = rng.normal(0.0, 0.7, n_deals)
     budget = rng.normal(0.0, 0.3, n_deals)
     lead_source = draw_choice(LEAD_SOURCE_PROBS, n_deals, rng)
+    pace_noise = rng.normal(0.0, 0.12, n_deals)
     return Population(
         created=created, account=account, owner=owner, segment=segment, region=account_region[account],
         product=draw_choice((0.45, 0.25, 0.2, 0.1), n_deals, rng), lead_source=lead_source,
         base_quality=0.4 * fit + budget + account_fit[account] + owner_skill[owner]
         + np.asarray(LEAD_SOURCE_EFFECT)[lead_source] - 0.5,
-        fit=fit, budget=budget, pace_noise=rng.normal(0.0, 0.12, n_deals), type_draw=rng.random(n_deals),
+        fit=fit, budget=budget, pace_noise=pace_noise, type_draw=rng.random(n_deals),
         # The rep's first estimates already reflect the deal: a well-fitting deal is sized larger (so is
         # one with a healthy budget) and planned shorter.
         amount_draw=rng.normal(0.0, 0.5, n_deals) + OBSERVE.amount_fit * fit + OBSERVE.amount_budget_start * budget,
-        planned_weeks=np.maximum(2, np.round(rng.integers(low, high + 1) * np.exp(-OBSERVE.plan_fit * fit))).astype(np.int64),
+        planned_weeks=np.maximum(2, np.round(rng.integers(low, high + 1) * np.exp(-OBSERVE.plan_fit * fit - OBSERVE.plan_pace * pace_noise))).astype(np.int64),
     )
 
 
