@@ -82,14 +82,15 @@ SENIORITY_PROBS = np.array(
 class ObservationParams:
     """How the hidden state shows in what the CRM records (weights on the log-odds of each event)."""
 
-    activity_momentum: float = 0.85  # activity rate x exp(this x momentum)
+    activity_momentum: float = 1.0  # activity rate x exp(this x momentum)
     activity_quality: float = 0.6
     activity_fit: float = 0.2
+    activity_key_person: float = 0.8  # engaged decision maker / economic buyer: more meetings and calls
     inbound_momentum: float = 1.2
     inbound_budget: float = 1.0  # budget trouble: fewer inbound touches
     inbound_fit: float = 0.4
     inbound_quality: float = 0.8
-    dm_weight: float = 14.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
+    dm_weight: float = 20.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
     eb_weight: float = 6.0  # economic buyer's: (0.02 + this x eb^2) x exp(eb_budget x budget level)
     eb_budget: float = 1.5
     talk_momentum: float = 0.1
@@ -101,6 +102,7 @@ class ObservationParams:
     next_step_dm: float = 1.2
     amount_fit: float = 0.3  # first amount x exp(this x fit + amount_budget_start x static budget)
     amount_budget_start: float = 0.8
+    amount_account: float = 0.5  # ... x exp(this x (account fit + owner skill)): good accounts buy more
     plan_fit: float = 0.3  # first planned weeks x exp(-this x fit - plan_pace x the deal's own pace noise)
     plan_pace: float = 1.0
     cut_amount_prob: float = 0.9  # a budget cut reduces the amount the same day with this probability
@@ -270,7 +272,8 @@ def draw_population(n_deals: int, span_days: int, rng: np.random.Generator) -> P
         fit=fit, budget=budget, pace_noise=pace_noise, type_draw=rng.random(n_deals),
         # The rep's first estimates already reflect the deal: a well-fitting deal is sized larger (so is
         # one with a healthy budget) and planned shorter.
-        amount_draw=rng.normal(0.0, 0.5, n_deals) + OBSERVE.amount_fit * fit + OBSERVE.amount_budget_start * budget,
+        amount_draw=rng.normal(0.0, 0.5, n_deals) + OBSERVE.amount_fit * fit + OBSERVE.amount_budget_start * budget
+        + OBSERVE.amount_account * (account_fit[account] + owner_skill[owner]),
         planned_weeks=np.maximum(2, np.round(rng.integers(low, high + 1) * np.exp(-OBSERVE.plan_fit * fit - OBSERVE.plan_pace * pace_noise))).astype(np.int64),
     )
 
@@ -410,6 +413,7 @@ def record_day(
     rate = np.asarray(ACTIVITY_RATE)[stage] * np.exp(
         OBSERVE.activity_momentum * momentum + OBSERVE.activity_quality * state.quality[active]
         + OBSERVE.activity_fit * pop.fit[active]
+        + OBSERVE.activity_key_person * np.maximum(state.dm[active], state.eb[active])
     )
     counts = rng.poisson(rate)
     pick = np.repeat(np.arange(len(active)), counts)
