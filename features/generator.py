@@ -89,7 +89,7 @@ class ObservationParams:
     inbound_momentum: float = 1.2
     inbound_budget: float = 1.0  # budget trouble: fewer inbound touches
     inbound_fit: float = 0.4
-    inbound_quality: float = 0.8
+    inbound_quality: float = 1.2
     dm_weight: float = 20.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
     eb_weight: float = 6.0  # economic buyer's: (0.02 + this x eb^2) x exp(eb_budget x budget level)
     eb_budget: float = 1.5
@@ -98,11 +98,11 @@ class ObservationParams:
     talk_quality: float = 0.08
     next_step_momentum: float = 0.9
     next_step_budget: float = 0.6
-    next_step_quality: float = 1.3
+    next_step_quality: float = 1.8
     next_step_dm: float = 1.2
     amount_fit: float = 0.3  # first amount x exp(this x fit + amount_budget_start x static budget)
     amount_budget_start: float = 0.8
-    amount_account: float = 0.5  # ... x exp(this x (account fit + owner skill)): good accounts buy more
+    amount_account: float = 0.8  # ... x exp(this x (account fit + owner skill)): good accounts buy more
     plan_fit: float = 0.3  # first planned weeks x exp(-this x fit - plan_pace x the deal's own pace noise)
     plan_pace: float = 1.0
     cut_amount_prob: float = 0.9  # a budget cut reduces the amount the same day with this probability
