@@ -194,7 +194,7 @@ def describe_factor(feature: str, value, row: dict) -> str:
 @functools.lru_cache(maxsize=None)
 def _fields_of(feature: str) -> tuple[str, ...] | None:
     """Other features that ``feature``'s templates use; None for a feature not in the registry."""
-    from features.registry import FEATURES_BY_NAME
+    from features.registry import FEATURES_BY_NAME, TEMPLATE_BUILTINS
 
     if feature not in FEATURES_BY_NAME:
         return None
@@ -202,7 +202,7 @@ def _fields_of(feature: str) -> tuple[str, ...] | None:
         name
         for template in FEATURES_BY_NAME[feature].phrases.values()
         for _, name, _, _ in string.Formatter().parse(template)
-        if name and name != "value"
+        if name and name not in TEMPLATE_BUILTINS
     }))
 
 
@@ -221,7 +221,7 @@ def template_fields() -> frozenset[str]:
     >>> "current_stage" in template_fields()
     True
     """
-    from features.registry import FEATURES
+    from features.registry import FEATURES, TEMPLATE_BUILTINS
 
     fields = {
         name
@@ -230,7 +230,7 @@ def template_fields() -> frozenset[str]:
         for _, name, _, _ in string.Formatter().parse(template)
         if name
     }
-    return frozenset(fields - {"value"})
+    return frozenset(fields - TEMPLATE_BUILTINS)
 
 
 # --- warnings --------------------------------------------------------------------------------

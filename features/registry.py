@@ -58,7 +58,8 @@ def _role_features(role: str, label: str) -> list[Feature]:
             f"days_since_{role}_engaged", "decision_chain",
             f"Days since the last activity with a {label} contact; missing if never.",
             "days", "numeric",
-            {"value": f"{label.capitalize()} last engaged {{value:.0f}} days ago",
+            {"value": f"{label.capitalize()} last engaged {{value:.0f}} day{{s}} ago",
+             "under_one": f"{label.capitalize()} engaged within the last day",
              "missing": f"No {label} ever engaged"},
         ),
     ]
@@ -81,33 +82,33 @@ FEATURES: tuple[Feature, ...] = (
     Feature("current_stage", "stage", "Stage the deal was in as of as_of (from stage_history).", "stage",
             "categorical", {"value": "In stage {value}", "missing": "Stage unknown"}),
     Feature("days_in_stage", "stage", "Days since the deal last entered its current stage.", "days", "numeric",
-            {"value": "In {current_stage} for {value:.0f} days", "missing": "Time in stage unknown"}),
+            {"value": "In {current_stage} for {value:.0f} day{s}", "missing": "Time in stage unknown"}),
     Feature("days_in_stage_vs_won", "stage",
             "days_in_stage divided by the median days that won deals spent in that stage (fitted state).",
             "ratio", "numeric",
             {"value": "In {current_stage} for {days_in_stage:.0f} days, {value:.1f}x what won deals take",
              "missing": "No won-deal benchmark for this stage"}),
     Feature("deal_age_days", "stage", "Days since the deal was created.", "days", "numeric",
-            {"value": "Deal is {value:.0f} days old"}),
+            {"value": "Deal is {value:.0f} day{s} old"}),
     Feature("stage_changes", "stage", "Number of stage entries after the first one.", "count", "numeric",
             {"value": "{value:.0f} stage changes", "zero": "Never moved stage", "missing": "No stage history"}),
     Feature("stage_back_steps", "stage", "Number of moves back to an earlier open stage.", "count", "numeric",
-            {"value": "Moved back a stage {value:.0f} times", "zero": "Never moved back a stage",
+            {"value": "Moved back a stage {value:.0f} time{s}", "zero": "Never moved back a stage",
              "missing": "No stage history"}),
     Feature("days_to_expected_close", "stage",
             "Days from as_of to the expected close date known at as_of (negative: overdue).", "days", "numeric",
             {"value": "Expected to close in {value:.0f} days", "missing": "Expected close date unknown"}),
     Feature("close_date_pushes", "stage", "Number of times the expected close date moved later.", "count",
-            "numeric", {"value": "Close date pushed {value:.0f} times", "zero": "Close date never pushed",
+            "numeric", {"value": "Close date pushed {value:.0f} time{s}", "zero": "Close date never pushed",
                         "missing": "No field history"}),
     Feature("close_date_days_pushed", "stage", "Total days the expected close date moved later.", "days",
-            "numeric", {"value": "Close date pushed by {value:.0f} days in total", "zero": "Close date never pushed",
+            "numeric", {"value": "Close date pushed by {value:.0f} day{s} in total", "zero": "Close date never pushed",
                         "missing": "No field history"}),
     Feature("amount_change_ratio", "stage", "Amount as of as_of divided by the amount at creation.", "ratio",
             "numeric", {"value": "Amount is {value:.2f}x its initial value", "missing": "Amount history unknown"}),
     # --- decision-chain coverage --------------------------------------------------------------
     Feature("contacts_count", "decision_chain", "Contacts added to the deal.", "count", "numeric",
-            {"value": "{value:.0f} contacts on the deal", "zero": "No contacts on the deal",
+            {"value": "{value:.0f} contact{s} on the deal", "zero": "No contacts on the deal",
              "missing": "No contact data"}),
     Feature("roles_present", "decision_chain", "Distinct decision-chain roles among the deal's contacts.",
             "count", "numeric", {"value": "{value:.0f} distinct roles on the deal", "zero": "No roles on the deal",
@@ -127,7 +128,7 @@ FEATURES: tuple[Feature, ...] = (
              "zero": f"No contact of known seniority engaged in {ENGAGED_WINDOW_DAYS} days",
              "missing": "No contact or activity data"}),
     Feature("contacts_engaged", "decision_chain", "Distinct contacts with at least one activity so far.", "count",
-            "numeric", {"value": "{value:.0f} contacts engaged so far", "zero": "No contact engaged yet",
+            "numeric", {"value": "{value:.0f} contact{s} engaged so far", "zero": "No contact engaged yet",
                         "missing": "No activity log"}),
     Feature("top_contact_share", "decision_chain",
             "Share of the deal's contact activities that went to its most-contacted person (single-threading).",
@@ -149,9 +150,11 @@ FEATURES: tuple[Feature, ...] = (
             "share", "numeric", {"value": "{value:.0%} of activities came from the customer",
                                  "missing": "No activities yet"}),
     Feature("days_since_last_activity", "engagement", "Days since the last activity; missing if none yet.",
-            "days", "numeric", {"value": "Last activity {value:.0f} days ago", "missing": "No activity yet"}),
+            "days", "numeric", {"value": "Last activity {value:.0f} day{s} ago", "under_one": "Last activity within the last day",
+                                "missing": "No activity yet"}),
     Feature("days_since_last_inbound", "engagement", "Days since the customer last reached out; missing if never.",
-            "days", "numeric", {"value": "Customer last reached out {value:.0f} days ago",
+            "days", "numeric", {"value": "Customer last reached out {value:.0f} day{s} ago",
+                                "under_one": "Customer reached out within the last day",
                                 "missing": "Customer has never reached out"}),
     Feature("activity_trend_14d", "engagement",
             f"(last {TREND_WINDOW_DAYS} days - the {TREND_WINDOW_DAYS} before) / (their sum); 0 if both empty.",
@@ -159,7 +162,7 @@ FEATURES: tuple[Feature, ...] = (
             {"value": f"Activity trend over {TREND_WINDOW_DAYS} days: {{value:+.2f}}",
              "missing": "No activity log"}),
     Feature("meetings_held", "engagement", "Meetings held so far.", "count", "numeric",
-            {"value": "{value:.0f} meetings held", "zero": "No meeting held yet", "missing": "No activity log"}),
+            {"value": "{value:.0f} meeting{s} held", "zero": "No meeting held yet", "missing": "No activity log"}),
     Feature("mean_customer_talk_ratio", "engagement", "Mean customer talk ratio over recorded calls so far.",
             "share", "numeric", {"value": "Customer talks {value:.0%} of recorded calls",
                                  "missing": "No recorded calls"}),
@@ -215,6 +218,10 @@ def _is_missing(value) -> bool:
         return False
 
 
+# Template fields filled by ``describe_feature`` itself; every other field names a feature of the row.
+TEMPLATE_BUILTINS: frozenset[str] = frozenset({"value", "s"})
+
+
 def describe_feature(name: str, value, row: dict | None = None) -> str:
     """Phrase one feature value as a sentence a sales manager understands.
 
@@ -224,6 +231,8 @@ def describe_feature(name: str, value, row: dict | None = None) -> str:
     'In negotiate for 41 days, 2.3x what won deals take'
     >>> describe_feature("days_since_last_activity", float("nan"))
     'No activity yet'
+    >>> describe_feature("stage_back_steps", 1.0), describe_feature("days_since_last_activity", 0.4)
+    ('Moved back a stage 1 time', 'Last activity within the last day')
     """
     feature = get_feature(name)
     phrases = feature.phrases
@@ -235,9 +244,13 @@ def describe_feature(name: str, value, row: dict | None = None) -> str:
         return phrases.get(key, f"{name}: {key}")
     if feature.kind == "numeric" and "zero" in phrases and value == 0:
         return phrases["zero"]
+    if feature.kind == "numeric" and "under_one" in phrases and 0 <= value < 1:
+        return phrases["under_one"]
     template = phrases.get("value", f"{name} = {{value}}")
+    # {s}: the plural ending of the unit after a rounded count ("1 day", "2 days").
+    plural = "" if isinstance(value, (int, float)) and round(value) == 1 else "s"
     try:
-        return template.format(**{**context, "value": value})
+        return template.format(**{**context, "value": value, "s": plural})
     except (KeyError, ValueError, TypeError):
         # A template field missing from (or unformattable in) the row: fall back to the plain value.
         return f"{name} = {value}"
