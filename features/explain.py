@@ -221,16 +221,9 @@ def template_fields() -> frozenset[str]:
     >>> "current_stage" in template_fields()
     True
     """
-    from features.registry import FEATURES, TEMPLATE_BUILTINS
+    from features.registry import FEATURE_NAMES
 
-    fields = {
-        name
-        for feature in FEATURES
-        for template in feature.phrases.values()
-        for _, name, _, _ in string.Formatter().parse(template)
-        if name
-    }
-    return frozenset(fields - TEMPLATE_BUILTINS)
+    return frozenset(field for name in FEATURE_NAMES for field in _fields_of(name))
 
 
 # --- warnings --------------------------------------------------------------------------------
