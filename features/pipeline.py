@@ -8,12 +8,13 @@ the same code on a one-deal export is the serving path. See docs/features.md for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
 
 from features.registry import (
     CATEGORICAL_FEATURES,
@@ -35,6 +36,8 @@ from features.schema import (
 from features.state import FeatureState
 
 DAY_US = 86_400_000_000  # microseconds per day
+_STR_DTYPE = pd.StringDtype(na_value=np.nan)  # the contract's "str" dtype
+_STAGE_NAMES = pd.array(list(STAGES) + [None], dtype=_STR_DTYPE)  # stage code -> name; the last: missing
 ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
 _OPEN_CODES = np.array([i for i, s in enumerate(STAGES) if s in OPEN_STAGES])
 
@@ -161,6 +164,9 @@ def to_micros(values) -> np.ndarray:
     return index.as_unit("us").asi8
 
 
+SMALL_COLUMN = 256  # rows up to which a per-cell dict look-up is cheaper than one factorize
+
+
 class Codebook:
     """Encodes values as their position in a fixed list (-1 for missing or unknown values).
 
@@ -177,17 +183,49 @@ class Codebook:
         self._index: pd.Index | None = None
 
     def encode(self, values) -> np.ndarray:
+        if len(values) <= SMALL_COLUMN and (self._positions is not None or len(self.values) <= 4096):
+            # A request's few rows: a dict look-up per cell beats factorize's fixed cost.
+            if isinstance(values, (pd.Series, pd.Index)):
+                values = values.to_numpy(dtype=object)
+            positions = self._lookup()
+            return np.fromiter((positions.get(v, -1) for v in values), dtype=np.int64, count=len(values))
         array = values.array if isinstance(values, pd.Series) else pd.array(np.asarray(values, dtype=object))
         codes, uniques = array.factorize()
         if len(uniques) <= 64 and len(self.values) <= 4096:
-            if self._positions is None:
-                self._positions = {v: i for i, v in enumerate(self.values)}
-            lookup = np.fromiter((self._positions.get(u, -1) for u in uniques), dtype=np.int64, count=len(uniques))
+            positions = self._lookup()
+            lookup = np.fromiter((positions.get(u, -1) for u in uniques), dtype=np.int64, count=len(uniques))
         else:
             if self._index is None:
                 self._index = pd.Index(self.values)
             lookup = self._index.get_indexer(uniques).astype(np.int64)
         return np.append(lookup, -1)[codes]  # factorize gives -1 for missing: the appended -1
+
+    def _lookup(self) -> dict:
+        if self._positions is None:
+            self._positions = {v: i for i, v in enumerate(self.values)}
+        return self._positions
+
+
+def factorize_values(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (first-appearance order, -1 for missing) and distinct values of a column.
+
+    ``factorize`` for long columns; a dict pass for a request's few rows (same codes).
+
+    >>> codes, uniques = factorize_values(pd.Series(["b", None, "a", "b"], dtype="str"))
+    >>> codes.tolist(), uniques.tolist()
+    ([0, -1, 1, 0], ['b', 'a'])
+    """
+    if len(values) > SMALL_COLUMN:
+        codes, uniques = values.array.factorize()
+        return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
+    objects = values.to_numpy(dtype=object)
+    missing = pd.isna(objects)
+    seen: dict = {}
+    codes = np.fromiter((-1 if gap else seen.setdefault(v, len(seen)) for v, gap in zip(objects, missing.tolist())),
+                        dtype=np.int64, count=len(objects))
+    uniques = np.empty(len(seen), dtype=object)
+    uniques[:] = list(seen)
+    return codes, uniques
 
 
 STAGE_CODES = Codebook(STAGES)
@@ -224,6 +262,27 @@ class Points:
     deal_row: np.ndarray
     as_of: np.ndarray
     deals: Codebook  # deal_id -> row of export.deals
+    # Columns read during one build, keyed by (id(table), column, how): each frame column is read
+    # (and each id column encoded) once, however many families use it.
+    reads: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def read(self, table: pd.DataFrame, column: str, how: str = "series", convert=None):
+        """``table[column]`` (or ``convert`` of it, cached under ``how``), read once per build."""
+        key = (id(table), column, how)
+        hit = self.reads.get(key)
+        if hit is not None and hit[0] is table:
+            return hit[1]
+        value = table[column] if how == "series" else convert(self.read(table, column))
+        self.reads[key] = (table, value)
+        return value
+
+    def micros(self, table: pd.DataFrame, column: str) -> np.ndarray:
+        """A timestamp column as int64 microseconds (``to_micros``), read once per build."""
+        return self.read(table, column, "micros", to_micros)
+
+    def codes(self, table: pd.DataFrame, column: str, codebook: "Codebook") -> np.ndarray:
+        """A column encoded with ``codebook``, read once per build."""
+        return self.read(table, column, id(codebook), codebook.encode)
 
 
 def prepare_points(export: Export, points: pd.DataFrame) -> Points:
@@ -247,7 +306,8 @@ def prepare_points(export: Export, points: pd.DataFrame) -> Points:
         row = int(np.flatnonzero(deal_row < 0)[0])
         raise FeatureInputError(f"points: row {row}, column deal_id: deal {deal_ids.iloc[row]!r} is not in deals")
     as_of_us = to_micros(as_of)
-    created = to_micros(export.deals["created_at"])[deal_row]
+    created_at = to_micros(export.deals["created_at"])
+    created = created_at[deal_row]
     early = as_of_us < created
     if early.any():
         row = int(np.flatnonzero(early)[0])
@@ -255,12 +315,12 @@ def prepare_points(export: Export, points: pd.DataFrame) -> Points:
             f"points: row {row}, column as_of: {as_of.iloc[row]} is before deal {deal_ids.iloc[row]!r} was created"
         )
     return Points(deal_id=deal_ids.to_numpy(dtype=object), as_of_stamps=as_of, deal_row=deal_row, as_of=as_of_us,
-                  deals=deals)
+                  deals=deals, reads={(id(export.deals), "created_at", "micros"): (export.deals, created_at)})
 
 
 def _deal_codes(pts: Points, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Deal row position of each event, and the mask of events whose deal is in ``deals``."""
-    codes = pts.deals.encode(table["deal_id"])
+    codes = pts.codes(table, "deal_id", pts.deals)
     return codes, codes >= 0
 
 
@@ -276,16 +336,16 @@ def _nan(n: int) -> np.ndarray:
 def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> dict[str, np.ndarray]:
     """Stage as of as_of, time in it (absolute and vs won deals), stage changes and back-steps."""
     n = len(pts.as_of)
-    created = to_micros(export.deals["created_at"])[pts.deal_row]
+    created = pts.micros(export.deals, "created_at")[pts.deal_row]
     out: dict[str, np.ndarray] = {"deal_age_days": _days(pts.as_of - created)}
     history = export.stage_history
     if history is None:
         out.update({k: _nan(n) for k in ("days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps")})
-        out["current_stage"] = np.full(n, np.nan, dtype=object)
+        out["current_stage"] = _STAGE_NAMES.take(np.full(n, len(STAGES), dtype=np.int64))
         return out
     codes, known = _deal_codes(pts, history)
-    stage = STAGE_CODES.encode(history["stage"]).astype(float)
-    index = EventIndex(codes[known], to_micros(history["entered_at"])[known])
+    stage = pts.codes(history, "stage", STAGE_CODES).astype(float)
+    index = EventIndex(codes[known], pts.micros(history, "entered_at")[known])
     stage_sorted = stage[known][index.order]
     is_open = np.isin(stage_sorted, _OPEN_CODES)
     back = np.zeros(len(index), dtype=float)
@@ -298,8 +358,7 @@ def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> 
     current = index.last_value(stage_sorted, start, stop)
     entered = index.last_value(index.times.astype(float), start, stop)
     days_in_stage = (pts.as_of - entered) / DAY_US
-    stage_names = np.array(STAGES + ("",), dtype=object)
-    current_name = np.where(np.isnan(current), np.nan, stage_names[np.nan_to_num(current, nan=len(STAGES)).astype(int)])
+    current_name = _STAGE_NAMES.take(np.nan_to_num(current, nan=len(STAGES)).astype(np.int64))
     typical = np.array([state.won_stage_days.get(s, np.nan) for s in STAGES] + [np.nan])
     typical_days = typical[np.nan_to_num(current, nan=len(STAGES)).astype(int)]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -352,9 +411,9 @@ def _parse_iso_micros(text: np.ndarray) -> np.ndarray:
 def extract_field_changes(pts: Points, history: pd.DataFrame) -> dict[str, tuple[np.ndarray, ...]]:
     """Per tracked field: (deal code, changed_at, old, new) of its changes, values parsed to floats."""
     codes, known = _deal_codes(pts, history)
-    field = FIELD_CODES.encode(history["field"])
+    field = pts.codes(history, "field", FIELD_CODES)
     old_text, new_text = history["old_value"].to_numpy(dtype=object), history["new_value"].to_numpy(dtype=object)
-    changed_at = to_micros(history["changed_at"])
+    changed_at = pts.micros(history, "changed_at")
     out = {}
     for i, name in enumerate(FIELD_CODES.values):
         rows = known & (field == i)
@@ -386,9 +445,8 @@ def reconstruct_field(
     if field == "amount":
         current = export.deals["amount"].to_numpy(dtype=float)[pts.deal_row]
     else:
-        current_ts = export.deals["expected_close_date"]
-        current_us = to_micros(current_ts).astype(float)
-        current = np.where(current_ts.isna().to_numpy(), np.nan, current_us)[pts.deal_row]
+        current_us = pts.micros(export.deals, "expected_close_date")
+        current = np.where(current_us == np.iinfo(np.int64).min, np.nan, current_us.astype(float))[pts.deal_row]
     has_any = end > start
     first_old = np.where(has_any, old_sorted[np.minimum(start, max(len(index) - 1, 0))] if len(index) else np.nan, np.nan)
     value = np.where(stop > start, index.last_value(new_sorted, start, stop), np.where(has_any, first_old, current))
@@ -428,8 +486,8 @@ def compute_contact_features(export: Export, pts: Points) -> dict[str, np.ndarra
     if contacts is None:
         return {"contacts_count": _nan(n), "roles_present": _nan(n)}
     codes, known = _deal_codes(pts, contacts)
-    role = ROLE_CODES.encode(contacts["role"])[known]
-    index = EventIndex(codes[known], to_micros(contacts["added_at"])[known], {r: role == i for i, r in enumerate(ROLES)})
+    role = pts.codes(contacts, "role", ROLE_CODES)[known]
+    index = EventIndex(codes[known], pts.micros(contacts, "added_at")[known], {r: role == i for i, r in enumerate(ROLES)})
     start, stop = index.locate(pts.deal_row, pts.as_of)
     roles_present = sum((index.window_sum(r, stop, start) > 0).astype(float) for r in ROLES)
     return {"contacts_count": (stop - start).astype(float), "roles_present": roles_present}
@@ -446,15 +504,15 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
     if activities is None:
         return {name: _nan(n) for name in names}
     codes, known = _deal_codes(pts, activities)
-    kind = TYPE_CODES.encode(activities["type"])[known]
-    inbound = (DIRECTION_CODES.encode(activities["direction"])[known] == 1).astype(float)
+    kind = pts.codes(activities, "type", TYPE_CODES)[known]
+    inbound = (pts.codes(activities, "direction", DIRECTION_CODES)[known] == 1).astype(float)
     values = {t: kind == i for i, t in enumerate(ACTIVITY_TYPES)} | {"inbound": inbound}
     for metric in ("customer_talk_ratio", "next_step_set"):
         if metric in activities.columns:
             metric_values = _as_float(activities[metric])[known]
             values[metric] = metric_values
             values[f"{metric}_n"] = ~np.isnan(metric_values)
-    index = EventIndex(codes[known], to_micros(activities["occurred_at"])[known], values)
+    index = EventIndex(codes[known], pts.micros(activities, "occurred_at")[known], values)
     start, stop = index.locate(pts.deal_row, pts.as_of)
 
     def window(days: int) -> np.ndarray:
@@ -485,13 +543,13 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
                 out[name] = np.where(counted > 0, index.window_sum(metric, stop, start) / counted, np.nan)
             else:
                 out[name] = _nan(n)
-    out |= _threading_features(activities, known, index, start, stop)
+    out |= _threading_features(pts, activities, known, index, start, stop)
     return {name: out[name] for name in names}
 
 
-def _threading_features(activities: pd.DataFrame, known: np.ndarray, index: EventIndex, start, stop) -> dict:
+def _threading_features(pts: Points, activities: pd.DataFrame, known: np.ndarray, index: EventIndex, start, stop) -> dict:
     """Distinct contacts engaged so far and the share of contact activities on the top contact."""
-    contact_code = activities["contact_id"].array.factorize()[0][known][index.order]
+    contact_code = pts.read(activities, "contact_id", "factorized", factorize_values)[0][known][index.order]
     has_contact = contact_code >= 0
     running = group_cumcount(index.codes, contact_code) + 1
     running = np.where(has_contact, running, 0)
@@ -511,9 +569,9 @@ def match_contacts(pts: Points, contacts: pd.DataFrame, activities: pd.DataFrame
     """Row of ``contacts`` for each activity's (deal_id, contact_id); -1 where there is none."""
     if not len(contacts):
         return np.full(len(activities), -1, dtype=np.int64)
-    contact_deal = pts.deals.encode(contacts["deal_id"])
-    contact_code, contact_ids = contacts["contact_id"].array.factorize()
-    activity_code = Codebook(np.asarray(contact_ids, dtype=object)).encode(activities["contact_id"])
+    contact_deal = pts.codes(contacts, "deal_id", pts.deals)
+    contact_code, contact_ids = pts.read(contacts, "contact_id", "factorized", factorize_values)
+    activity_code = Codebook(contact_ids).encode(pts.read(activities, "contact_id"))
     width = np.int64(len(contact_ids) + 1)
     contact_key = contact_deal.astype(np.int64) * width + contact_code
     activity_key = activity_deal.astype(np.int64) * width + activity_code
@@ -538,9 +596,9 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     matched = match_contacts(pts, contacts, activities, codes)
     keep = known & (matched >= 0)
     contact_row = matched[keep]
-    role = ROLE_CODES.encode(contacts["role"])[contact_row]
-    level = (SENIORITY_CODES.encode(contacts["seniority"]) + 1)[contact_row]  # 0: unknown seniority
-    effective = np.maximum(to_micros(activities["occurred_at"])[keep], to_micros(contacts["added_at"])[contact_row])
+    role = pts.codes(contacts, "role", ROLE_CODES)[contact_row]
+    level = (pts.codes(contacts, "seniority", SENIORITY_CODES) + 1)[contact_row]  # 0: unknown seniority
+    effective = np.maximum(pts.micros(activities, "occurred_at")[keep], pts.micros(contacts, "added_at")[contact_row])
     values = {r: role == i for i, r in enumerate(ROLES)} | {f"level_{v}": level == v for v in SENIORITY_LEVEL.values()}
     index = EventIndex(codes[keep], effective, values)
     start, stop = index.locate(pts.deal_row, pts.as_of)
@@ -598,7 +656,7 @@ def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) 
     out: dict[str, np.ndarray] = {}
     for key, prefix in (("owner_id", "owner"), ("account_id", "account")):
         ids, index = history[key]
-        code = ids.encode(export.deals[key])[pts.deal_row]
+        code = pts.codes(export.deals, key, ids)[pts.deal_row]
         # Unknown ids get code -1: an empty slice (no closed deals), hence the global rate.
         start, stop = index.locate(code, pts.as_of)
         closed = np.where(code >= 0, stop - start, 0).astype(float)
@@ -611,10 +669,14 @@ def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) 
 def compute_context_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
     """Categorical deal attributes, taken from the deals row (not tracked, assumed constant)."""
     deals = export.deals
-    return {
-        name: deals[name].to_numpy(dtype=object, na_value=np.nan)[pts.deal_row]
-        for name in ("deal_type", "segment", "region", "product", "lead_source")
-    }
+    return {name: _take_text(deals[name], pts.deal_row) for name in ("deal_type", "segment", "region", "product", "lead_source")}
+
+
+def _take_text(column: pd.Series, rows: np.ndarray):
+    """Rows of a text column: the "str" array itself when it has that dtype (no object round trip)."""
+    if column.dtype == _STR_DTYPE:
+        return column.array.take(rows)
+    return column.to_numpy(dtype=object, na_value=np.nan)[rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,13 +717,27 @@ def frame_from_columns(columns: dict[str, np.ndarray], pts: Points, index: pd.In
     otherwise. Arrays, not Series, so that pandas does no per-column alignment (a one-deal
     request pays for the frame, not for the rows).
     """
-    data = {"deal_id": pd.array(pts.deal_id, dtype="str"), "as_of": pts.as_of_stamps.array}
-    for name in FEATURE_NAMES:
-        if name in CATEGORICAL_FEATURES:
-            data[name] = pd.array(columns[name], dtype="str")
-        else:
-            data[name] = np.asarray(columns[name], dtype=np.float64)
-    return pd.DataFrame(data, index=index)
+    n = len(pts.as_of)
+    numeric = np.empty((len(_NUMERIC_POSITIONS), n), dtype=np.float64)  # the frame's float block, one row per column
+    for i, name in enumerate(_NUMERIC_NAMES):
+        numeric[i] = columns[name]
+    as_of = pts.as_of_stamps.array.copy()  # blocks are taken as they are: no memory shared with the points
+    blocks = [(numeric, _NUMERIC_POSITIONS), (_as_text(pts.deal_id), np.array([0])), (as_of, np.array([1]))]
+    blocks += [(_as_text(columns[name]), np.array([j])) for j, name in _TEXT_POSITIONS]
+    return create_dataframe_from_blocks(blocks, index=index, columns=_FRAME_COLUMNS)
+
+
+def _as_text(values) -> pd.api.extensions.ExtensionArray:
+    """A categorical feature as a "str" array (kept when it already is one)."""
+    if isinstance(values, pd.api.extensions.ExtensionArray) and values.dtype == _STR_DTYPE:
+        return values
+    return pd.array(values, dtype="str")
+
+
+_FRAME_COLUMNS = pd.Index(("deal_id", "as_of") + FEATURE_NAMES)
+_NUMERIC_NAMES = tuple(name for name in FEATURE_NAMES if name not in CATEGORICAL_FEATURES)
+_NUMERIC_POSITIONS = np.array([j for j, name in enumerate(_FRAME_COLUMNS) if name in _NUMERIC_NAMES])
+_TEXT_POSITIONS = tuple((j, name) for j, name in enumerate(_FRAME_COLUMNS) if name in CATEGORICAL_FEATURES)
 
 
 def subset_export(export: Export, deal_ids) -> Export:
