@@ -10,11 +10,50 @@ busy service queues requests instead of refusing them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 logger = logging.getLogger("dealrisk.serving")
+
+
+class Arrivals:
+    """How many scoring requests have been received in full but not yet queued for a batch.
+
+    The request guard (``serving.guard``) wraps each scoring request in ``receiving()`` once its
+    body is in; ``Coalescer.submit`` marks it ``queued()``. A request that is rejected before
+    scoring (a 422 from parsing) stops counting when it is answered. Event-loop thread only.
+    """
+
+    def __init__(self) -> None:
+        self.unqueued = 0
+        self._flag: ContextVar[list[bool] | None] = ContextVar("dealrisk_unqueued", default=None)
+
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        flag = [True]
+        self.unqueued += 1
+        token = self._flag.set(flag)
+        try:
+            yield
+        finally:
+            self._flag.reset(token)
+            self._clear(flag)
+
+    def queued(self) -> None:
+        flag = self._flag.get()
+        if flag is not None:
+            self._clear(flag)
+
+    def _clear(self, flag: list[bool]) -> None:
+        if flag[0]:
+            flag[0] = False
+            self.unqueued -= 1
+
+
+ARRIVALS = Arrivals()  # one per process: the guard and the service's coalescer share it
 
 
 class Coalescer:
@@ -25,9 +64,19 @@ class Coalescer:
     (a request bigger than that is a batch of its own).
     """
 
-    def __init__(self, score_many: Callable[[list], list], max_deals: int = 1000) -> None:
+    def __init__(
+        self,
+        score_many: Callable[[list], list],
+        max_deals: int = 1000,
+        on_batch: Callable[[int, int, float], None] | None = None,
+        arrivals: Arrivals | None = None,
+        settle_seconds: float = 0.01,
+    ) -> None:
         self._score_many = score_many
         self._max_deals = max_deals
+        self._on_batch = on_batch
+        self._arrivals = arrivals
+        self._settle_seconds = settle_seconds
         self._pending: list[tuple[object, asyncio.Future]] = []
         self._running = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dealrisk-score")
@@ -37,6 +86,8 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((request, future))
+        if self._arrivals is not None:
+            self._arrivals.queued()
         if not self._running:
             self._running = True
             loop.create_task(self._drain())
@@ -56,17 +107,37 @@ class Coalescer:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
+                await self._settle()
                 batch = self._take_batch()
                 requests = [request for request, _ in batch]
+                started = loop.time()
                 try:
                     outcomes = await loop.run_in_executor(self._executor, self._score_many, requests)
                 except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
                     outcomes = [exc] * len(batch)
+                if self._on_batch is not None:
+                    self._on_batch(len(requests), sum(len(getattr(r, "deals", ())) for r in requests), loop.time() - started)
                 for (_, future), outcome in zip(batch, outcomes):
                     if not future.done():
                         future.set_result(outcome)
         finally:
             self._running = False
+
+    async def _settle(self) -> None:
+        """Before a batch starts, let requests already received in full reach the queue.
+
+        While a batch runs, the scoring thread holds the GIL most of the time, so requests that
+        came in meanwhile are often still being parsed when it ends; without this they would
+        miss the next batch and wait for the one after it. Bare event-loop turns (no sleeping),
+        only while ``arrivals`` counts such requests, and at most ``settle_seconds``: nothing
+        waits when the service is idle.
+        """
+        if self._arrivals is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settle_seconds
+        while self._arrivals.unqueued > 0 and loop.time() < deadline:
+            await asyncio.sleep(0)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

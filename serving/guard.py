@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 
+from serving.batcher import ARRIVALS
 from serving.config import ServingConfig
 
 PROTECTED_PATHS: frozenset[str] = frozenset({"/score", "/model"})
@@ -84,7 +85,8 @@ class RequestGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        with ARRIVALS.receiving():  # the coalescer waits a moment for requests counted here
+            await self.app(scope, replay, send)
 
 
 def _too_large(limit: int) -> dict:

@@ -21,7 +21,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import JSONResponse, Response
 
-from serving.batcher import Coalescer
+from serving.batcher import ARRIVALS, Coalescer
 from serving.guard import RequestGuard
 from serving.schemas import ModelInfo, ScoreRequest, ScoreResponse
 
@@ -53,7 +53,9 @@ class DealRiskService:
             stop_server_on_startup_failure()
             raise
         self.info = model_info(self.model, self.config)
-        self.batcher = Coalescer(functools.partial(score_batch, self.model, self.config), self.config.max_batch_deals)
+        self.batcher = Coalescer(
+            functools.partial(score_batch, self.model, self.config), self.config.max_batch_deals, on_batch=record_batch, arrivals=ARRIVALS,
+        )
         logger.info(
             "dealrisk: serving %s v%s and %s v%s from %s",
             self.config.win_model_name, self.model.versions["win"],
@@ -76,6 +78,28 @@ class DealRiskService:
     def model(self) -> ModelInfo:
         """Model versions, training date, headline metrics, feature list and thresholds in use."""
         return self.info
+
+
+@functools.cache
+def _batch_metrics() -> tuple:
+    """Prometheus histograms of the scoring batches (on ``/metrics``), created once per process."""
+    from prometheus_client import Histogram
+
+    sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000)
+    return (
+        Histogram("dealrisk_batch_requests", "Requests scored together in one batch", buckets=sizes),
+        Histogram("dealrisk_batch_deals", "Deals scored together in one batch", buckets=sizes),
+        Histogram("dealrisk_batch_seconds", "Time to score one batch (features, models, explanations)",
+                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
+    )
+
+
+def record_batch(requests: int, deals: int, seconds: float) -> None:
+    """Observe one scored batch in the Prometheus histograms."""
+    batch_requests, batch_deals, batch_seconds = _batch_metrics()
+    batch_requests.observe(requests)
+    batch_deals.observe(deals)
+    batch_seconds.observe(seconds)
 
 
 def stop_server_on_startup_failure() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 
 import pytest
 
-from serving.batcher import Coalescer
+from serving.batcher import Arrivals, Coalescer
 from serving.schemas import EXAMPLE_REQUEST, ScoreRequest
 from serving.scoring import RequestError, score_request, score_requests
 from tests.serving.test_service import assert_same_answer
@@ -118,3 +119,46 @@ def test_concurrent_http_requests_each_get_their_own_answer(client, open_request
 def test_single_request_path_is_unchanged(loaded_model, open_request, n):
     request = parsed({"as_of": open_request["as_of"], "deals": open_request["deals"][:n]})
     assert_same_answer(score_requests(loaded_model, [request])[0], score_request(loaded_model, request))
+
+
+def test_coalescer_lets_requests_already_received_join_the_batch():
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        batches.append(list(requests))
+        return [n * 10 for n in requests]
+
+    class Request(int):
+        deals = (1,)
+
+    async def run(arrivals):
+        coalescer = Coalescer(score_many, arrivals=arrivals)
+
+        async def client(n: int, parsing_turns: int):
+            with arrivals.receiving() if arrivals else contextlib.nullcontext():
+                for _ in range(parsing_turns):  # body received, still being parsed
+                    await asyncio.sleep(0)
+                return await coalescer.submit(Request(n))
+
+        results = await asyncio.gather(client(0, 0), client(1, 3), client(2, 6))
+        coalescer.close()
+        return results
+
+    arrivals = Arrivals()
+    assert asyncio.run(run(arrivals)) == [0, 10, 20]
+    assert batches == [[0, 1, 2]]
+    assert arrivals.unqueued == 0
+    batches.clear()
+    assert asyncio.run(run(None)) == [0, 10, 20]
+    assert batches[0] == [0]  # without the count, the first batch leaves at once
+
+
+def test_arrivals_forget_a_request_answered_without_scoring():
+    arrivals = Arrivals()
+
+    async def rejected():
+        with arrivals.receiving():
+            assert arrivals.unqueued == 1  # e.g. a 422 from parsing: never queued
+
+    asyncio.run(rejected())
+    assert arrivals.unqueued == 0

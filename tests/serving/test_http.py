@@ -152,6 +152,36 @@ def test_model_health_metrics_and_auth(server):
         assert httpx.get(f"{url}{path}", timeout=30).status_code == 200, path
 
 
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_answers(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.schemas import EXAMPLE_REQUEST
+
+    url, headers = server["url"], server["headers"]
+    before = httpx.get(f"{url}/metrics", timeout=30).text
+    bodies = []
+    for n in range(24):
+        body = json.loads(json.dumps(EXAMPLE_REQUEST))
+        body["deals"][0]["deal_id"] = f"D-{n}"
+        body["deals"][0]["amount"] = 1000.0 * (n + 1)
+        bodies.append(body)
+    with httpx.Client(headers=headers, timeout=60) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: client.post(f"{url}/score", json=body), bodies))
+    for n, answer in enumerate(answers):
+        assert answer.status_code == 200, answer.text
+        deal = answer.json()["deals"][0]
+        assert deal["deal_id"] == f"D-{n}" and deal["amount"] == 1000.0 * (n + 1)
+    after = httpx.get(f"{url}/metrics", timeout=30).text
+    scored = _metric(after, "dealrisk_batch_requests_sum") - _metric(before, "dealrisk_batch_requests_sum")
+    batches = _metric(after, "dealrisk_batch_requests_count") - _metric(before, "dealrisk_batch_requests_count")
+    assert scored == 24
+    assert 1 <= batches < 24  # 8 clients at once: some requests were scored together
+
+
 def test_schemathesis_finds_no_server_error(server):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
