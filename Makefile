@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 DEMO_DEALS ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: demo test test-slow install clean docs serve
+.PHONY: demo test test-fast test-slow install clean docs serve
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,7 +30,13 @@ demo: install
 serve: install
 	$(BIN)/dealrisk serve
 
+# Everything: the fast tier, then the end-to-end tier (real `bentoml serve` over HTTP,
+# schemathesis against it, the gate on a shuffled-label model); about 3 minutes on 2 cores.
 test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m slow -q
+
+test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: install
