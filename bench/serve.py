@@ -11,15 +11,19 @@ Prints three tables:
     service and through a minimal hand-written FastAPI app (uvicorn) wrapping the same scoring
     function, each as a ratio to the in-process floor: features + predict + SHAP on the same
     deals in one process (no HTTP, no JSON, no contract check, no sentences);
-(b) single-deal latency p50/p95/p99 at 1, 8 and 32 concurrent clients, both servers;
+(b) single-deal latency p50/p95/p99 at 1, 8 and 32 concurrent clients, both servers, with the
+    server's CPU milliseconds per request (its process tree, when this script started it);
 (c) where the time of one in-process request goes (parse, contract, features, ...).
 
-Traffic goes only to 127.0.0.1, bounded in request count and time. Servers this script starts
-are stopped when it ends.
+Traffic goes only to 127.0.0.1, bounded in request count and time, from a lean keep-alive HTTP/1.1
+client (``Connection``): on 2 cores the load generator shares the machine with the server, and
+httpx's 3-4 ms of CPU per request would be counted as server latency. Servers this script starts
+are stopped when it ends. ``--sizes``, ``--clients`` and ``--no-fastapi`` narrow a run.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -186,6 +190,28 @@ def start_process(command: list[str], url: str, log: Path, env: dict | None = No
     raise SystemExit(f"server did not come up: {' '.join(command)}\n{log.read_text()[-2000:]}")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo += children.get(current, [])
+    return total
+
+
 def stop_process(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -231,62 +257,119 @@ def run_fastapi(port: int) -> None:
 # --- load -----------------------------------------------------------------------------------------
 
 
+class Connection:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams: the load generator.
+
+    httpx costs 3-4 ms of CPU per request, and on a 2-core machine the client shares the cores
+    with the server, so its cost would show up as server latency. Load generators (wrk, hey,
+    k6) are lean for the same reason; this one writes one request and reads one response, with
+    Content-Length or chunked bodies, and reconnects when the server closes.
+    """
+
+    def __init__(self, url: str, headers: dict) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.reader = self.writer = None
+
+    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(payload)}\r\n{self.extra}\r\n").encode()
+        self.writer.write(head + payload)
+        await self.writer.drain()
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        fields = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+        if "content-length" in fields:
+            body = await self.reader.readexactly(int(fields["content-length"]))
+        else:  # chunked
+            chunks = []
+            while size := int((await self.reader.readuntil(b"\r\n")).strip(), 16):
+                chunks.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            await self.reader.readexactly(2)
+            body = b"".join(chunks)
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status, body
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
 def measure_batch(url: str, body: dict, headers: dict, min_seconds: float = 2.0, max_requests: int = 30) -> tuple[float, int]:
     """Explained deals per second of sequential requests carrying ``body``; also the error count."""
-    import httpx
+    return asyncio.run(_batch(url, body, headers, min_seconds, max_requests))
 
+
+async def _batch(url: str, body: dict, headers: dict, min_seconds: float, max_requests: int) -> tuple[float, int]:
     payload = json.dumps(body).encode()
+    connection = Connection(url, headers)
     errors = 0
-    with httpx.Client(timeout=300, headers={"content-type": "application/json", **headers}) as client:
-        client.post(f"{url}/score", content=payload)  # warm-up
+    try:
+        await connection.post("/score", payload)  # warm-up
         count, started = 0, time.perf_counter()
         while count < max_requests and (count < 3 or time.perf_counter() - started < min_seconds):
-            response = client.post(f"{url}/score", content=payload)
-            errors += response.status_code != 200
+            status, _ = await connection.post("/score", payload)
+            errors += status != 200
             count += 1
         elapsed = time.perf_counter() - started
+    finally:
+        await connection.close()
     return len(body["deals"]) * count / elapsed, errors
 
 
 async def _latencies(url: str, body: dict, headers: dict, clients: int, requests: int) -> tuple[list[float], int, float]:
-    import httpx
-
     payload = json.dumps(body).encode()
     latencies: list[float] = []
     errors = 0
     remaining = requests
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits,
-                                 headers={"content-type": "application/json", **headers}) as client:
-        for _ in range(min(clients, 4)):  # warm-up
-            await client.post(f"{url}/score", content=payload)
+    connections = [Connection(url, headers) for _ in range(clients)]
+    try:
+        for connection in connections[:4]:  # warm-up
+            await connection.post("/score", payload)
 
-        async def worker() -> None:
+        async def worker(connection: Connection) -> None:
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
                 try:
-                    response = await client.post(f"{url}/score", content=payload)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    status, _ = await connection.post("/score", payload)
+                    ok = status == 200
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    await connection.close()
                     ok = False
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += not ok
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        await asyncio.gather(*(worker(connection) for connection in connections))
         elapsed = time.perf_counter() - started
+    finally:
+        for connection in connections:
+            await connection.close()
     return latencies, errors, elapsed
 
 
-def measure_latency(url: str, body: dict, headers: dict, clients: int, requests: int) -> dict:
+def measure_latency(url: str, body: dict, headers: dict, clients: int, requests: int, pid: int | None = None) -> dict:
+    """Latency percentiles (ms), errors and throughput; with ``pid``, also server CPU ms per request."""
     import numpy as np
 
+    cpu = None if pid is None else tree_cpu_seconds(pid)
     latencies, errors, elapsed = asyncio.run(_latencies(url, body, headers, clients, requests))
+    cpu = None if pid is None else (tree_cpu_seconds(pid) - cpu) * 1000 / (len(latencies) + min(clients, 4))
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     return {"requests": len(latencies), "errors": errors, "p50": p50, "p95": p95, "p99": p99,
-            "rps": len(latencies) / elapsed}
+            "rps": len(latencies) / elapsed, "server_cpu_ms": cpu}
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -310,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("DEALRISK_API_TOKEN"), help="bearer token, if required")
     parser.add_argument("--requests", type=int, default=200, help="single-deal requests per concurrency level")
     parser.add_argument("--sizes", default=",".join(map(str, BATCH_SIZES)), help="batch sizes, comma separated")
+    parser.add_argument("--clients", default=",".join(map(str, CONCURRENCY)), help="concurrent clients, comma separated")
+    parser.add_argument("--no-fastapi", action="store_true", help="skip the hand-written FastAPI peer")
     parser.add_argument("--fastapi-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fastapi_worker is not None:
@@ -320,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as dealrisk serve does; same for the floor
     sizes = tuple(int(s) for s in args.sizes.split(","))
+    concurrency = tuple(int(c) for c in args.clients.split(","))
     headers = {"authorization": f"Bearer {args.token}"} if args.token else {}
     bodies = build_bodies(args.data, tuple(sorted(set(sizes) | {1})))
     model, config = load_scoring_model()
@@ -335,34 +421,38 @@ def main(argv: list[str] | None = None) -> int:
                                            logs / "dealrisk-bench-serve.log"))
         else:
             bento_url = args.url.rstrip("/")
-        fast_port = free_port()
-        fast_url = f"http://127.0.0.1:{fast_port}"
-        processes.append(start_process([sys.executable, __file__, "--fastapi-worker", str(fast_port)],
-                                       f"{fast_url}/healthz", logs / "dealrisk-bench-fastapi.log"))
-        servers = {"bentoml": (bento_url, headers), "fastapi": (fast_url, {})}
+        servers = {"bentoml": (bento_url, headers, processes[0].pid if processes else None)}
+        if not args.no_fastapi:
+            fast_port = free_port()
+            fast_url = f"http://127.0.0.1:{fast_port}"
+            processes.append(start_process([sys.executable, __file__, "--fastapi-worker", str(fast_port)],
+                                           f"{fast_url}/healthz", logs / "dealrisk-bench-fastapi.log"))
+            servers["fastapi"] = (fast_url, {}, processes[-1].pid)
 
         rows = []
         for size in sizes:
             floor = measure_floor(model, bodies[size])
             row = [size, f"{floor:,.0f}"]
-            for name, (url, server_headers) in servers.items():
+            for name, (url, server_headers, _) in servers.items():
                 rate, errors = measure_batch(url, bodies[size], server_headers)
                 row += [f"{rate:,.0f}", f"{rate / floor:.2f}x", errors]
             rows.append(row)
         print_table(
             "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process)",
-            ["deals/request", "floor", "bentoml", "vs floor", "errors", "fastapi", "vs floor", "errors"], rows,
+            ["deals/request", "floor"] + [f"{column}" for name in servers for column in (name, "vs floor", "errors")],
+            rows,
         )
 
         rows = []
-        for clients in CONCURRENCY:
-            for name, (url, server_headers) in servers.items():
+        for clients in concurrency:
+            for name, (url, server_headers, pid) in servers.items():
                 requests = max(args.requests, clients * 4)
-                result = measure_latency(url, bodies[1], server_headers, clients, requests)
+                result = measure_latency(url, bodies[1], server_headers, clients, requests, pid)
+                cpu = "-" if result["server_cpu_ms"] is None else f"{result['server_cpu_ms']:.1f}"
                 rows.append([clients, name, result["requests"], result["errors"], f"{result['p50']:.1f}",
-                             f"{result['p95']:.1f}", f"{result['p99']:.1f}", f"{result['rps']:.0f}"])
-        print_table("(b) single-deal latency (ms) under concurrent clients",
-                    ["clients", "server", "requests", "errors", "p50", "p95", "p99", "req/s"], rows)
+                             f"{result['p95']:.1f}", f"{result['p99']:.1f}", f"{result['rps']:.0f}", cpu])
+        print_table("(b) single-deal latency (ms) under concurrent clients; server CPU ms per request",
+                    ["clients", "server", "requests", "errors", "p50", "p95", "p99", "req/s", "server cpu"], rows)
 
         rows = []
         for size in (1, max(sizes)):
