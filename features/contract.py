@@ -18,13 +18,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.mapping import NameMapping, load_mapping, map_series, normalize_name
+from features.mapping import NameMapping, load_mapping, normalize_name
 from features.schema import (
     CLOSED_STAGES,
     EVENT_TABLES,
@@ -191,12 +192,14 @@ def _show(value: object) -> str:
 class _Cells:
     """Cell values fetched only when a reason is written: reasons are few, converting columns is not."""
 
-    def __init__(self, series: pd.Series | pd.api.extensions.ExtensionArray | np.ndarray) -> None:
+    def __init__(self, series: pd.Series | pd.api.extensions.ExtensionArray | np.ndarray | pa.Array | list) -> None:
         self.series = series
 
     def __getitem__(self, position: int) -> object:
         if isinstance(self.series, pd.Series):
             return self.series.iloc[int(position)]
+        if isinstance(self.series, pa.Array | pa.ChunkedArray):
+            return self.series[int(position)].as_py()
         return self.series[int(position)]
 
 
@@ -217,148 +220,282 @@ def _matches(text: pd.Series | list | pa.Array | pa.ChunkedArray, pattern: str) 
         return np.fromiter(
             (isinstance(v, str) and compiled.search(v) is not None for v in cells), bool, len(cells)
         )
-    array = text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=pa.large_string())
+    array = text if isinstance(text, pa.Array | pa.ChunkedArray) else pa.array(text, type=_LARGE_STRING)
     found = pc.match_substring_regex(array, pattern)
     return found.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 # ---------------------------------------------------------------------------------------------
-# Column parsing: each returns the typed values (NA where empty or invalid) and reports problems.
+# Raw cells. A column arrives as an object array (a JSON request: Python str, float, bool, None)
+# or as a Series (CSV text, Parquet types). String work happens on one pyarrow array per column;
+# short columns (a one-deal request) are walked as Python lists, which costs less than any
+# pandas call; nothing builds a Series or frame until the typed export at the end.
 
-
-class _Parsed:
-    """A parsed column: typed values (NA where the cell is empty or invalid), ``missing``, ``invalid``.
-
-    The values are kept as an array; the Series view is built only for the few columns a rule
-    reads as a Series (a Series costs ~15 us to build, a third of a short column's whole parse).
-    """
-
-    __slots__ = ("array", "missing", "invalid", "_series")
-
-    def __init__(self, values: pd.Series | pd.api.extensions.ExtensionArray | np.ndarray,
-                 missing: np.ndarray, invalid: np.ndarray) -> None:
-        self.array = values.array if isinstance(values, pd.Series) else values
-        self._series = values if isinstance(values, pd.Series) else None
-        self.missing = missing  # the cell is empty
-        self.invalid = invalid  # the cell is present but broke a rule
-
-    @property
-    def values(self) -> pd.Series:
-        """The typed values as a Series on a 0..n-1 index (the frames' index in ``check_tables``)."""
-        if self._series is None:
-            self._series = pd.Series(self.array, copy=False)
-        return self._series
-
-
+_LARGE_STRING = pa.large_string()
+_NULL_STRING = pa.scalar(None, type=_LARGE_STRING)
+_NAT = np.iinfo(np.int64).min  # NaT as int64 microseconds
 _STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # what ``astype("str")`` gives in pandas 3
 _TS_DTYPE = pd.DatetimeTZDtype("us", "UTC")  # TIMESTAMP_DTYPE as an object: no string parsing per call
+_BOOL_DTYPE = pd.BooleanDtype()
+_FLOAT_DTYPE = np.dtype("float64")
 # OUTPUT_DTYPES as dtype objects: comparing against a dtype string parses the string every time.
 _OUTPUT_DTYPE_OBJECTS = {
     "id": _STR_DTYPE, "text": _STR_DTYPE, "choice": _STR_DTYPE, "timestamp": _TS_DTYPE,
-    "number": np.dtype("float64"), "flag": pd.BooleanDtype(),
+    "number": _FLOAT_DTYPE, "flag": _BOOL_DTYPE,
 }
 
+Raw = np.ndarray | pd.Series  # an object column as a numpy array, any other column as a Series
 
-def _strings_of(raw: pd.Series) -> pd.arrays.ArrowStringArray | None:
-    """The cells as a ``str`` array if every cell is a string or missing (a JSON request), else None.
 
-    One pyarrow conversion instead of ``astype("str")``, which costs ~75 us per column even on a
-    one-deal request; the result is the same ``str`` values.
+def _frame_columns(frame: pd.DataFrame, names: list[str]) -> dict[str, Raw]:
+    """The raw cells of the named columns: object columns as numpy arrays, the others as Series.
+
+    A frame of object columns only (a JSON request) is converted by one ``to_numpy`` call
+    instead of one ``frame[column]`` (~15 us each) per column.
     """
-    if raw.dtype != object:
-        return None
-    try:
-        array = pa.array(raw.to_numpy(), type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    return pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE)
+    labels = frame.columns.tolist()
+    dtypes = frame.dtypes.tolist()
+    is_object = [isinstance(d, np.dtype) and d.kind == "O" for d in dtypes]
+    position = {}
+    for i, label in enumerate(labels):
+        position.setdefault(str(label), i)
+    if all(is_object):
+        values = frame.to_numpy()
+        return {name: values[:, position[name]] for name in names}
+    columns: dict[str, Raw] = {}
+    for name in names:
+        series = frame.iloc[:, position[name]]
+        columns[name] = series.to_numpy() if is_object[position[name]] else series
+    return columns
 
 
-def _inferred_cells(raw: pd.Series) -> pa.Array | None:
+def _string_cells(raw: Raw) -> pa.Array | None:
+    """The cells as one ``large_string`` arrow array if every cell is a string or missing, else None."""
+    if isinstance(raw, np.ndarray):
+        try:
+            return pa.array(raw, type=_LARGE_STRING, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+    if isinstance(raw.dtype, pd.StringDtype):
+        return _arrow_of(raw.array)
+    if raw.dtype == object:
+        return _string_cells(raw.to_numpy())
+    return None
+
+
+def _arrow_of(strings: pd.api.extensions.ExtensionArray) -> pa.Array:
+    """A pandas string array's data as one ``large_string`` arrow array (no copy for ``str``)."""
+    array = pa.array(strings)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if array.type == _LARGE_STRING else array.cast(_LARGE_STRING)
+
+
+def _text_cells(raw: Raw) -> pa.Array:
+    """The cells as ``large_string`` arrow data, null where missing; numbers become their usual text."""
+    strings = _string_cells(raw)
+    if strings is not None:
+        return strings
+    series = pd.Series(raw, copy=False) if isinstance(raw, np.ndarray) else raw
+    return _arrow_of(series.astype("str").array)
+
+
+def _inferred_cells(raw: Raw) -> pa.Array | None:
     """An object column's cells as one pyarrow array of the type they share, or None if mixed.
 
     A JSON request gives Python floats, bools and None; one conversion finds whether a column is
     all numbers or all booleans (missing allowed) without converting every cell to text first.
     """
-    if raw.dtype != object:
-        return None
+    if isinstance(raw, pd.Series):
+        if raw.dtype != object:
+            return None
+        raw = raw.to_numpy()
     try:
-        return pa.array(raw.to_numpy(), from_pandas=True)
+        return pa.array(raw, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
 
 
+def _string_array(cells: pa.Array) -> pd.arrays.ArrowStringArray:
+    """Arrow strings as the ``str`` array the export holds."""
+    return pd.arrays.ArrowStringArray(cells, dtype=_STR_DTYPE)
+
+
 def _text_series(cells: np.ndarray | list | pa.Array, index: pd.Index | None = None) -> pd.Series:
     """Strings (None where missing) as a ``str`` Series, built by pyarrow without pandas' inference."""
-    array = cells if isinstance(cells, pa.Array) else pa.array(cells, type=pa.large_string(), from_pandas=True)
-    return pd.Series(pd.arrays.ArrowStringArray(array, dtype=_STR_DTYPE), index=index, copy=False)
+    array = cells if isinstance(cells, pa.Array) else pa.array(cells, type=_LARGE_STRING, from_pandas=True)
+    return pd.Series(_string_array(array), index=index, copy=False)
 
 
-def _text_array(raw: pd.Series) -> pd.api.extensions.ExtensionArray:
-    """The cells as a ``str`` array (missing stays missing); numbers become their usual text."""
-    if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.na_value is np.nan:
-        return raw.array
-    strings = _strings_of(raw)
-    return strings if strings is not None else raw.astype("str").array
-
-
-def _as_text(raw: pd.Series) -> pd.Series:
-    """The cells as a ``str`` Series (missing stays missing); numbers become their usual text."""
-    if isinstance(raw.dtype, pd.StringDtype) and raw.dtype.na_value is np.nan:
-        return raw
-    return pd.Series(_text_array(raw), index=raw.index, copy=False)
-
-
-def _empty_mask(text: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
-    """Cells that are missing or blank; a plain loop on short columns avoids pandas' per-call cost."""
-    if len(text) <= SMALL_COLUMN:
-        return np.fromiter(
-            (not isinstance(v, str) or not v.strip() for v in text.to_numpy(dtype=object)), bool, len(text)
-        )
+def _blank_mask(cells: pa.Array, values: list | None = None) -> np.ndarray:
+    """Cells that are missing or blank; a plain loop on short columns avoids pyarrow's per-call cost."""
+    if len(cells) <= SMALL_COLUMN:
+        values = cells.to_pylist() if values is None else values
+        return np.fromiter((not isinstance(v, str) or not v.strip() for v in values), bool, len(values))
     # Missing, empty or all whitespace (what ``.str.strip() == ""`` finds) without copying the strings.
-    cells = pa.array(text, type=pa.large_string())
-    blank = pc.or_kleene(pc.equal(cells, pa.scalar("", pa.large_string())), pc.utf8_is_space(cells))
+    blank = pc.or_kleene(pc.equal(cells, pa.scalar("", _LARGE_STRING)), pc.utf8_is_space(cells))
     return blank.fill_null(True).to_numpy(zero_copy_only=False)
 
 
-def _blank_to_missing(text: pd.api.extensions.ExtensionArray, missing: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``text`` with blank (whitespace-only) cells set missing; untouched when there are none."""
-    if not missing.any() or text.isna()[missing].all():
-        return text
-    return pd.Series(text, copy=False).where(~missing).array
+def _empty_mask(text: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """Cells of a ``str`` column that are missing or blank (whitespace only)."""
+    return _blank_mask(_arrow_of(text.array if isinstance(text, pd.Series) else text))
 
 
-def parse_text_column(raw: pd.Series) -> _Parsed:
+def _nulled(cells: pa.Array, missing: np.ndarray) -> pa.Array:
+    """``cells`` with the ``missing`` cells null; untouched when those are already all null."""
+    if int(np.count_nonzero(missing)) == cells.null_count:
+        return cells
+    return pc.if_else(pa.array(missing), _NULL_STRING, cells)
+
+
+def _timestamps_of(micros: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """Microseconds since the epoch (int64 min for NaT) as the export's UTC timestamp array."""
+    return pd.array(micros.view("datetime64[us]"), dtype=_TS_DTYPE)
+
+
+def _micros_of(values: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """UTC timestamps as int64 microseconds since the epoch (int64 min where missing)."""
+    return np.asarray(values.to_numpy(dtype="datetime64[us]")).view(np.int64)
+
+
+class _Parsed:
+    """A parsed column: the typed values for the export, ``missing``, ``invalid``, and views for the rules.
+
+    ``array`` has the export dtype (NA where the cell is empty or invalid). Rules read
+    ``strings`` (arrow), ``objects`` (Python values, None where NA) or ``micros`` (timestamps),
+    each built at most once and only when a rule asks.
+    """
+
+    __slots__ = ("array", "missing", "invalid", "_strings", "_objects", "_micros", "_series")
+
+    def __init__(self, array: pd.api.extensions.ExtensionArray | np.ndarray, missing: np.ndarray,
+                 invalid: np.ndarray, strings: pa.Array | None = None, objects: list | None = None,
+                 micros: np.ndarray | None = None) -> None:
+        self.array = array
+        self.missing = missing  # the cell is empty
+        self.invalid = invalid  # the cell is present but broke a rule
+        self._strings = strings
+        self._objects = None if objects is None else _object_array(objects)
+        self._micros = micros
+        self._series = None
+
+    @property
+    def strings(self) -> pa.Array:
+        """String values as arrow (null where NA)."""
+        if self._strings is None:
+            self._strings = _arrow_of(self.array)
+        return self._strings
+
+    @property
+    def objects(self) -> np.ndarray:
+        """Values as a numpy object array, None where NA."""
+        if self._objects is None:
+            self._objects = self.strings.to_numpy(zero_copy_only=False)
+        return self._objects
+
+    @property
+    def micros(self) -> np.ndarray:
+        """Timestamp values as int64 microseconds since the epoch (int64 min where NA)."""
+        if self._micros is None:
+            self._micros = _micros_of(self.array)
+        return self._micros
+
+    @property
+    def values(self) -> pd.Series:
+        """The typed values as a Series on a 0..n-1 index."""
+        if self._series is None:
+            self._series = pd.Series(self.array, copy=False)
+        return self._series
+
+
+def _object_array(values: list) -> np.ndarray:
+    """A list as a 1-d object array (``np.array`` would nest tuples and lists)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def parse_text_column(raw: Raw) -> _Parsed:
     """Parse an ``id`` or ``text`` column: any non-blank string; blank cells are missing."""
-    text = _text_array(raw)
-    missing = _empty_mask(text)
-    return _Parsed(_blank_to_missing(text, missing), missing, np.zeros(len(raw), dtype=bool))
+    cells = _text_cells(raw)
+    values = cells.to_pylist() if len(cells) <= SMALL_COLUMN else None
+    missing = _blank_mask(cells, values)
+    cells = _nulled(cells, missing)
+    objects = None
+    if values is not None:
+        objects = [None if m else v for v, m in zip(values, missing.tolist())] if missing.any() else values
+    return _Parsed(_string_array(cells), missing, np.zeros(len(cells), dtype=bool), cells, objects)
+
+
+class _ChoiceLookup(dict):
+    """Raw cell -> (canonical value or None, missing, invalid), worked out once per distinct cell.
+
+    Kept per (mapping section, allowed values) for the process: a request's few stage and role
+    names are normalised once, not on every call. Bounded, so odd inputs cannot grow it forever.
+    """
+
+    LIMIT = 10_000
+
+    def __init__(self, names: Mapping[str, str], allowed: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names = names
+        self.allowed = frozenset(allowed)
+
+    def __missing__(self, value: object) -> tuple[str | None, bool, bool]:
+        if not isinstance(value, str) or not value.strip():
+            entry = (None, True, False)
+        else:
+            canonical = self.names.get(normalize_name(value), value)
+            entry = (canonical, False, False) if canonical in self.allowed else (None, False, True)
+        if len(self) < self.LIMIT:
+            self[value] = entry
+        return entry
+
+
+_CHOICE_LOOKUPS: dict[tuple[int, tuple[str, ...]], _ChoiceLookup] = {}
+
+
+def _choice_lookup(names: Mapping[str, str], allowed: tuple[str, ...]) -> _ChoiceLookup:
+    """The lookup for a mapping section; a section is immutable, so its identity is its key."""
+    key = (id(names), allowed)
+    lookup = _CHOICE_LOOKUPS.get(key)
+    if lookup is None or lookup.names is not names:
+        if len(_CHOICE_LOOKUPS) >= 64:  # user mappings loaded again and again: start afresh
+            _CHOICE_LOOKUPS.clear()
+        lookup = _CHOICE_LOOKUPS[key] = _ChoiceLookup(names, allowed)
+    return lookup
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_names(allowed: tuple[str, ...]) -> Mapping[str, str]:
+    """Normalised name -> name for a choice column that no mapping section renames."""
+    return MappingProxyType({normalize_name(a): a for a in allowed})
 
 
 def parse_choice_column(
-    raw: pd.Series, table: Table, column: Column, names: Mapping[str, str], section: str | None, out: _Collector,
+    raw: Raw, table: Table, column: Column, names: Mapping[str, str], section: str | None, out: _Collector,
     frame: pd.DataFrame,
 ) -> _Parsed:
     """Parse a ``choice`` column: map CRM names to canonical ones, report values still unknown."""
-    text = _text_array(raw)
-    if len(text) <= SMALL_COLUMN:
-        allowed_set = frozenset(column.allowed)
-        canonical: dict[str, str] = {}  # each distinct cell normalised once, as map_series does
-        renamed = []
-        for v in text.tolist():
-            if isinstance(v, str) and v.strip():
-                if v not in canonical:
-                    canonical[v] = names.get(normalize_name(v), v)
-                renamed.append(canonical[v])
-            else:
-                renamed.append(None)
-        missing = np.fromiter((v is None for v in renamed), bool, len(renamed))
-        invalid = np.fromiter((v is not None and v not in allowed_set for v in renamed), bool, len(renamed))
-        mapped = pd.arrays.ArrowStringArray(pa.array(renamed, type=pa.large_string()), dtype=_STR_DTYPE)
+    cells = _text_cells(raw)
+    lookup = _choice_lookup(names, column.allowed)
+    objects = None
+    if len(cells) <= SMALL_COLUMN:
+        entries = [lookup[v] for v in cells.to_pylist()]
+        objects = [e[0] for e in entries]
+        missing = np.fromiter((e[1] for e in entries), bool, len(entries))
+        invalid = np.fromiter((e[2] for e in entries), bool, len(entries))
+        mapped = pa.array(objects, type=_LARGE_STRING)
     else:
-        missing = _empty_mask(text)
-        mapped = map_series(pd.Series(_blank_to_missing(text, missing), copy=False), names).array
-        invalid = (~missing) & ~mapped.isin(column.allowed)
+        # Each distinct cell looked up once; rows take their distinct value's result.
+        encoded = pc.dictionary_encode(cells)
+        entries = [lookup[v] for v in encoded.dictionary.to_pylist()] + [lookup[None]]
+        codes = encoded.indices.fill_null(len(entries) - 1)
+        numbers = codes.to_numpy(zero_copy_only=False)
+        missing = np.array([e[1] for e in entries], dtype=bool)[numbers]
+        invalid = np.array([e[2] for e in entries], dtype=bool)[numbers]
+        mapped = pa.array([e[0] for e in entries], type=_LARGE_STRING).take(codes)
     if invalid.any():
         allowed = ", ".join(column.allowed)
         hint = (
@@ -367,13 +504,12 @@ def parse_choice_column(
             if section
             else ""
         )
-        values = _Cells(pd.Series(text, copy=False))
+        shown = _Cells(cells)
         out.add_rows(
             table, frame, column.name, "unknown_value", invalid,
-            lambda pos: [f"unknown {column.name} {_show(values[p])}; allowed: {allowed}{hint}" for p in pos],
+            lambda pos: [f"unknown {column.name} {_show(shown[p])}; allowed: {allowed}{hint}" for p in pos],
         )
-        mapped = pd.Series(mapped, copy=False).where(~invalid).array
-    return _Parsed(mapped, missing, invalid)
+    return _Parsed(_string_array(mapped), missing, invalid, mapped, objects)
 
 
 _SIMPLE_ISO = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]00:00)?$"  # RE2: ASCII digits
@@ -389,9 +525,13 @@ def _parse_simple_iso(stripped: list | pa.Array | pa.ChunkedArray, missing: np.n
     pandas' ISO-8601 parser instead. The two parsers agree on this shape (year 0 included);
     tests check short and long columns give the same result.
     """
-    if not (_matches(stripped, _SIMPLE_ISO) | missing).all():
+    if isinstance(stripped, list):
+        compiled = _compiled(_SIMPLE_ISO)
+        if not all(compiled.search(v) is not None for v in stripped if v):
+            return None
+    elif not (_matches(stripped, _SIMPLE_ISO) | missing).all():
         return None
-    micros = np.full(len(missing), np.iinfo(np.int64).min, dtype=np.int64)  # int64 min is NaT
+    micros = np.full(len(missing), _NAT, dtype=np.int64)
     malformed = np.zeros(len(missing), dtype=bool)
     present = np.flatnonzero(~missing)
     if len(present) == 0:
@@ -418,41 +558,47 @@ def _parse_simple_iso(stripped: list | pa.Array | pa.ChunkedArray, missing: np.n
     return micros, malformed
 
 
-def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
-    """Parse ISO-8601 strings; returns (UTC values, missing, malformed, not_utc).
+def _parse_times(cells: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse ISO-8601 text; returns (UTC microseconds, NaT where missing or malformed; missing,
+    malformed, not_utc).
 
     Plain UTC text takes numpy's parser (``_parse_simple_iso``); anything else pandas' ISO-8601
     parser with the offset rules. Short columns are handled as lists: no per-call pandas cost.
     """
-    if len(text) <= SMALL_COLUMN:
-        cells = [v.strip() if isinstance(v, str) else "" for v in text.tolist()]
-        missing = np.fromiter((not c for c in cells), bool, len(cells))
-        simple = _parse_simple_iso(cells, missing)
+    n = len(cells)
+    if n <= SMALL_COLUMN:
+        stripped = [v.strip() if isinstance(v, str) else "" for v in cells.to_pylist()]
+        missing = np.fromiter((not c for c in stripped), bool, n)
+        simple = _parse_simple_iso(stripped, missing)
     else:
-        stripped = text.str.strip()
-        missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool)
-        simple = _parse_simple_iso(pa.array(stripped, type=pa.large_string()), missing)
+        stripped = pc.utf8_trim_whitespace(cells)
+        missing = pc.or_kleene(pc.is_null(stripped), pc.equal(stripped, pa.scalar("", _LARGE_STRING)))
+        missing = missing.to_numpy(zero_copy_only=False)
+        simple = _parse_simple_iso(stripped, missing)
     if simple is not None:
         micros, malformed = simple
-        values = pd.Series(pd.array(micros.view("datetime64[us]"), dtype=_TS_DTYPE), index=text.index, copy=False)
-        return values, missing, malformed, np.zeros(len(text), dtype=bool)
-    if len(text) <= SMALL_COLUMN:
-        present = [c or None for c in cells]
-        parsed = pd.Series(
-            pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE),
-            index=text.index,
-        )
-    else:
-        present = stripped.where(~missing) if missing.any() else stripped
+        return micros, missing, malformed, np.zeros(n, dtype=bool)
+    if n <= SMALL_COLUMN:
+        present = [c or None for c in stripped]
         parsed = pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE)
+    else:
+        present = _text_series(pc.if_else(pa.array(missing), _NULL_STRING, stripped) if missing.any() else stripped)
+        parsed = pd.to_datetime(present, format="ISO8601", utc=True, errors="coerce").astype(TIMESTAMP_DTYPE)
+    micros = _micros_of(parsed)
     with_offset = _matches(present, _OFFSET_PATTERN)
     if with_offset.any():
         zero = _matches(present, _ZERO_OFFSET_PATTERN)
         not_utc = with_offset & ~zero
     else:
         not_utc = with_offset
-    malformed = (~missing) & parsed.isna().to_numpy(dtype=bool) & ~not_utc
-    return parsed, missing, malformed, not_utc
+    malformed = (~missing) & (micros == _NAT) & ~not_utc
+    return micros, missing, malformed, not_utc
+
+
+def _parse_timestamp_text(text: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse a ``str`` Series of ISO-8601 text; returns (UTC values, missing, malformed, not_utc)."""
+    micros, missing, malformed, not_utc = _parse_times(_text_cells(text))
+    return pd.Series(_timestamps_of(micros), index=text.index, copy=False), missing, malformed, not_utc
 
 
 def _parse_timestamp_objects(raw: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray, np.ndarray]:
@@ -492,31 +638,32 @@ def _parse_timestamp_objects(raw: pd.Series) -> tuple[pd.Series, np.ndarray, np.
     return values, missing, malformed, not_utc
 
 
-def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
+def parse_timestamp_column(raw: Raw, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
     """Parse a ``timestamp`` column: ISO-8601, naive taken as UTC, any non-zero offset reported."""
-    dtype = raw.dtype
     n = len(raw)
-    if isinstance(dtype, pd.DatetimeTZDtype):
+    strings = _string_cells(raw)
+    dtype = raw.dtype
+    if strings is not None:  # text: CSV cells, or request cells that are all strings or missing
+        micros, missing, malformed, not_utc = _parse_times(strings)
+    elif isinstance(dtype, pd.DatetimeTZDtype):
         missing = raw.isna().to_numpy(dtype=bool)
         values = raw.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
         wall = raw.dt.tz_localize(None).astype("datetime64[us]").to_numpy()
         not_utc = (~missing) & (wall != values.dt.tz_localize(None).to_numpy())
         malformed = np.zeros(n, dtype=bool)
+        micros = _micros_of(values.array)
     elif pd.api.types.is_datetime64_dtype(dtype):
         missing = raw.isna().to_numpy(dtype=bool)
-        values = raw.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE)
+        micros = _micros_of(raw.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE).array)
         not_utc = malformed = np.zeros(n, dtype=bool)
-    elif isinstance(dtype, pd.StringDtype):
-        values, missing, malformed, not_utc = _parse_timestamp_text(_as_text(raw))
-    elif (strings := _strings_of(raw)) is not None:  # object cells that are all text or missing
-        values, missing, malformed, not_utc = _parse_timestamp_text(pd.Series(strings, index=raw.index, copy=False))
     elif dtype == object:
-        values, missing, malformed, not_utc = _parse_timestamp_objects(raw)
+        values, missing, malformed, not_utc = _parse_timestamp_objects(pd.Series(raw, copy=False))
+        micros = _micros_of(values.array)
     else:  # numbers, booleans: not timestamps
         missing = raw.isna().to_numpy(dtype=bool)
         malformed = ~missing
         not_utc = np.zeros(n, dtype=bool)
-        values = pd.Series(pd.NaT, index=raw.index, dtype=TIMESTAMP_DTYPE)
+        micros = np.full(n, _NAT, dtype=np.int64)
     shown = _Cells(raw)
     if malformed.any():
         out.add_rows(
@@ -525,6 +672,7 @@ def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _C
                 f"not an ISO-8601 timestamp: {_show(shown[p])} (expected e.g. 2026-03-31T14:05:00Z)" for p in pos
             ],
         )
+    invalid = malformed
     if not_utc.any():
         out.add_rows(
             table, frame, column.name, "not_utc", not_utc,
@@ -533,42 +681,53 @@ def parse_timestamp_column(raw: pd.Series, table: Table, column: Column, out: _C
                 for p in pos
             ],
         )
-    invalid = malformed | not_utc
+        invalid = malformed | not_utc
     if invalid.any():
-        values = values.where(~invalid)
-    return _Parsed(values, missing, invalid)
+        micros = np.where(invalid, _NAT, micros)
+    return _Parsed(_timestamps_of(micros), missing, invalid, micros=micros)
 
 
-def _to_float(text: pd.Series) -> pd.Series:
+def _to_float(text: pa.Array | pd.Series) -> np.ndarray:
     """Parse number text to float64, NaN where unparseable; pyarrow's cast first, pandas if any cell fails."""
+    cells = text if isinstance(text, pa.Array) else _arrow_of(text.array)
     try:
-        cast = pc.cast(pa.array(text, type=pa.large_string()), pa.float64())
-        return pd.Series(cast.to_numpy(zero_copy_only=False), index=text.index, dtype="float64", copy=False)
+        return pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pd.to_numeric(text, errors="coerce").astype("float64")
+        return pd.to_numeric(_text_series(cells), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
+def _request_numbers(raw: Raw) -> np.ndarray | None:
+    """A short object column of Python floats, ints (not bools) and None as float64, else None."""
+    if not isinstance(raw, np.ndarray) or len(raw) > SMALL_COLUMN:
+        return None
+    cells = raw.tolist()
+    if all(v is None or type(v) is float or type(v) is int for v in cells):
+        return np.array(cells, dtype=np.float64)
+    return None
+
+
+def parse_number_column(raw: Raw, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
     """Parse a ``number`` column: finite, within the column's min/max; NaN text is not a number."""
-    cells = _inferred_cells(raw)
+    n = len(raw)
+    array = _request_numbers(raw)
+    cells = None if array is not None else _inferred_cells(raw)
     if cells is not None and not (pa.types.is_floating(cells.type) or pa.types.is_integer(cells.type)
                                   or pa.types.is_null(cells.type)):
         cells = None  # text or booleans: parsed as text below, so true is not 1
-    if cells is not None:
-        numbers = cells.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        values = pd.Series(numbers, index=raw.index, copy=False)
-        missing = np.isnan(numbers)
-        unparsed = np.zeros(len(raw), dtype=bool)
-    elif pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        values = pd.Series(raw.to_numpy(dtype="float64", na_value=np.nan), index=raw.index)
-        missing = values.isna().to_numpy(dtype=bool)
-        unparsed = np.zeros(len(raw), dtype=bool)
+    unparsed = np.zeros(n, dtype=bool)
+    if array is not None:
+        missing = np.isnan(array)
+    elif cells is not None:
+        array = cells.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        missing = np.isnan(array)
+    elif isinstance(raw, pd.Series) and pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        array = raw.to_numpy(dtype="float64", na_value=np.nan)
+        missing = np.isnan(array)
     else:
-        text = _as_text(raw).str.strip()
-        missing = _empty_mask(text)
-        values = _to_float(text.where(~missing) if missing.any() else text)
-        unparsed = (~missing) & values.isna().to_numpy(dtype=bool)
-    array = values.to_numpy()
+        stripped = pc.utf8_trim_whitespace(_text_cells(raw))
+        missing = _blank_mask(stripped)
+        array = _to_float(pc.if_else(pa.array(missing), _NULL_STRING, stripped) if missing.any() else stripped)
+        unparsed = (~missing) & np.isnan(array)
     shown = _Cells(raw)
     infinite = np.isinf(array)
     bad = unparsed | infinite
@@ -577,7 +736,7 @@ def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Coll
             table, frame, column.name, "bad_number", bad,
             lambda pos: [f"not a finite number: {_show(shown[p])}" for p in pos],
         )
-    invalid = bad.copy()
+    invalid = bad
     with np.errstate(invalid="ignore"):
         if column.min_value is not None:
             low = (~bad) & (array < column.min_value)
@@ -586,7 +745,7 @@ def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Coll
                     table, frame, column.name, "below_min", low,
                     lambda pos: [f"{_show(shown[p])} is below the minimum {column.min_value:g}" for p in pos],
                 )
-                invalid |= low
+                invalid = invalid | low
         if column.max_value is not None:
             high = (~bad) & (array > column.max_value)
             if high.any():
@@ -594,56 +753,73 @@ def parse_number_column(raw: pd.Series, table: Table, column: Column, out: _Coll
                     table, frame, column.name, "above_max", high,
                     lambda pos: [f"{_show(shown[p])} is above the maximum {column.max_value:g}" for p in pos],
                 )
-                invalid |= high
+                invalid = invalid | high
     if invalid.any():
-        values = values.where(~invalid)
-    return _Parsed(values, missing, invalid)
+        array = np.where(invalid, np.nan, array)
+    return _Parsed(array.astype(np.float64, copy=False), missing, invalid)
 
 
-def parse_flag_column(raw: pd.Series, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
+def _request_flags(raw: Raw) -> tuple[np.ndarray, np.ndarray] | None:
+    """A short object column of Python bools and None as (truth, missing), else None."""
+    if not isinstance(raw, np.ndarray) or len(raw) > SMALL_COLUMN:
+        return None
+    cells = raw.tolist()
+    if all(v is None or type(v) is bool for v in cells):
+        return (np.fromiter((v is True for v in cells), bool, len(cells)),
+                np.fromiter((v is None for v in cells), bool, len(cells)))
+    return None
+
+
+def parse_flag_column(raw: Raw, table: Table, column: Column, out: _Collector, frame: pd.DataFrame) -> _Parsed:
     """Parse a ``flag`` column: true/false/1/0 (any case), or booleans."""
-    cells = _inferred_cells(raw)
-    if cells is not None and (pa.types.is_boolean(cells.type) or pa.types.is_null(cells.type)):
+    n = len(raw)
+    invalid = np.zeros(n, dtype=bool)
+    flags = _request_flags(raw)
+    cells = None if flags is not None else _inferred_cells(raw)
+    if flags is not None:
+        truth, missing = flags
+    elif cells is not None and (pa.types.is_boolean(cells.type) or pa.types.is_null(cells.type)):
         missing = cells.is_null().to_numpy(zero_copy_only=False)
         truth = cells.cast(pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False)
-        values = pd.Series(pd.arrays.BooleanArray(truth, missing), index=raw.index, copy=False)
-        invalid = np.zeros(len(raw), dtype=bool)
-    elif pd.api.types.is_bool_dtype(raw.dtype):
-        values = raw.astype("boolean")
-        missing = values.isna().to_numpy(dtype=bool)
-        invalid = np.zeros(len(raw), dtype=bool)
+    elif isinstance(raw, pd.Series) and pd.api.types.is_bool_dtype(raw.dtype):
+        values = raw.astype("boolean").array
+        missing = values.isna()
+        truth = values.to_numpy(dtype=bool, na_value=False)
     else:
-        if pd.api.types.is_numeric_dtype(raw.dtype):
+        if isinstance(raw, pd.Series) and pd.api.types.is_numeric_dtype(raw.dtype):
             numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
             missing = np.isnan(numbers)
             is_true, is_false = numbers == 1, numbers == 0
         else:
-            text = _as_text(raw)
-            words = text.str.strip().str.lower()
-            missing = _empty_mask(text)
-            is_true = words.isin(_TRUE_WORDS).to_numpy(dtype=bool)
-            is_false = words.isin(_FALSE_WORDS).to_numpy(dtype=bool)
+            text = _text_cells(raw)
+            words = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+            missing = _blank_mask(text)
+            is_true = pc.is_in(words, value_set=pa.array(_TRUE_WORDS, _LARGE_STRING)).fill_null(False)
+            is_false = pc.is_in(words, value_set=pa.array(_FALSE_WORDS, _LARGE_STRING)).fill_null(False)
+            is_true = is_true.to_numpy(zero_copy_only=False)
+            is_false = is_false.to_numpy(zero_copy_only=False)
         invalid = (~missing) & ~is_true & ~is_false
-        values = pd.Series(pd.array(np.where(is_true, True, False), dtype="boolean"), index=raw.index)
-        values = values.mask(missing | invalid)
+        truth = is_true & ~invalid
+        missing_or_invalid = missing | invalid
         if invalid.any():
             shown = _Cells(raw)
             out.add_rows(
                 table, frame, column.name, "bad_flag", invalid,
                 lambda pos: [f"not a flag: {_show(shown[p])} (expected true, false, 1 or 0)" for p in pos],
             )
-    return _Parsed(values, missing, invalid)
+        return _Parsed(pd.arrays.BooleanArray(truth & ~missing_or_invalid, missing_or_invalid), missing, invalid)
+    return _Parsed(pd.arrays.BooleanArray(truth & ~missing, missing), missing, invalid)
 
 
 def parse_column(
-    raw: pd.Series, table: Table, column: Column, mapping: NameMapping, out: _Collector, frame: pd.DataFrame
+    raw: Raw, table: Table, column: Column, mapping: NameMapping, out: _Collector, frame: pd.DataFrame
 ) -> _Parsed:
     """Parse one column by its contract kind and report empty cells in non-nullable columns."""
     if column.kind in ("id", "text"):
         parsed = parse_text_column(raw)
     elif column.kind == "choice":
         section = mapping.for_column(table.name, column.name)
-        names = mapping.section(section) if section else {normalize_name(a): a for a in column.allowed}
+        names = mapping.section(section) if section else _plain_names(column.allowed)
         parsed = parse_choice_column(raw, table, column, names, section, out, frame)
     elif column.kind == "timestamp":
         parsed = parse_timestamp_column(raw, table, column, out, frame)
@@ -685,22 +861,60 @@ def check_columns(table: Table, frame: pd.DataFrame, out: _Collector, notes: lis
     return [c.name for c in table.columns if c.name in found]
 
 
+def _codes(cells: pa.Array) -> tuple[np.ndarray, int]:
+    """Hash codes of string cells (-1 where null) and the number of distinct values."""
+    encoded = pc.dictionary_encode(cells)
+    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)
+
+
+def _isin(objects: np.ndarray, values: Sequence[str]) -> np.ndarray:
+    """Where an object array equals one of a few strings (None never does)."""
+    found = np.zeros(len(objects), dtype=bool)
+    for value in values:
+        found |= objects == value
+    return found
+
+
 def check_unique_key(table: Table, frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector) -> None:
     """Report rows whose key repeats an earlier row's key (duplicate ids), naming the first row."""
     if not table.unique_key or any(k not in parsed for k in table.key):
         return
-    combined = np.zeros(len(frame), dtype=np.int64)
-    complete = np.ones(len(frame), dtype=bool)
-    for k in table.key:
-        codes, uniques = pd.factorize(parsed[k].values)
-        combined = combined * (len(uniques) + 1) + codes
-        complete &= codes >= 0
-    _, first_index, inverse = np.unique(combined, return_index=True, return_inverse=True)
-    first = first_index[inverse]
-    duplicated = complete & (first != np.arange(len(frame)))
-    if not duplicated.any():
+    n = len(frame)
+    if n < 2:  # one row cannot repeat another
         return
-    cells = [_Cells(parsed[k].values) for k in table.key]
+    columns = [parsed[k] for k in table.key]
+    if n <= SMALL_COLUMN:
+        seen: dict[tuple, int] = {}
+        repeats: dict[int, int] = {}
+        for i, key in enumerate(zip(*(c.objects.tolist() for c in columns))):
+            if None in key:
+                continue
+            first_seen = seen.setdefault(key, i)
+            if first_seen != i:
+                repeats[i] = first_seen
+        if not repeats:
+            return
+        duplicated = np.zeros(n, dtype=bool)
+        duplicated[list(repeats)] = True
+        first = np.arange(n)
+        first[list(repeats)] = list(repeats.values())
+    else:
+        if len(columns) == 1:
+            cells = columns[0].strings
+            if pc.count_distinct(cells, mode="only_valid").as_py() == n - cells.null_count:
+                return
+        combined = np.zeros(n, dtype=np.int64)
+        complete = np.ones(n, dtype=bool)
+        for c in columns:
+            codes, size = _codes(c.strings)
+            combined = combined * (size + 1) + codes
+            complete &= codes >= 0
+        _, first_index, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        first = first_index[inverse]
+        duplicated = complete & (first != np.arange(n))
+        if not duplicated.any():
+            return
+    cells = [_Cells(c.objects) for c in columns]
 
     def reason(pos: np.ndarray) -> list[str]:
         return [
@@ -712,16 +926,24 @@ def check_unique_key(table: Table, frame: pd.DataFrame, parsed: dict[str, _Parse
     out.add_rows(table, frame, ", ".join(table.key), "duplicate_key", duplicated, reason)
 
 
+def _known(*columns: _Parsed) -> np.ndarray:
+    """Rows where every one of the parsed columns holds a value (neither missing nor invalid)."""
+    known = ~(columns[0].missing | columns[0].invalid)
+    for column in columns[1:]:
+        known &= ~(column.missing | column.invalid)
+    return known
+
+
 def check_deals(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector) -> None:
     """Deal-level rules: closed_at set iff won/lost, stage consistent with outcome, closed after created."""
     table = TABLES["deals"]
     if not {"outcome", "stage", "closed_at", "created_at"} <= parsed.keys():
         return
-    outcome = parsed["outcome"].values.to_numpy(dtype=object)
-    stage = parsed["stage"].values.to_numpy(dtype=object)
+    outcome = parsed["outcome"].objects
+    stage = parsed["stage"].objects
     closed = parsed["closed_at"]
     closed_at_set = ~closed.missing
-    is_closed = np.isin(outcome, CLOSED_STAGES)
+    is_closed = _isin(outcome, CLOSED_STAGES)
     is_open = outcome == "open"
     out.add_rows(
         table, frame, "closed_at", "closed_at_missing", is_closed & closed.missing,
@@ -731,8 +953,8 @@ def check_deals(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector
         table, frame, "closed_at", "closed_at_set_on_open", is_open & closed_at_set,
         lambda pos: ["closed_at is set but outcome is 'open'; an open deal has no closed_at" for _ in pos],
     )
-    known = pd.notna(stage) & pd.notna(outcome)
-    open_stage = np.isin(stage, OPEN_STAGES)
+    known = _known(parsed["stage"], parsed["outcome"])
+    open_stage = _isin(stage, OPEN_STAGES)
     mismatch = known & ((is_closed & (stage != outcome)) | (is_open & ~open_stage))
     out.add_rows(
         table, frame, "stage", "stage_outcome_mismatch", mismatch,
@@ -742,10 +964,10 @@ def check_deals(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector
             for p in pos
         ],
     )
-    created = parsed["created_at"].values
-    before = (closed.values < created).fillna(False).to_numpy(dtype=bool)
-    closed_shown = _Cells(closed.values)
-    created_shown = _Cells(created)
+    created = parsed["created_at"]
+    before = (closed.micros != _NAT) & (created.micros != _NAT) & (closed.micros < created.micros)
+    closed_shown = _Cells(closed.array)
+    created_shown = _Cells(created.array)
     out.add_rows(
         table, frame, "closed_at", "closed_before_created", before,
         lambda pos: [
@@ -756,30 +978,35 @@ def check_deals(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Collector
 
 @dataclass(frozen=True)
 class _DealIndex:
-    """Lookup of deals by id (first occurrence wins; duplicates are reported separately)."""
+    """Deals by id; ``position`` finds each event's deal row (the first row with that id wins;
+    duplicates are reported separately)."""
 
-    ids: pd.Index
-    created_at: np.ndarray
-    stage: np.ndarray
+    ids: _Parsed
+    created_at: np.ndarray | None  # per deals row, int64 microseconds
+    stage: np.ndarray | None  # per deals row, canonical stage or None
+
+    def position(self, deal_id: _Parsed) -> np.ndarray:
+        """Row in deals of each event's deal, -1 where the id is missing or not in deals."""
+        if len(deal_id.missing) <= SMALL_COLUMN and len(self.ids.missing) <= SMALL_COLUMN:
+            rows: dict[str, int] = {}
+            for i, value in enumerate(self.ids.objects.tolist()):
+                if value is not None:
+                    rows.setdefault(value, i)
+            return np.fromiter((rows.get(v, -1) for v in deal_id.objects.tolist()), np.int64, len(deal_id.missing))
+        found = pc.index_in(deal_id.strings, value_set=self.ids.strings, skip_nulls=True)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _naive_utc(values: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
-    """UTC timestamps as a plain ``datetime64[us]`` array (fast to compare; NaT where missing)."""
-    return values.to_numpy(dtype="datetime64[us]")
-
-
-def _utc(value: np.datetime64) -> pd.Timestamp:
-    return pd.Timestamp(value).tz_localize("UTC")
+def _utc(micros: int) -> pd.Timestamp:
+    return pd.Timestamp(np.datetime64(int(micros), "us")).tz_localize("UTC")
 
 
 def index_deals(parsed: dict[str, _Parsed]) -> _DealIndex | None:
     if "deal_id" not in parsed:
         return None
-    ids = parsed["deal_id"].values
-    keep = ids.notna().to_numpy() & ~ids.duplicated(keep="first").to_numpy()
-    created = _naive_utc(parsed["created_at"].array)[keep] if "created_at" in parsed else None
-    stage = parsed["stage"].array.to_numpy(dtype=object)[keep] if "stage" in parsed else None
-    return _DealIndex(pd.Index(ids[keep]), created, stage)
+    created = parsed["created_at"].micros if "created_at" in parsed else None
+    stage = parsed["stage"].objects if "stage" in parsed else None
+    return _DealIndex(parsed["deal_id"], created, stage)
 
 
 def check_events(
@@ -788,21 +1015,20 @@ def check_events(
     """Every event's deal exists and no event precedes its deal's created_at; returns deal positions."""
     if "deal_id" not in parsed:
         return None
-    deal_id = parsed["deal_id"].array  # arrays, not Series: no per-table Series on a one-deal request
-    where = deals.ids.get_indexer(deal_id)
-    unknown = (where < 0) & ~parsed["deal_id"].missing  # an id is NA exactly where it is missing
-    ids_shown = _Cells(deal_id)
-    out.add_rows(
-        table, frame, "deal_id", "unknown_deal", unknown,
-        lambda pos: [f"deal_id {_show(ids_shown[p])} is not in deals" for p in pos],
-    )
+    deal_id = parsed["deal_id"]
+    where = deals.position(deal_id)
+    unknown = (where < 0) & ~deal_id.missing
+    if unknown.any():
+        ids_shown = _Cells(deal_id.objects)
+        out.add_rows(
+            table, frame, "deal_id", "unknown_deal", unknown,
+            lambda pos: [f"deal_id {_show(ids_shown[p])} is not in deals" for p in pos],
+        )
     time_column = table.time_column
-    if time_column in parsed and deals.created_at is not None and len(deals.ids):
+    if time_column in parsed and deals.created_at is not None and len(deals.created_at):
         created = deals.created_at[np.clip(where, 0, None)]
-        event_time = _naive_utc(parsed[time_column].array)
-        known = (where >= 0) & ~pd.isna(created) & ~pd.isna(event_time)
-        early = np.zeros(len(where), dtype=bool)
-        early[known] = event_time[known] < created[known]
+        event_time = parsed[time_column].micros
+        early = (where >= 0) & (created != _NAT) & (event_time != _NAT) & (event_time < created)
         out.add_rows(
             table, frame, time_column, "before_created", early,
             lambda pos: [
@@ -825,12 +1051,11 @@ def check_stage_history(
     table = TABLES["stage_history"]
     if not {"deal_id", "stage", "entered_at"} <= parsed.keys():
         return
-    stage = parsed["stage"].values.to_numpy(dtype=object)
-    time = _naive_utc(parsed["entered_at"].values).view("i8")
-    usable = np.flatnonzero((where >= 0) & ~parsed["stage"].invalid & ~parsed["stage"].missing
-                            & ~parsed["entered_at"].invalid & ~parsed["entered_at"].missing)
+    usable = np.flatnonzero((where >= 0) & _known(parsed["stage"], parsed["entered_at"]))
     if len(usable) == 0:
         return
+    stage = parsed["stage"].objects
+    time = parsed["entered_at"].micros
     rows = usable[np.lexsort((usable, time[usable], where[usable]))]  # sorted row positions
     deal, at = where[rows], time[rows]
     n = len(frame)
@@ -853,7 +1078,7 @@ def check_stage_history(
 
     group_start = np.flatnonzero(new_deal)
     group = np.cumsum(new_deal) - 1
-    terminal = np.isin(stage[rows], CLOSED_STAGES)
+    terminal = _isin(stage[rows], CLOSED_STAGES)
     if terminal.any():
         never = np.iinfo(np.int64).max
         first_terminal = np.minimum.reduceat(np.where(terminal, at, never), group_start)[group]
@@ -890,11 +1115,11 @@ def check_stage_history(
             )
 
 
-def _pairs_in(first: pd.Series, second: pd.Series, first_in: pd.Series, second_in: pd.Series) -> np.ndarray:
+def _pairs_in(first: pa.Array, second: pa.Array, first_in: pa.Array, second_in: pa.Array) -> np.ndarray:
     """Whether each (first, second) pair occurs among the (first_in, second_in) pairs; hash-based."""
-    a_codes, a_uniques = pd.factorize(pd.concat([first, first_in], ignore_index=True))
-    b_codes, b_uniques = pd.factorize(pd.concat([second, second_in], ignore_index=True))
-    pairs = a_codes.astype(np.int64) * (len(b_uniques) + 1) + b_codes
+    a_codes, a_size = _codes(pa.concat_arrays([first, first_in]))
+    b_codes, b_size = _codes(pa.concat_arrays([second, second_in]))
+    pairs = a_codes * (b_size + 1) + b_codes
     valid = (a_codes >= 0) & (b_codes >= 0)
     n = len(first)
     return np.isin(pairs[:n], pairs[n:][valid[n:]]) & valid[:n]
@@ -908,19 +1133,23 @@ def check_activity_contacts(
         return
     if not {"deal_id", "contact_id"} <= parsed.keys():
         return
-    contact_id = parsed["contact_id"].values
-    deal_id = parsed["deal_id"].values
-    known = ~(parsed["contact_id"].missing | parsed["deal_id"].missing)
+    contact_id = parsed["contact_id"]
+    deal_id = parsed["deal_id"]
+    known = ~(contact_id.missing | deal_id.missing)
     if not known.any():
         return
-    if len(deal_id) <= SMALL_COLUMN:
-        on_deal = set(zip(contacts["deal_id"].values.tolist(), contacts["contact_id"].values.tolist()))
-        pairs = zip(deal_id.tolist(), contact_id.tolist())
-        not_on_deal = known & np.fromiter((pair not in on_deal for pair in pairs), bool, len(deal_id))
+    if len(known) <= SMALL_COLUMN and len(contacts["deal_id"].missing) <= SMALL_COLUMN:
+        on_deal = set(zip(contacts["deal_id"].objects.tolist(), contacts["contact_id"].objects.tolist()))
+        pairs = zip(deal_id.objects.tolist(), contact_id.objects.tolist())
+        not_on_deal = known & np.fromiter((pair not in on_deal for pair in pairs), bool, len(known))
     else:
-        not_on_deal = known & ~_pairs_in(deal_id, contact_id, contacts["deal_id"].values, contacts["contact_id"].values)
-    contact_shown = _Cells(contact_id)
-    deal_shown = _Cells(deal_id)
+        not_on_deal = known & ~_pairs_in(
+            deal_id.strings, contact_id.strings, contacts["deal_id"].strings, contacts["contact_id"].strings
+        )
+    if not not_on_deal.any():
+        return
+    contact_shown = _Cells(contact_id.objects)
+    deal_shown = _Cells(deal_id.objects)
     out.add_rows(
         TABLES["activities"], frame, "contact_id", "contact_not_on_deal", not_on_deal,
         lambda pos: [
@@ -935,18 +1164,21 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
     table = TABLES["field_history"]
     if "field" not in parsed:
         return
-    tracked = parsed["field"].values.to_numpy(dtype=object)
+    tracked = parsed["field"].objects
     for column in ("old_value", "new_value"):
         if column not in parsed:
             continue
-        values = parsed[column].values
-        cells = values.to_numpy(dtype=object)  # one conversion; the subsets below are numpy takes
-        present = ~parsed[column].missing
-        shown = _Cells(values)
+        values = parsed[column]
+        present = ~values.missing
         is_date = present & (tracked == "expected_close_date")
+        is_amount = present & (tracked == "amount")
+        if not (is_date.any() or is_amount.any()):
+            continue
+        cells = values.objects  # one conversion; the subsets below are numpy takes
+        shown = _Cells(cells)
         if is_date.any():
-            _, _, malformed, not_utc = _parse_timestamp_text(_text_series(cells[is_date]))
-            bad = np.zeros(len(values), dtype=bool)
+            _, _, malformed, not_utc = _parse_times(pa.array(cells[is_date], type=_LARGE_STRING))
+            bad = np.zeros(len(cells), dtype=bool)
             bad[np.flatnonzero(is_date)] = malformed | not_utc
             out.add_rows(
                 table, frame, column, "bad_field_value", bad,
@@ -954,11 +1186,10 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
                     f"expected_close_date value {_show(shown[p])} is not an ISO-8601 UTC date" for p in pos
                 ],
             )
-        is_amount = present & (tracked == "amount")
         if is_amount.any():
-            stripped = pc.utf8_trim_whitespace(pa.array(cells[is_amount], type=pa.large_string()))  # as .str.strip()
-            numbers = _to_float(_text_series(stripped)).to_numpy()
-            bad = np.zeros(len(values), dtype=bool)
+            stripped = pc.utf8_trim_whitespace(pa.array(cells[is_amount], type=_LARGE_STRING))  # as .str.strip()
+            numbers = _to_float(stripped)
+            bad = np.zeros(len(cells), dtype=bool)
             bad[np.flatnonzero(is_amount)] = ~np.isfinite(numbers)
             out.add_rows(
                 table, frame, column, "bad_field_value", bad,
@@ -970,6 +1201,17 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, _Parsed], out: _Co
 # Composition.
 
 
+def _absent_column(kind: str, n_rows: int) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """An optional column the input did not have: all missing, in the export dtype."""
+    if kind == "number":
+        return np.full(n_rows, np.nan)
+    if kind == "flag":
+        return pd.arrays.BooleanArray(np.zeros(n_rows, dtype=bool), np.ones(n_rows, dtype=bool))
+    if kind == "timestamp":
+        return _timestamps_of(np.full(n_rows, _NAT, dtype=np.int64))
+    return _string_array(pa.nulls(n_rows, type=_LARGE_STRING))
+
+
 def build_frame(table: Table, parsed: dict[str, _Parsed], n_rows: int) -> pd.DataFrame:
     """Assemble the typed table in contract column order; optional absent columns are all-missing."""
     columns = {}
@@ -979,7 +1221,7 @@ def build_frame(table: Table, parsed: dict[str, _Parsed], n_rows: int) -> pd.Dat
             dtype = _OUTPUT_DTYPE_OBJECTS[column.kind]
             columns[column.name] = values if values.dtype == dtype else values.astype(dtype)
         else:
-            columns[column.name] = pd.array([None] * n_rows, dtype=OUTPUT_DTYPES[column.kind])
+            columns[column.name] = _absent_column(column.kind, n_rows)
     # Arrays, not Series: skips index alignment, which dominates on a one-deal request.
     return pd.DataFrame(columns, index=pd.RangeIndex(n_rows), copy=False)
 
@@ -1013,8 +1255,9 @@ def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = Non
             frame = frame.reset_index(drop=True)
         frames[name] = frame
         usable = check_columns(table, frame, out, notes)
+        cells = _frame_columns(frame, usable)
         parsed[name] = {
-            column: parse_column(frame[column], table, table.column(column), mapping, out, frame)
+            column: parse_column(cells[column], table, table.column(column), mapping, out, frame)
             for column in usable
         }
         check_unique_key(table, frame, parsed[name], out)
