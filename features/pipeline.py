@@ -37,6 +37,7 @@ from features.state import FeatureState
 
 DAY_US = 86_400_000_000  # microseconds per day
 _STR_DTYPE = pd.StringDtype(na_value=np.nan)  # the contract's "str" dtype
+_NAT = np.iinfo(np.int64).min  # NaT in int64 microseconds
 _STAGE_NAMES = pd.array(list(STAGES) + [None], dtype=_STR_DTYPE)  # stage code -> name; the last: missing
 ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
 _OPEN_CODES = np.array([i for i, s in enumerate(STAGES) if s in OPEN_STAGES])
@@ -155,7 +156,7 @@ def group_cumcount(*keys: np.ndarray) -> np.ndarray:
 
 def to_micros(values) -> np.ndarray:
     """UTC timestamps (Series, Index or array) as int64 microseconds since the epoch (NaT: int64 min)."""
-    array = values.array if isinstance(values, (pd.Series, pd.Index)) else None
+    array = values.array if isinstance(values, (pd.Series, pd.Index)) else values
     if isinstance(array, pd.arrays.DatetimeArray) and array.tz is not None:
         return (array if array.unit == "us" else array.as_unit("us")).asi8  # fast path: contract dtype
     index = pd.DatetimeIndex(values)
@@ -185,11 +186,14 @@ class Codebook:
     def encode(self, values) -> np.ndarray:
         if len(values) <= SMALL_COLUMN and (self._positions is not None or len(self.values) <= 4096):
             # A request's few rows: a dict look-up per cell beats factorize's fixed cost.
-            if isinstance(values, (pd.Series, pd.Index)):
-                values = values.to_numpy(dtype=object)
             positions = self._lookup()
-            return np.fromiter((positions.get(v, -1) for v in values), dtype=np.int64, count=len(values))
-        array = values.array if isinstance(values, pd.Series) else pd.array(np.asarray(values, dtype=object))
+            return np.fromiter((positions.get(v, -1) for v in text_values(values)), dtype=np.int64, count=len(values))
+        if isinstance(values, pd.Series):
+            array = values.array
+        elif isinstance(values, pd.api.extensions.ExtensionArray):
+            array = values
+        else:
+            array = pd.array(np.asarray(values, dtype=object))
         codes, uniques = array.factorize()
         if len(uniques) <= 64 and len(self.values) <= 4096:
             positions = self._lookup()
@@ -216,13 +220,12 @@ def factorize_values(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     ([0, -1, 1, 0], ['b', 'a'])
     """
     if len(values) > SMALL_COLUMN:
-        codes, uniques = values.array.factorize()
+        codes, uniques = pd.array(values).factorize()
         return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
-    objects = values.to_numpy(dtype=object)
-    missing = pd.isna(objects)
+    cells = text_values(values)
     seen: dict = {}
-    codes = np.fromiter((-1 if gap else seen.setdefault(v, len(seen)) for v, gap in zip(objects, missing.tolist())),
-                        dtype=np.int64, count=len(objects))
+    codes = np.fromiter((-1 if v is None or v is pd.NA or v != v else seen.setdefault(v, len(seen)) for v in cells),
+                        dtype=np.int64, count=len(cells))
     uniques = np.empty(len(seen), dtype=object)
     uniques[:] = list(seen)
     return codes, uniques
@@ -236,12 +239,14 @@ DIRECTION_CODES = Codebook(("outbound", "inbound"))
 FIELD_CODES = Codebook(("expected_close_date", "amount"))
 
 
-def _as_float(series: pd.Series) -> np.ndarray:
-    """A numeric or boolean column (nullable) as float64 with NaN for missing."""
+def _as_float(values) -> np.ndarray:
+    """A numeric or boolean column or array (nullable) as float64 with NaN for missing."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(float)
     try:
-        return series.to_numpy(dtype=float, na_value=np.nan)
-    except (TypeError, ValueError):
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError, AttributeError):
+        return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def _days(delta_us: np.ndarray) -> np.ndarray:
@@ -257,8 +262,8 @@ def _days(delta_us: np.ndarray) -> np.ndarray:
 class Points:
     """Validated points: deal row position in ``export.deals`` and as_of in microseconds."""
 
-    deal_id: np.ndarray  # in the caller's order
-    as_of_stamps: pd.Series  # TIMESTAMP_DTYPE, the caller's index
+    deal_id: pd.api.extensions.ExtensionArray  # "str", in the caller's order
+    as_of_stamps: pd.api.extensions.ExtensionArray  # TIMESTAMP_DTYPE, in the caller's order
     deal_row: np.ndarray
     as_of: np.ndarray
     deals: Codebook  # deal_id -> row of export.deals
@@ -266,13 +271,18 @@ class Points:
     # (and each id column encoded) once, however many families use it.
     reads: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def read(self, table: pd.DataFrame, column: str, how: str = "series", convert=None):
-        """``table[column]`` (or ``convert`` of it, cached under ``how``), read once per build."""
+    def read(self, table: pd.DataFrame, column: str, how: str = "array", convert=None):
+        """``table[column].array`` (or ``convert`` of it, cached under ``how``), read once per build."""
         key = (id(table), column, how)
         hit = self.reads.get(key)
         if hit is not None and hit[0] is table:
             return hit[1]
-        value = table[column] if how == "series" else convert(self.read(table, column))
+        if how == "array":
+            value = column_array(table, column, self.read(table, "", "names", lambda _: None))
+        elif how == "names":
+            value = text_values(table.columns)
+        else:
+            value = convert(self.read(table, column))
         self.reads[key] = (table, value)
         return value
 
@@ -287,35 +297,69 @@ class Points:
 
 def prepare_points(export: Export, points: pd.DataFrame) -> Points:
     """Check points against the export; raises FeatureInputError naming the bad row."""
-    missing = [c for c in ("deal_id", "as_of") if c not in points.columns]
+    names = text_values(points.columns)
+    missing = [c for c in ("deal_id", "as_of") if c not in names]
     if missing:
         raise FeatureInputError(f"points: missing column(s) {missing}; expected deal_id, as_of")
     try:
-        as_of = points["as_of"]
+        as_of = column_array(points, "as_of", names)
         if str(as_of.dtype) != TIMESTAMP_DTYPE:
-            as_of = pd.to_datetime(as_of, utc=True).astype(TIMESTAMP_DTYPE)
+            as_of = pd.to_datetime(pd.Series(as_of), utc=True).astype(TIMESTAMP_DTYPE).array
     except (ValueError, TypeError) as exc:
         raise FeatureInputError(f"points: column as_of: not a UTC timestamp ({exc})") from exc
-    if as_of.isna().any():
-        row = int(np.flatnonzero(as_of.isna().to_numpy())[0])
+    as_of_us = to_micros(as_of)
+    if (as_of_us == _NAT).any():
+        row = int(np.flatnonzero(as_of_us == _NAT)[0])
         raise FeatureInputError(f"points: row {row}, column as_of: missing timestamp")
-    deal_ids = points["deal_id"].astype(str)
-    deals = Codebook(export.deals["deal_id"].to_numpy())
+    deal_ids = column_array(points, "deal_id", names)
+    if deal_ids.dtype != _STR_DTYPE:
+        deal_ids = pd.Series(deal_ids, copy=False).astype(str).array
+    deals = Codebook(text_values(column_array(export.deals, "deal_id")))
     deal_row = deals.encode(deal_ids)
     if (deal_row < 0).any():
         row = int(np.flatnonzero(deal_row < 0)[0])
-        raise FeatureInputError(f"points: row {row}, column deal_id: deal {deal_ids.iloc[row]!r} is not in deals")
-    as_of_us = to_micros(as_of)
-    created_at = to_micros(export.deals["created_at"])
+        raise FeatureInputError(f"points: row {row}, column deal_id: deal {deal_ids[row]!r} is not in deals")
+    created_at = to_micros(column_array(export.deals, "created_at"))
     created = created_at[deal_row]
     early = as_of_us < created
     if early.any():
         row = int(np.flatnonzero(early)[0])
         raise FeatureInputError(
-            f"points: row {row}, column as_of: {as_of.iloc[row]} is before deal {deal_ids.iloc[row]!r} was created"
+            f"points: row {row}, column as_of: {as_of[row]} is before deal {deal_ids[row]!r} was created"
         )
-    return Points(deal_id=deal_ids.to_numpy(dtype=object), as_of_stamps=as_of, deal_row=deal_row, as_of=as_of_us,
+    return Points(deal_id=deal_ids, as_of_stamps=as_of, deal_row=deal_row, as_of=as_of_us,
                   deals=deals, reads={(id(export.deals), "created_at", "micros"): (export.deals, created_at)})
+
+
+def column_array(frame: pd.DataFrame, column: str, names: list | None = None):
+    """``frame[column].array`` without building a Series (numpy array or extension array).
+
+    ``names``: ``text_values(frame.columns)`` when the caller has it. A request's tables are new
+    frames of few rows: a Series per column, and the hash table pandas builds over a new frame's
+    column names, would be most of the cost of reading them.
+
+    >>> column_array(pd.DataFrame({"a": [1.0], "b": ["x"]}), "a")
+    array([1.])
+    """
+    get_array = getattr(frame, "_get_column_array", None)  # private pandas, guarded: public fallback
+    names = text_values(frame.columns) if names is None else names
+    if get_array is None or names.count(column) != 1:
+        return frame[column].array
+    return get_array(names.index(column))
+
+
+def text_values(values) -> list:
+    """Cells of a text array (or Series) as a list of Python objects; missing: None or NaN.
+
+    >>> text_values(pd.array(["a", None], dtype="str"))
+    ['a', None]
+    """
+    if isinstance(values, (pd.Series, pd.Index)):
+        values = values.array
+    to_arrow = getattr(values, "__arrow_array__", None)
+    if to_arrow is not None:  # arrow-backed "str": far cheaper than an object ndarray
+        return to_arrow().to_pylist()
+    return np.asarray(values, dtype=object).tolist()
 
 
 def _deal_codes(pts: Points, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -412,7 +456,8 @@ def extract_field_changes(pts: Points, history: pd.DataFrame) -> dict[str, tuple
     """Per tracked field: (deal code, changed_at, old, new) of its changes, values parsed to floats."""
     codes, known = _deal_codes(pts, history)
     field = pts.codes(history, "field", FIELD_CODES)
-    old_text, new_text = history["old_value"].to_numpy(dtype=object), history["new_value"].to_numpy(dtype=object)
+    old_text = np.array(text_values(pts.read(history, "old_value")), dtype=object)
+    new_text = np.array(text_values(pts.read(history, "new_value")), dtype=object)
     changed_at = pts.micros(history, "changed_at")
     out = {}
     for i, name in enumerate(FIELD_CODES.values):
@@ -443,10 +488,10 @@ def reconstruct_field(
     start, stop = index.locate(pts.deal_row, pts.as_of)
     end = index.end(pts.deal_row)
     if field == "amount":
-        current = export.deals["amount"].to_numpy(dtype=float)[pts.deal_row]
+        current = _as_float(pts.read(export.deals, "amount"))[pts.deal_row]
     else:
         current_us = pts.micros(export.deals, "expected_close_date")
-        current = np.where(current_us == np.iinfo(np.int64).min, np.nan, current_us.astype(float))[pts.deal_row]
+        current = np.where(current_us == _NAT, np.nan, current_us.astype(float))[pts.deal_row]
     has_any = end > start
     first_old = np.where(has_any, old_sorted[np.minimum(start, max(len(index) - 1, 0))] if len(index) else np.nan, np.nan)
     value = np.where(stop > start, index.last_value(new_sorted, start, stop), np.where(has_any, first_old, current))
@@ -509,7 +554,7 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
     values = {t: kind == i for i, t in enumerate(ACTIVITY_TYPES)} | {"inbound": inbound}
     for metric in ("customer_talk_ratio", "next_step_set"):
         if metric in activities.columns:
-            metric_values = _as_float(activities[metric])[known]
+            metric_values = _as_float(pts.read(activities, metric))[known]
             values[metric] = metric_values
             values[f"{metric}_n"] = ~np.isnan(metric_values)
     index = EventIndex(codes[known], pts.micros(activities, "occurred_at")[known], values)
@@ -669,14 +714,17 @@ def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) 
 def compute_context_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
     """Categorical deal attributes, taken from the deals row (not tracked, assumed constant)."""
     deals = export.deals
-    return {name: _take_text(deals[name], pts.deal_row) for name in ("deal_type", "segment", "region", "product", "lead_source")}
+    return {name: _take_text(pts.read(deals, name), pts.deal_row)
+            for name in ("deal_type", "segment", "region", "product", "lead_source")}
 
 
-def _take_text(column: pd.Series, rows: np.ndarray):
-    """Rows of a text column: the "str" array itself when it has that dtype (no object round trip)."""
-    if column.dtype == _STR_DTYPE:
-        return column.array.take(rows)
-    return column.to_numpy(dtype=object, na_value=np.nan)[rows]
+def _take_text(values, rows: np.ndarray):
+    """Rows of a text array: a "str" array stays one (no object round trip)."""
+    if values.dtype == _STR_DTYPE:
+        if len(rows) == len(values) and (rows == np.arange(len(rows))).all():
+            return values.copy()  # every deal in order (a request): no take; a copy, as blocks are not copied
+        return values.take(rows)
+    return pd.Series(values).to_numpy(dtype=object, na_value=np.nan)[rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -721,8 +769,8 @@ def frame_from_columns(columns: dict[str, np.ndarray], pts: Points, index: pd.In
     numeric = np.empty((len(_NUMERIC_POSITIONS), n), dtype=np.float64)  # the frame's float block, one row per column
     for i, name in enumerate(_NUMERIC_NAMES):
         numeric[i] = columns[name]
-    as_of = pts.as_of_stamps.array.copy()  # blocks are taken as they are: no memory shared with the points
-    blocks = [(numeric, _NUMERIC_POSITIONS), (_as_text(pts.deal_id), np.array([0])), (as_of, np.array([1]))]
+    as_of = pts.as_of_stamps.copy()  # blocks are taken as they are: no memory shared with the points
+    blocks = [(numeric, _NUMERIC_POSITIONS), (_as_text(pts.deal_id).copy(), np.array([0])), (as_of, np.array([1]))]
     blocks += [(_as_text(columns[name]), np.array([j])) for j, name in _TEXT_POSITIONS]
     return create_dataframe_from_blocks(blocks, index=index, columns=_FRAME_COLUMNS)
 
