@@ -311,14 +311,36 @@ def prepare_points(export: Export, points: pd.DataFrame) -> Points:
     if (as_of_us == _NAT).any():
         row = int(np.flatnonzero(as_of_us == _NAT)[0])
         raise FeatureInputError(f"points: row {row}, column as_of: missing timestamp")
-    deal_ids = column_array(points, "deal_id", names)
-    if deal_ids.dtype != _STR_DTYPE:
-        deal_ids = pd.Series(deal_ids, copy=False).astype(str).array
+    deal_ids = _as_str(column_array(points, "deal_id", names))
     deals = Codebook(text_values(column_array(export.deals, "deal_id")))
     deal_row = deals.encode(deal_ids)
     if (deal_row < 0).any():
         row = int(np.flatnonzero(deal_row < 0)[0])
         raise FeatureInputError(f"points: row {row}, column deal_id: deal {deal_ids[row]!r} is not in deals")
+    return _checked_points(export, deal_ids, deals, deal_row, as_of, as_of_us)
+
+
+def prepare_deals_as_of(export: Export, as_of) -> Points:
+    """Points for every deal of the export, in its row order, at one ``as_of`` (a scoring request).
+
+    What ``prepare_points`` gives for ``deal_id = export.deals["deal_id"]`` and that as_of,
+    without a points frame to build and read back.
+    """
+    stamp = parse_as_of(as_of).as_unit("us")
+    n = len(export.deals)
+    as_of_stamps = pd.array(np.full(n, stamp.asm8), dtype=TIMESTAMP_DTYPE)
+    deal_ids = _as_str(column_array(export.deals, "deal_id"))
+    deals = Codebook(text_values(deal_ids))
+    return _checked_points(export, deal_ids, deals, np.arange(n), as_of_stamps, to_micros(as_of_stamps))
+
+
+def _as_str(values) -> pd.api.extensions.ExtensionArray:
+    """Deal ids as a "str" array (as ``Series.astype(str)``)."""
+    return values if values.dtype == _STR_DTYPE else pd.Series(values, copy=False).astype(str).array
+
+
+def _checked_points(export: Export, deal_ids, deals: Codebook, deal_row, as_of, as_of_us) -> Points:
+    """Points once no as_of is before its deal's creation; FeatureInputError naming the first such row."""
     created_at = to_micros(column_array(export.deals, "created_at"))
     created = created_at[deal_row]
     early = as_of_us < created
@@ -419,11 +441,11 @@ def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> 
 
 def _parse_field_values(old: np.ndarray, new: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
     """old_value/new_value text as floats: microseconds for expected_close_date, the number for amount."""
-    text = pd.Series(np.concatenate([old, new]), dtype=object)
+    text = np.concatenate([old, new]).astype(object, copy=False)  # arrays, not a Series: no index to build
     if field == "amount":
-        values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+        values = np.asarray(pd.to_numeric(text, errors="coerce"), dtype=float)
     else:
-        values = _parse_iso_micros(text.to_numpy(dtype=object))
+        values = _parse_iso_micros(text)
     return values[: len(old)], values[len(old):]
 
 
@@ -747,6 +769,29 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     ('negotiate', 14.0, 0.6)
     """
     pts = prepare_points(export, points)
+    return frame_from_columns(compute_features(export, pts, state), pts, points.index)
+
+
+def build_features_as_of(export: Export, as_of, state: FeatureState) -> pd.DataFrame:
+    """``build_features`` for every deal of the export at one ``as_of``: a scoring request's call.
+
+    The same frame as ``build_features`` with points ``export.deals["deal_id"]`` at ``as_of`` (the
+    deals' index), without building that points frame.
+
+    >>> from tests.factories import make_export
+    >>> from features.state import fit_feature_state
+    >>> export = make_export()
+    >>> state = fit_feature_state(export, "2026-12-31")
+    >>> points = pd.DataFrame({"deal_id": export.deals["deal_id"], "as_of": pd.Timestamp("2026-03-01", tz="UTC")})
+    >>> build_features_as_of(export, "2026-03-01", state).equals(build_features(export, points, state))
+    True
+    """
+    pts = prepare_deals_as_of(export, as_of)
+    return frame_from_columns(compute_features(export, pts, state), pts, export.deals.index)
+
+
+def compute_features(export: Export, pts: Points, state: FeatureState) -> dict[str, np.ndarray]:
+    """Every family's features of the points, as arrays by feature name."""
     columns: dict[str, np.ndarray] = {}
     columns |= compute_stage_features(export, pts, state)
     columns |= compute_field_features(export, pts)
@@ -755,7 +800,7 @@ def build_features(export: Export, points: pd.DataFrame, state: FeatureState) ->
     columns |= compute_activity_features(export, pts)
     columns |= compute_win_rate_features(export, pts, state)
     columns |= compute_context_features(export, pts)
-    return frame_from_columns(columns, pts, points.index)
+    return columns
 
 
 def frame_from_columns(columns: dict[str, np.ndarray], pts: Points, index: pd.Index) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from features.pipeline import (
     FeatureInputError,
     build_features,
+    build_features_as_of,
     forward_fill_last,
     group_cumcount,
     select_open_deals,
@@ -467,3 +468,17 @@ def test_codebook_small_and_large_paths_agree():
     queries = pd.Series(["D4999", None, "nope", "D0", "D4999"], dtype="str")
     assert Codebook(values).encode(queries).tolist() == [4999, -1, -1, 0, 4999]
     assert Codebook(values[:10]).encode(queries).tolist() == [-1, -1, -1, 0, -1]
+
+
+def test_features_as_of_equal_features_of_every_deal_at_that_time():
+    export = random_export(30, seed=5)
+    as_of = pd.Timestamp("2026-01-15", tz=UTC)
+    created = export.deals[export.deals["created_at"] <= as_of]
+    request = subset_export(export, created["deal_id"])  # a request: its deals, all created by as_of
+    state = fit_feature_state(export, as_of)
+    points = pd.DataFrame({"deal_id": request.deals["deal_id"], "as_of": ts([as_of] * len(request.deals))},
+                          index=request.deals.index)
+    pd.testing.assert_frame_equal(build_features_as_of(request, as_of, state), build_features(request, points, state))
+    later = export.deals["created_at"].idxmax()
+    with pytest.raises(FeatureInputError, match=rf"row {later}, column as_of: .* is before deal"):
+        build_features_as_of(export, export.deals["created_at"].max() - pd.Timedelta(seconds=1), state)
