@@ -72,33 +72,64 @@ def fit_matrix_spec(features_frame: pd.DataFrame, names: tuple[str, ...] = FEATU
 def encode_matrix(features_frame: pd.DataFrame, spec) -> np.ndarray:
     """The float64 matrix (rows x spec names); categoricals as codes of the spec's levels.
 
+    Column by column from the frame's arrays (no Series, no sub-frame): a one-deal request pays
+    for its ~60 cells, not for pandas' per-frame machinery; the spec is compiled once per content.
+
     >>> spec = MatrixSpec(names=("amount", "segment"), categorical={"segment": ("ent", "smb")})
     >>> encode_matrix(pd.DataFrame({"amount": [5.0, None], "segment": ["smb", "new"]}), spec).tolist()
     [[5.0, 1.0], [nan, nan]]
     """
-    spec = MatrixSpec.from_dict(spec)
-    position = {name: i for i, name in enumerate(features_frame.columns)}
-    missing = [n for n in spec.names if n not in position]
+    from features.pipeline import column_array, text_values
+
+    names, categorical = _compile_spec(_spec_key(spec))
+    columns = text_values(features_frame.columns)
+    present = set(columns)
+    missing = [n for n in names if n not in present]
     if missing:
         raise ValueError(f"features frame: missing feature column(s) {missing} required by the model")
-    out = np.empty((len(features_frame), len(spec.names)), dtype=np.float64)
-    numeric = [j for j, name in enumerate(spec.names) if name not in spec.categorical]
-    if numeric:
-        # One positional take of the numeric columns: far cheaper than per-column look-ups on
-        # the one-row frames of serving, and one block copy on a training set.
-        block = features_frame.iloc[:, [position[spec.names[j]] for j in numeric]]
-        try:
-            out[:, numeric] = block.to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError):
-            for j in numeric:  # slow path only to name the offending column
-                try:
-                    out[:, j] = pd.to_numeric(features_frame[spec.names[j]]).to_numpy(dtype=np.float64, na_value=np.nan)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"features frame: column {spec.names[j]}: not numeric ({exc})") from exc
-    for j, name in enumerate(spec.names):
-        if name in spec.categorical:
-            out[:, j] = encode_levels(features_frame[name], spec.categorical[name])
+    out = np.empty((len(features_frame), len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        values = column_array(features_frame, name, columns)
+        levels = categorical.get(name)
+        if levels is not None:
+            out[:, j] = encode_levels(values, levels)
+        elif isinstance(values, np.ndarray) and values.dtype == np.float64:
+            out[:, j] = values
+        else:
+            out[:, j] = _numeric(values, name)
     return out
+
+
+def _numeric(values, name: str) -> np.ndarray:
+    """A non-float64 feature column as float64 (NaN for missing); ValueError naming the column."""
+    try:
+        return pd.Series(values, copy=False).to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        try:
+            return pd.to_numeric(pd.Series(values, copy=False)).to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"features frame: column {name}: not numeric ({exc})") from exc
+
+
+def _spec_key(spec) -> tuple:
+    """A hashable copy of a spec (MatrixSpec or its dict): the cache key of its compiled form."""
+    if isinstance(spec, MatrixSpec):
+        return spec.names, tuple(spec.categorical.items())
+    try:
+        names = tuple(spec["names"])
+        categorical = tuple((k, tuple(v)) for k, v in spec.get("categorical", {}).items())
+        return names, categorical
+    except (KeyError, TypeError, AttributeError):
+        MatrixSpec.from_dict(spec)  # raises the error that names what is wrong
+        raise
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_spec(key: tuple) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """Validated names and categorical levels of a spec key (``MatrixSpec.from_dict``'s checks, once)."""
+    names, categorical = key
+    spec = MatrixSpec.from_dict({"names": list(names), "categorical": {k: list(v) for k, v in categorical}})
+    return spec.names, dict(spec.categorical)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,16 +137,25 @@ def _level_codes(levels: tuple[str, ...]) -> dict[str, float]:
     return {level: float(code) for code, level in enumerate(levels)}
 
 
-def encode_levels(column: pd.Series, levels: tuple[str, ...]) -> np.ndarray:
+def encode_levels(column, levels: tuple[str, ...]) -> np.ndarray:
     """Codes (as float) of a categorical column's values in ``levels``; NaN for missing or unknown.
 
-    One ``factorize`` and a look-up of the few distinct values: as cheap for one row as it is
-    vectorised for a training set.
+    A dict look-up per cell for a request's few rows; one ``factorize`` and a look-up of the few
+    distinct values for a training set.
 
     >>> encode_levels(pd.Series(["smb", None, "galactic", "ent"]), ("ent", "smb")).tolist()
     [1.0, nan, nan, 0.0]
     """
-    codes, uniques = pd.Series(column).array.factorize()
+    from features.pipeline import SMALL_COLUMN, text_values
+
     lookup = _level_codes(tuple(levels))
+    values = column.array if isinstance(column, pd.Series) else column
+    if len(values) <= SMALL_COLUMN:
+        return np.fromiter(
+            (np.nan if v is None or v is pd.NA or v != v else lookup.get(v if type(v) is str else str(v), np.nan)
+             for v in text_values(values)),
+            dtype=np.float64, count=len(values),
+        )
+    codes, uniques = pd.array(values).factorize()
     table = np.fromiter((lookup.get(str(u), np.nan) for u in uniques), dtype=np.float64, count=len(uniques))
     return np.append(table, np.nan)[codes]  # factorize gives -1 for missing: the appended NaN

@@ -26,7 +26,7 @@ def encode_bundle_matrix(bundle: ModelBundle, features_frame: pd.DataFrame) -> n
     """Encode a feature frame into the numeric matrix the bundle's boosters were trained on."""
     from features.matrix import encode_matrix
 
-    return encode_matrix(features_frame, matrix_spec_from_bundle(bundle))
+    return encode_matrix(features_frame, bundle.features)  # the spec dict: compiled once per content, not per call
 
 
 def predict_raw(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFrame:
