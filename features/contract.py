@@ -970,6 +970,9 @@ def check_unique_key(table: Table, frame: pd.DataFrame, parsed: dict[str, _Parse
             codes, size = _codes(c.strings)
             combined = combined * (size + 1) + codes
             complete &= codes >= 0
+        keys = combined[complete]
+        if len(pd.unique(keys)) == len(keys):  # a hash pass; the sort below only when a key repeats
+            return
         _, first_index, inverse = np.unique(combined, return_index=True, return_inverse=True)
         first = first_index[inverse]
         duplicated = complete & (first != np.arange(n))
@@ -1186,10 +1189,32 @@ def _pairs_in(first: pa.Array, second: pa.Array, first_in: pa.Array, second_in: 
     return np.isin(pairs[:n], pairs[n:][valid[n:]]) & valid[:n]
 
 
+def _contact_pairs_in(
+    contact_id: _Parsed, deal_row: np.ndarray, contacts_contact_id: _Parsed, contacts_deal_row: np.ndarray
+) -> np.ndarray:
+    """Whether each (deal row, contact_id) pair occurs among the contacts' pairs; hash-based.
+
+    Deal rows stand for deal ids (two ids are equal exactly when they find the same first row of
+    deals), so only the contact ids are encoded. The caller passes rows where every deal is known.
+    """
+    codes, size = _codes(pa.concat_arrays([contact_id.strings, contacts_contact_id.strings]))
+    n = len(deal_row)
+    pairs = deal_row * (size + 1) + codes[:n]
+    contact_codes = codes[n:]
+    valid = (contacts_deal_row >= 0) & (contact_codes >= 0)
+    on_deal = contacts_deal_row[valid] * (size + 1) + contact_codes[valid]
+    return pc.is_in(pa.array(pairs), value_set=pa.array(on_deal)).to_numpy(zero_copy_only=False)
+
+
 def check_activity_contacts(
-    frame: pd.DataFrame, parsed: dict[str, _Parsed], contacts: dict[str, _Parsed] | None, out: _Collector
+    frame: pd.DataFrame, parsed: dict[str, _Parsed], contacts: dict[str, _Parsed] | None, out: _Collector,
+    deal_rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> None:
-    """An activity's contact_id, when set, must be a contact of the same deal."""
+    """An activity's contact_id, when set, must be a contact of the same deal.
+
+    ``deal_rows``: the row in deals of each activity's and each contact's deal (``check_events``),
+    when known; pairs are then matched on deal rows instead of deal id text.
+    """
     if contacts is None or not {"deal_id", "contact_id"} <= contacts.keys():
         return
     if not {"deal_id", "contact_id"} <= parsed.keys():
@@ -1203,7 +1228,9 @@ def check_activity_contacts(
         on_deal = set(zip(contacts["deal_id"].objects.tolist(), contacts["contact_id"].objects.tolist()))
         pairs = zip(deal_id.objects.tolist(), contact_id.objects.tolist())
         not_on_deal = known & np.fromiter((pair not in on_deal for pair in pairs), bool, len(known))
-    else:
+    elif deal_rows[0] is not None and deal_rows[1] is not None and (deal_rows[0][known] >= 0).all():
+        not_on_deal = known & ~_contact_pairs_in(contact_id, deal_rows[0], contacts["contact_id"], deal_rows[1])
+    else:  # an activity of a deal not in deals: its pair is matched on the id text
         not_on_deal = known & ~_pairs_in(
             deal_id.strings, contact_id.strings, contacts["deal_id"].strings, contacts["contact_id"].strings
         )
@@ -1342,6 +1369,7 @@ def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = Non
         }
         check_unique_key(table, frame, parsed[name], out)
 
+    deal_rows: dict[str, np.ndarray | None] = {}
     if "deals" in parsed:
         check_deals(frames["deals"], parsed["deals"], out)
         deals = index_deals(parsed["deals"])
@@ -1349,11 +1377,14 @@ def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = Non
             for name in EVENT_TABLES:
                 if name not in parsed:
                     continue
-                where = check_events(TABLES[name], frames[name], parsed[name], deals, out)
+                where = deal_rows[name] = check_events(TABLES[name], frames[name], parsed[name], deals, out)
                 if name == "stage_history" and where is not None:
                     check_stage_history(frames[name], parsed[name], deals, where, out)
     if "activities" in parsed:
-        check_activity_contacts(frames["activities"], parsed["activities"], parsed.get("contacts"), out)
+        check_activity_contacts(
+            frames["activities"], parsed["activities"], parsed.get("contacts"), out,
+            (deal_rows.get("activities"), deal_rows.get("contacts")),
+        )
     if "field_history" in parsed:
         check_field_values(frames["field_history"], parsed["field_history"], out)
 
