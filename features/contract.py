@@ -381,7 +381,7 @@ class _Parsed:
     each built at most once and only when a rule asks.
     """
 
-    __slots__ = ("array", "missing", "invalid", "_strings", "_objects", "_micros", "_series")
+    __slots__ = ("array", "missing", "invalid", "_strings", "_objects", "_micros")
 
     def __init__(self, array: pd.api.extensions.ExtensionArray | np.ndarray, missing: np.ndarray,
                  invalid: np.ndarray, strings: pa.Array | None = None, objects: list | None = None,
@@ -392,7 +392,6 @@ class _Parsed:
         self._strings = strings
         self._objects = None if objects is None else _object_array(objects)
         self._micros = micros
-        self._series = None
 
     @property
     def strings(self) -> pa.Array:
@@ -415,12 +414,6 @@ class _Parsed:
             self._micros = _micros_of(self.array)
         return self._micros
 
-    @property
-    def values(self) -> pd.Series:
-        """The typed values as a Series on a 0..n-1 index."""
-        if self._series is None:
-            self._series = pd.Series(self.array, copy=False)
-        return self._series
 
 
 def _object_array(values: list) -> np.ndarray:
@@ -783,10 +776,11 @@ def parse_number_column(raw: Raw, table: Table, column: Column, out: _Collector,
     unparsed = np.zeros(n, dtype=bool)
     if array is not None:
         missing = np.isnan(array)
-    elif cells is not None:
-        array = cells.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    elif cells is not None:  # unsafe: an integer beyond 2**53 rounds to the nearest float, as numpy does
+        array = cells.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         missing = np.isnan(array)
-    elif isinstance(raw, pd.Series) and pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+    elif (isinstance(raw, pd.Series) and pd.api.types.is_numeric_dtype(raw.dtype)
+          and not pd.api.types.is_bool_dtype(raw.dtype)):
         array = raw.to_numpy(dtype="float64", na_value=np.nan)
         missing = np.isnan(array)
     else:
