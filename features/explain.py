@@ -98,10 +98,16 @@ def grade_from_probability(win_probability: np.ndarray, config: ExplainConfig = 
     >>> grade_from_probability(np.array([0.75, 0.45, 0.25, 0.05])).tolist()
     ['A', 'B', 'C', 'D']
     """
+    labels, codes = _grade_codes(win_probability, config)
+    return np.array(labels, dtype=object)[codes]
+
+
+def _grade_codes(win_probability, config: ExplainConfig) -> tuple[tuple[str, ...], np.ndarray]:
+    """Grade labels and each deal's position in them (``grade_from_probability`` without the strings)."""
     p = np.asarray(win_probability, dtype=float)
     conditions = [p >= cut for _, cut in config.grade_cutoffs]
-    choices = [grade for grade, _ in config.grade_cutoffs]
-    return np.select(conditions, choices, default=config.lowest_grade).astype(object)
+    labels = tuple(grade for grade, _ in config.grade_cutoffs) + (config.lowest_grade,)
+    return labels, np.select(conditions, range(len(conditions)), default=len(conditions))
 
 
 def risk_level_from_probabilities(
@@ -112,11 +118,19 @@ def risk_level_from_probabilities(
     >>> risk_level_from_probabilities(np.array([0.1, 0.5, 0.8]), np.array([0.2, 0.5, 0.1])).tolist()
     ['high', 'medium', 'low']
     """
+    return np.array(RISK_LEVELS, dtype=object)[_risk_codes(win_probability, slip_probability, config)]
+
+
+RISK_LEVELS: tuple[str, ...] = ("high", "medium", "low")
+
+
+def _risk_codes(win_probability, slip_probability, config: ExplainConfig) -> np.ndarray:
+    """Each deal's position in ``RISK_LEVELS``."""
     win = np.asarray(win_probability, dtype=float)
     slip = np.asarray(slip_probability, dtype=float)
     high = (win < config.high_risk_win_below) | (slip >= config.high_risk_slip_from)
     medium = (win < config.medium_risk_win_below) | (slip >= config.medium_risk_slip_from)
-    return np.select([high, medium], ["high", "medium"], default="low").astype(object)
+    return np.select([high, medium], [0, 1], default=2)
 
 
 def value_at_risk_from(amount: np.ndarray, win_probability: np.ndarray) -> np.ndarray:
@@ -157,14 +171,43 @@ def select_top_factors(contributions: np.ndarray, k: int = 5) -> tuple[np.ndarra
     c = np.nan_to_num(np.asarray(contributions, dtype=float))
     n, f = c.shape
     k_eff = min(k, f)
-    order_up = np.argsort(-c, axis=1, kind="stable")[:, :k_eff]
-    order_down = np.argsort(c, axis=1, kind="stable")[:, :k_eff]
+    order_up = _smallest_first(-c, k_eff)
+    order_down = _smallest_first(c, k_eff)
     up = np.where(np.take_along_axis(c, order_up, axis=1) > 0, order_up, -1)
     down = np.where(np.take_along_axis(c, order_down, axis=1) < 0, order_down, -1)
     if k_eff < k:
         pad = np.full((n, k - k_eff), -1)
         up, down = np.hstack([up, pad]), np.hstack([down, pad])
     return up, down
+
+
+def _smallest_first(keys: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the ``k`` smallest keys in ascending order, ties by column.
+
+    Exactly ``np.argsort(keys, axis=1, kind="stable")[:, :k]``, without sorting whole rows: a
+    partition finds each row's k smallest, ties at the k-th are cut by column, only the k are sorted.
+
+    >>> _smallest_first(np.array([[3.0, 1.0, 2.0, 1.0]]), 2).tolist()
+    [[1, 3]]
+    """
+    n, f = keys.shape
+    k = min(k, f)
+    if k == 0 or n == 0:
+        return np.zeros((n, k), dtype=np.intp)
+    if k >= f:
+        return np.argsort(keys, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(keys, k - 1, axis=1)[:, :k]  # the k smallest, ties at the k-th arbitrary
+    kth = np.take_along_axis(keys, part, axis=1).max(axis=1, keepdims=True)
+    ambiguous = np.flatnonzero((keys <= kth).sum(axis=1) > k)  # rows with a choice among ties
+    if len(ambiguous):
+        sub, cut = keys[ambiguous], kth[ambiguous]
+        below, tied = sub < cut, sub == cut
+        room = k - below.sum(axis=1, keepdims=True)
+        chosen = below | (tied & (np.cumsum(tied, axis=1) <= room))  # the first tied columns that fit
+        part[ambiguous] = np.nonzero(chosen)[1].reshape(len(ambiguous), k)
+    columns = np.sort(part, axis=1)
+    order = np.argsort(np.take_along_axis(keys, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
 
 
 # --- sentences -------------------------------------------------------------------------------
@@ -238,14 +281,82 @@ WARNING_CODES: tuple[str, ...] = (
 )
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+class FeatureCells:
+    """A feature frame's columns, each read from the frame once per call (as floats, or as cells).
+
+    One explanation reads the same few columns for rules, warning messages and sentences; a
+    one-deal request would otherwise pay pandas' cost of a Series per read.
+    """
+
+    def __init__(self, frame: pd.DataFrame):
+        from features.pipeline import text_values
+
+        self.frame = frame
+        self.names = text_values(frame.columns)
+        self.present = frozenset(self.names)
+        self._arrays: dict = {}
+        self._floats: dict = {}
+        self._cells: dict = {}
+
+    @classmethod
+    def of(cls, features) -> "FeatureCells":
+        return features if isinstance(features, FeatureCells) else cls(features)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.present
+
+    def array(self, name: str):
+        """The column's numpy or extension array (``frame[name].array``)."""
+        if name not in self._arrays:
+            from features.pipeline import column_array
+
+            self._arrays[name] = column_array(self.frame, name, self.names)
+        return self._arrays[name]
+
+    def floats(self, name: str) -> np.ndarray:
+        """A numeric column as a float array (do not modify), or all-NaN when the feature is missing."""
+        out = self._floats.get(name)
+        if out is None:
+            out = self._floats[name] = self._to_floats(name)
+        return out
+
+    def _to_floats(self, name: str) -> np.ndarray:
+        if name not in self.present:
+            return np.full(len(self.frame), np.nan)
+        values = self.array(name)
+        if isinstance(values, np.ndarray) and values.dtype == np.float64:
+            return values
+        column = pd.Series(values, copy=False)
+        if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+            return column.to_numpy(dtype=float, na_value=np.nan)
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+    def cells(self, name: str) -> list:
+        """The column's cells as ``frame[name].to_numpy(dtype=object)`` holds them, as a list."""
+        out = self._cells.get(name)
+        if out is None:
+            values = self.array(name)
+            if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+                out = values.tolist()
+            elif values.dtype == _STR_DTYPE:
+                from features.pipeline import text_values
+
+                out = [np.nan if v is None else v for v in text_values(values)]  # "str" holds NaN for missing
+            else:
+                out = pd.Series(values, copy=False).to_numpy(dtype=object).tolist()
+            self._cells[name] = out
+        return out
+
+
+_STR_DTYPE = pd.StringDtype(na_value=np.nan)
+
+
+def _column(features, name: str) -> np.ndarray:
     """A numeric column as a float array, or all-NaN when the feature is missing."""
-    if name not in frame.columns:
-        return np.full(len(frame), np.nan)
-    column = frame[name]
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
-        return column.to_numpy(dtype=float, na_value=np.nan)
-    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return FeatureCells.of(features).floats(name)
 
 
 # Features the warning messages quote.
@@ -268,9 +379,10 @@ def flag_warnings(features: pd.DataFrame, thresholds: WarningThresholds = Warnin
     return pd.DataFrame(_flag_arrays(features, thresholds), index=features.index)
 
 
-def _flag_arrays(features: pd.DataFrame, thresholds: WarningThresholds) -> dict[str, np.ndarray]:
+def _flag_arrays(features, thresholds: WarningThresholds) -> dict[str, np.ndarray]:
     """``flag_warnings`` as a dict of boolean arrays (no frame: cheap for one-deal requests)."""
     t = thresholds
+    features = FeatureCells.of(features)
     age = _column(features, "deal_age_days")
     activities_30d = _column(features, "activities_30d")  # NaN: no activity log
     has_log = ~np.isnan(activities_30d)
@@ -303,39 +415,6 @@ def _flag_arrays(features: pd.DataFrame, thresholds: WarningThresholds) -> dict[
         }
 
 
-def _warning_message(code: str, row: dict, t: WarningThresholds) -> str:
-    def number(name: str) -> float:
-        value = row.get(name)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return float("nan")
-        return value
-
-    if code == "no_activity":
-        days = number("days_since_last_activity")
-        return (
-            f"No activity for {days:.0f} days" if math.isfinite(days) else "No activity logged since the deal was created"
-        )
-    if code == "ghosted":
-        days = number("days_since_last_inbound")
-        since = f"for {days:.0f} days" if math.isfinite(days) else "since the deal was created"
-        return f"Customer silent {since} despite {number('activities_30d'):.0f} touches in the last 30 days"
-    if code == "single_threaded":
-        return (
-            f"Single-threaded: {number('contacts_engaged'):.0f} contact(s) engaged, "
-            f"{number('top_contact_share'):.0%} of contact activity with one person"
-        )
-    if code == "no_decision_maker":
-        return f"No decision maker or economic buyer engaged in the last {t.decision_maker_days:.0f} days"
-    if code == "stalled_in_stage":
-        return (
-            f"Stalled in {row.get('current_stage', 'stage')}: {number('days_in_stage'):.0f} days, "
-            f"{number('days_in_stage_vs_won'):.1f}x what won deals take"
-        )
-    return f"Close date pushed {number('close_date_pushes'):.0f} times"
-
-
 def describe_warnings(
     flags: pd.DataFrame, features: pd.DataFrame, thresholds: WarningThresholds = WarningThresholds()
 ) -> list[list[dict]]:
@@ -348,27 +427,46 @@ def describe_warnings(
     return _describe_fired(flags.to_numpy(dtype=bool), list(flags.columns), features, thresholds)
 
 
-def _describe_fired(fired: np.ndarray, codes: list[str], features: pd.DataFrame, thresholds: WarningThresholds):
+def _describe_fired(fired: np.ndarray, codes: list[str], features, thresholds: WarningThresholds):
     out: list[list[dict]] = [[] for _ in range(len(fired))]
-    hit_rows = np.flatnonzero(fired.any(axis=1))
-    if not len(hit_rows):
+    if not fired.any():
         return out
-    rows = _records(features, WARNING_COLUMNS, hit_rows)
-    hits = fired[hit_rows]
+    features = FeatureCells.of(features)
     for j, code in enumerate(codes):  # code by code, so each deal's warnings keep the codes' order
-        for k in np.flatnonzero(hits[:, j]).tolist():
-            out[hit_rows[k]].append({"code": code, "message": _warning_message(code, rows[k], thresholds)})
+        rows = np.flatnonzero(fired[:, j])
+        if len(rows):
+            for row, message in zip(rows.tolist(), _warning_messages(code, features, rows, thresholds)):
+                out[row].append({"code": code, "message": message})
     return out
 
 
+def _warning_messages(code: str, features: "FeatureCells", rows: np.ndarray, t: WarningThresholds) -> list[str]:
+    """The message of warning ``code`` for each of the given rows, each quoted column read once."""
+
+    def numbers(name: str) -> list[float]:
+        return features.floats(name)[rows].tolist()
+
+    if code == "no_activity":
+        return [f"No activity for {days:.0f} days" if math.isfinite(days) else "No activity logged since the deal was created"
+                for days in numbers("days_since_last_activity")]
+    if code == "ghosted":
+        return [f"Customer silent {f'for {days:.0f} days' if math.isfinite(days) else 'since the deal was created'} "
+                f"despite {touches:.0f} touches in the last 30 days"
+                for days, touches in zip(numbers("days_since_last_inbound"), numbers("activities_30d"))]
+    if code == "single_threaded":
+        return [f"Single-threaded: {engaged:.0f} contact(s) engaged, {share:.0%} of contact activity with one person"
+                for engaged, share in zip(numbers("contacts_engaged"), numbers("top_contact_share"))]
+    if code == "no_decision_maker":
+        return [f"No decision maker or economic buyer engaged in the last {t.decision_maker_days:.0f} days"] * len(rows)
+    if code == "stalled_in_stage":
+        stages = features.cells("current_stage") if "current_stage" in features else None
+        picked = [stages[i] for i in rows.tolist()] if stages is not None else ["stage"] * len(rows)
+        return [f"Stalled in {stage}: {days:.0f} days, {ratio:.1f}x what won deals take"
+                for stage, days, ratio in zip(picked, numbers("days_in_stage"), numbers("days_in_stage_vs_won"))]
+    return [f"Close date pushed {pushes:.0f} times" for pushes in numbers("close_date_pushes")]
+
+
 # --- the whole explanation for a batch -------------------------------------------------------
-
-
-def _records(frame: pd.DataFrame, columns, positions: np.ndarray) -> list[dict]:
-    """Rows ``positions`` of ``frame`` as dicts of the given columns that exist (fast for few columns)."""
-    present = [c for c in columns if c in frame.columns]
-    arrays = [frame[c].to_numpy(dtype=object)[positions] for c in present]
-    return [dict(zip(present, values)) for values in zip(*arrays)] if present else [{} for _ in positions]
 
 
 def _plain(value):
@@ -387,16 +485,18 @@ def _plain(value):
     return str(value) if not isinstance(value, (int, str)) else value
 
 
-def _plain_values(column: pd.Series | None, positions: np.ndarray) -> list:
-    """JSON-friendly values (``_plain``) of ``column`` at ``positions``; float columns in one go."""
-    if column is None:
+def _plain_values(features, name: str, positions: np.ndarray) -> list:
+    """JSON-friendly values (``_plain``) of column ``name`` at ``positions``; float columns in one go."""
+    if name not in features:
         return [None] * len(positions)
-    if column.dtype == np.float64:
-        picked = column.to_numpy()[positions]
+    values = features.array(name)
+    if values.dtype == np.float64:
+        picked = np.asarray(values)[positions]
         out = picked.astype(object)
         out[~np.isfinite(picked)] = None
         return out.tolist()
-    return [_plain(v) for v in column.to_numpy(dtype=object)[positions]]
+    cells = features.cells(name)
+    return [_plain(cells[i]) for i in positions.tolist()]
 
 
 def describe_top_factors(
@@ -407,6 +507,7 @@ def describe_top_factors(
     Only the selected cells are read and phrased, one feature column at a time; the sentence of
     each (feature, value, context) is phrased once (``describe_factor``'s cache).
     """
+    features = FeatureCells.of(features)
     n, k = up.shape
     chosen = np.hstack([up, down])  # per row: up factors, then down factors
     rows, slots = np.nonzero(chosen >= 0)  # row-major: each row's factors in strength order
@@ -416,10 +517,11 @@ def describe_top_factors(
     for j in np.unique(cols):
         at = np.flatnonzero(cols == j)
         name = names[j]
-        picked = _plain_values(features[name] if name in features.columns else None, rows[at])
+        picked = _plain_values(features, name, rows[at])
         fields = _fields_of(name) or ()
         # Context cells as the frame holds them (the sentence templates format them).
-        contexts = [features[f].to_numpy(dtype=object)[rows[at]].tolist() if f in features.columns
+        at_rows = rows[at].tolist()
+        contexts = [[cells[i] for i in at_rows] if (cells := features.cells(f) if f in features else None) is not None
                     else [None] * len(at) for f in fields]
         if not fields:  # the sentence depends on the value alone: phrase each distinct value once
             phrased: dict = {}
@@ -472,33 +574,71 @@ def explain_frame(
         raise ValueError(
             f"contributions have shape {contributions.shape}, expected {(len(features), len(feature_names))}"
         )
-    return pd.DataFrame(
+    return frame_from_blocks(
         _explain_columns(features, contributions, feature_names, win_probability, slip_probability, config),
-        index=features.index,
+        features.index,
     )
+
+
+def frame_from_blocks(columns: dict, index: pd.Index) -> pd.DataFrame:
+    """A frame built once from its columns: numbers by dtype in 2-D blocks, lists in an object block.
+
+    What ``pd.DataFrame(columns, index=index)`` gives for float and int arrays, lists of Python
+    objects and extension arrays (kept as they are), without its per-column inference.
+
+    >>> frame_from_blocks({"a": np.array([1.0]), "b": [[1, 2]], "c": pd.array(["x"], dtype="str")}, pd.RangeIndex(1))
+         a       b  c
+    0  1.0  [1, 2]  x
+    """
+    from pandas.api.internals import create_dataframe_from_blocks
+
+    n = len(index)
+    groups: dict = {}
+    blocks = []
+    for j, values in enumerate(columns.values()):
+        if isinstance(values, pd.api.extensions.ExtensionArray):
+            blocks.append((values.copy(), np.array([j])))  # blocks are taken as they are: no shared memory
+        elif isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+            groups.setdefault(values.dtype, []).append((j, values))
+        else:
+            groups.setdefault(np.dtype(object), []).append((j, np.fromiter(values, dtype=object, count=n)))
+    for dtype, members in groups.items():
+        block = np.empty((len(members), n), dtype=dtype)
+        for i, (_, values) in enumerate(members):
+            block[i] = values
+        blocks.append((block, np.array([j for j, _ in members])))
+    return create_dataframe_from_blocks(blocks, index=index, columns=pd.Index(list(columns)))
 
 
 def _explain_columns(features, contributions, feature_names, win_probability, slip_probability, config) -> dict:
     """``explain_frame``'s columns as a dict of arrays and lists (the frame is built once by the caller)."""
+    features = FeatureCells.of(features)
     contributions = np.asarray(contributions, dtype=float)
     win = np.asarray(win_probability, dtype=float)
     slip = np.asarray(slip_probability, dtype=float)
     amount = _column(features, "amount")
+    grades, grade = _grade_codes(win, config)
     up, down = select_top_factors(contributions, config.top_factors)
     factors_up, factors_down = describe_top_factors(features, contributions, [str(n) for n in feature_names], up, down)
     flags = _flag_arrays(features, config.warnings)
     return {
         "win_probability": win,
         "score": score_from_probability(win),
-        "grade": grade_from_probability(win, config),
+        "grade": _labels(grades).take(grade),
         "slip_probability": slip,
-        "risk_level": risk_level_from_probabilities(win, slip, config),
+        "risk_level": _labels(RISK_LEVELS).take(_risk_codes(win, slip, config)),
         "value_at_risk": value_at_risk_from(amount, win),
         "factors_up": factors_up,
         "factors_down": factors_down,
         "warnings": _describe_fired(np.column_stack(list(flags.values())).reshape(len(features), len(flags)),
                                     list(flags), features, config.warnings),
     }
+
+
+@functools.lru_cache(maxsize=16)
+def _labels(labels: tuple[str, ...]) -> pd.api.extensions.ExtensionArray:
+    """Labels as a "str" array: a take of it is the frame's column of labels (no per-cell inference)."""
+    return pd.array(list(labels), dtype="str")
 
 
 def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig = ExplainConfig()) -> pd.DataFrame:
@@ -517,15 +657,16 @@ def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig =
     contributions = compute_contributions(bundle.win_model, matrix)
     if contributions.shape != (len(features_frame), len(names)):
         raise ValueError(f"contributions have shape {contributions.shape}, expected {(len(features_frame), len(names))}")
+    features = FeatureCells(features_frame)
     explained = _explain_columns(
-        features_frame,
+        features,
         contributions,
         names,
         probabilities["win_probability"].to_numpy(),
         probabilities["slip_probability"].to_numpy(),
         config,
     )
-    keys = {name: features_frame[name].array if name in features_frame.columns else np.full(len(features_frame), None)
+    keys = {name: features.array(name) if name in features else np.full(len(features_frame), None)
             for name in ("deal_id", "as_of")}
     # One frame, built once: deal_id, as_of, the explanation, amount.
-    return pd.DataFrame({**keys, **explained, "amount": _column(features_frame, "amount")}, index=features_frame.index)
+    return frame_from_blocks({**keys, **explained, "amount": features.floats("amount")}, features_frame.index)
