@@ -227,10 +227,10 @@ def _matches(text: pd.Series | list | pa.Array | pa.ChunkedArray, pattern: str) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Raw cells. A column arrives as an object array (a JSON request: Python str, float, bool, None)
-# or as a Series (CSV text, Parquet types). String work happens on one pyarrow array per column;
-# short columns (a one-deal request) are walked as Python lists, which costs less than any
-# pandas call; nothing builds a Series or frame until the typed export at the end.
+# Raw cells. A column arrives as an object array (a JSON request: Python str, float, bool, None),
+# a ``str`` array (CSV text) or a typed Series (Parquet). String work happens on one pyarrow array
+# per column; short columns (a one-deal request) are walked as Python lists, which costs less
+# than any pandas call. The common paths build no Series or frame until the typed export.
 
 _LARGE_STRING = pa.large_string()
 _NULL_STRING = pa.scalar(None, type=_LARGE_STRING)
@@ -523,30 +523,64 @@ _SIMPLE_ISO = r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(
 _ZERO_OFFSET_SUFFIX = r"(?:Z|[+-]00:00)$"
 
 
-# Fixed layouts of plain UTC ISO text, a subset of _SIMPLE_ISO checked on a long column's bytes by
-# numpy (RE2 costs ~100 ns a cell): byte length -> (digit positions, {position: allowed bytes},
-# width of the wall-clock text numpy parses).
+# Fixed layouts of plain UTC ISO text, a subset of _SIMPLE_ISO checked and read on a long column's
+# bytes by numpy (RE2 costs ~100 ns a cell): byte length -> (digit positions, {position: allowed
+# bytes}). The digits are YYYYMMDD, then hhmmss where the layout has a time.
 _DATE_DIGITS = (0, 1, 2, 3, 5, 6, 8, 9)
 _TIME_DIGITS = _DATE_DIGITS + (11, 12, 14, 15, 17, 18)
 _DATE_LITERALS = {4: b"-", 7: b"-"}
 _TIME_LITERALS = {**_DATE_LITERALS, 10: b"T ", 13: b":", 16: b":"}
-_FIXED_LAYOUTS: dict[int, tuple[tuple[int, ...], dict[int, bytes], int]] = {
-    10: (_DATE_DIGITS, _DATE_LITERALS, 10),  # 2026-03-31
-    19: (_TIME_DIGITS, _TIME_LITERALS, 19),  # 2026-03-31T14:05:00 (or a space for the T)
-    20: (_TIME_DIGITS, {**_TIME_LITERALS, 19: b"Z"}, 19),  # 2026-03-31T14:05:00Z
+_FIXED_LAYOUTS: dict[int, tuple[tuple[int, ...], dict[int, bytes]]] = {
+    10: (_DATE_DIGITS, _DATE_LITERALS),  # 2026-03-31
+    19: (_TIME_DIGITS, _TIME_LITERALS),  # 2026-03-31T14:05:00 (or a space for the T)
+    20: (_TIME_DIGITS, {**_TIME_LITERALS, 19: b"Z"}),  # 2026-03-31T14:05:00Z
 }
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _micros_of_fields(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(microseconds since the epoch, valid) of rows of digit values YYYYMMDD[hhmmss].
+
+    Valid: a real proleptic Gregorian date (year 0 included, as numpy) and a time of day below
+    24:00:00. Days from the civil date by Howard Hinnant's algorithm.
+    """
+    def number(first: int, width: int) -> np.ndarray:
+        value = digits[:, first]
+        for i in range(first + 1, first + width):
+            value = value * 10 + digits[:, i]
+        return value
+
+    year, month, day = number(0, 4), number(4, 2), number(6, 2)
+    has_time = digits.shape[1] > 8
+    hour, minute, second = (number(8, 2), number(10, 2), number(12, 2)) if has_time else (0, 0, 0)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_days = _DAYS_IN_MONTH[np.clip(month, 0, 12)] + (leap & (month == 2))
+    valid = (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
+    if has_time:
+        valid &= (hour < 24) & (minute < 60) & (second < 60)
+    shifted = year - (month <= 2)
+    era = shifted // 400
+    year_of_era = shifted - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146097 + day_of_era - 719468
+    return (((days * 24 + hour) * 60 + minute) * 60 + second) * 1_000_000, valid
 
 
 def _fixed_layouts(cells: pa.Array, todo: np.ndarray):
-    """Yield (rows, wall-clock text as fixed-width bytes) for the rows in ``todo`` laid out exactly
-    as one of ``_FIXED_LAYOUTS``; other rows are left to the regular expression."""
+    """Yield (rows, microseconds since the epoch) for the rows in ``todo`` laid out exactly as one
+    of ``_FIXED_LAYOUTS`` with a real date and time; other rows are left to the general path.
+
+    Read from the digits, not by numpy's string cast: that cast crashes the process (numpy 2.4)
+    when a cell of a long bytes array is an impossible date.
+    """
     _, offsets, data = cells.buffers()
     if data is None or data.size == 0:
         return
     offsets = np.frombuffer(offsets, dtype=np.int64)[cells.offset: cells.offset + len(cells) + 1]
     lengths = np.diff(offsets)
     data = np.frombuffer(data, dtype=np.uint8)
-    for length, (digits, literals, width) in _FIXED_LAYOUTS.items():
+    for length, (digits, literals) in _FIXED_LAYOUTS.items():
         rows = np.flatnonzero(todo & (lengths == length))
         if len(rows) == 0:
             continue
@@ -555,14 +589,16 @@ def _fixed_layouts(cells: pa.Array, todo: np.ndarray):
             data, shape=(len(data) - length + 1, length), strides=(1, 1), writeable=False
         )
         cut = windows[offsets[rows]]
-        ok = ((cut[:, list(digits)] - 48) < 10).all(axis=1)  # uint8: bytes below '0' wrap round
+        values = cut[:, list(digits)] - 48  # uint8: bytes below '0' wrap round to large values
+        ok = (values < 10).all(axis=1)
         for position, allowed in literals.items():
             byte = cut[:, position]
             match = byte == allowed[0]
             for other in allowed[1:]:
                 match |= byte == other
             ok &= match
-        yield rows[ok], np.ascontiguousarray(cut[ok, :width]).view(f"S{width}").ravel()
+        micros, valid = _micros_of_fields(values[ok].astype(np.int64))
+        yield rows[ok][valid], micros[valid]
 
 
 def _parse_simple_iso(stripped: list | pa.Array, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -585,11 +621,8 @@ def _parse_simple_iso(stripped: list | pa.Array, missing: np.ndarray) -> tuple[n
         wall = np.array([suffix.sub("", stripped[i]) for i in present], dtype=object)
     else:
         todo = ~missing
-        for rows, text in _fixed_layouts(stripped, todo):
-            try:
-                micros[rows] = text.astype("datetime64[us]").view(np.int64)
-            except ValueError:  # an impossible date (2026-02-30): these rows take the path below
-                continue
+        for rows, values in _fixed_layouts(stripped, todo):  # an impossible date is left to the path below
+            micros[rows] = values
             todo[rows] = False
         present = np.flatnonzero(todo)
         if len(present) == 0:
