@@ -194,7 +194,7 @@ def _smallest_first(keys: np.ndarray, k: int) -> np.ndarray:
     k = min(k, f)
     if k == 0 or n == 0:
         return np.zeros((n, k), dtype=np.intp)
-    if k >= f:
+    if k >= f or n * f <= 4096:  # a request's few rows: one small sort beats the partition's steps
         return np.argsort(keys, axis=1, kind="stable")[:, :k]
     part = np.argpartition(keys, k - 1, axis=1)[:, :k]  # the k smallest, ties at the k-th arbitrary
     kth = np.take_along_axis(keys, part, axis=1).max(axis=1, keepdims=True)
@@ -232,6 +232,16 @@ def describe_factor(feature: str, value, row: dict) -> str:
         from features.registry import describe_feature
 
         return describe_feature(feature, value, row)
+
+
+def _phrase(feature: str, value, context: tuple) -> str:
+    """``describe_factor`` of a registry feature, given its template fields' ``(name, cell)`` pairs."""
+    try:
+        return _cached_sentence(feature, value, context)
+    except TypeError:  # an unhashable value: phrase it without the cache
+        from features.registry import describe_feature
+
+        return describe_feature(feature, value, dict(context))
 
 
 @functools.lru_cache(maxsize=None)
@@ -496,7 +506,8 @@ def _plain_values(features, name: str, positions: np.ndarray) -> list:
         out[~np.isfinite(picked)] = None
         return out.tolist()
     cells = features.cells(name)
-    return [_plain(cells[i]) for i in positions.tolist()]
+    # Text cells are str or NaN: only the NaN needs ``_plain``.
+    return [value if type(value) is str else _plain(value) for value in (cells[i] for i in positions.tolist())]
 
 
 def describe_top_factors(
@@ -512,33 +523,29 @@ def describe_top_factors(
     chosen = np.hstack([up, down])  # per row: up factors, then down factors
     rows, slots = np.nonzero(chosen >= 0)  # row-major: each row's factors in strength order
     cols = chosen[rows, slots]
-    values: list = [None] * len(rows)
-    sentences: list = [None] * len(rows)
-    for j in np.unique(cols):
-        at = np.flatnonzero(cols == j)
-        name = names[j]
+    strength = contributions[rows, cols]
+    order = np.argsort(cols, kind="stable")  # factors grouped by feature, each group in row order
+    starts = np.flatnonzero(np.diff(cols[order], prepend=-1))
+    grouped: list[dict] = []
+    for at in np.split(order, starts[1:]) if len(order) else ():
+        name = names[cols[at[0]]]
         picked = _plain_values(features, name, rows[at])
-        fields = _fields_of(name) or ()
-        # Context cells as the frame holds them (the sentence templates format them).
-        at_rows = rows[at].tolist()
-        contexts = [[cells[i] for i in at_rows] if (cells := features.cells(f) if f in features else None) is not None
-                    else [None] * len(at) for f in fields]
+        fields = _fields_of(name)
         if not fields:  # the sentence depends on the value alone: phrase each distinct value once
-            phrased: dict = {}
-            for position, value in zip(at.tolist(), picked):
-                values[position] = value
-                sentence = phrased.get(value)
-                if sentence is None:
-                    sentence = phrased[value] = describe_factor(name, value, {})
-                sentences[position] = sentence
-            continue
-        for position, value, *context in zip(at.tolist(), picked, *contexts):
-            values[position] = value
-            sentences[position] = describe_factor(name, value, dict(zip(fields, context)))
-    items = [
-        {"feature": names[j], "value": value, "contribution": c, "sentence": sentence}
-        for j, value, c, sentence in zip(cols.tolist(), values, contributions[rows, cols].tolist(), sentences)
-    ]
+            phrase = _phrase if fields is not None else (lambda feature, value, _: describe_factor(feature, value, {}))
+            phrased = {value: phrase(name, value, ()) for value in dict.fromkeys(picked)}
+            sentences = [phrased[value] for value in picked]
+        else:
+            # Context cells as the frame holds them (the sentence templates format them).
+            at_rows = rows[at].tolist()
+            contexts = [[cells[i] for i in at_rows] if (cells := features.cells(f) if f in features else None) is not None
+                        else [None] * len(at) for f in fields]
+            sentences = [_phrase(name, value, tuple(zip(fields, context))) for value, *context in zip(picked, *contexts)]
+        grouped += [{"feature": name, "value": value, "contribution": c, "sentence": sentence}
+                    for value, c, sentence in zip(picked, strength[at].tolist(), sentences)]
+    inverse = np.empty(len(order), dtype=np.intp)
+    inverse[order] = np.arange(len(order))
+    items = np.fromiter(grouped, dtype=object, count=len(grouped))[inverse].tolist()  # back to row-major order
     is_up = slots < k
     bounds_up = np.searchsorted(rows * 2 + ~is_up, np.arange(n) * 2, side="left")
     bounds_down = np.searchsorted(rows * 2 + ~is_up, np.arange(n) * 2 + 1, side="left")
@@ -607,7 +614,13 @@ def frame_from_blocks(columns: dict, index: pd.Index) -> pd.DataFrame:
         for i, (_, values) in enumerate(members):
             block[i] = values
         blocks.append((block, np.array([j for j, _ in members])))
-    return create_dataframe_from_blocks(blocks, index=index, columns=pd.Index(list(columns)))
+    return create_dataframe_from_blocks(blocks, index=index, columns=_column_index(tuple(columns)))
+
+
+@functools.lru_cache(maxsize=64)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """The (immutable) column index of explained frames, built once per column list."""
+    return pd.Index(list(names))
 
 
 def _explain_columns(features, contributions, feature_names, win_probability, slip_probability, config) -> dict:

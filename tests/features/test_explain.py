@@ -201,3 +201,25 @@ def test_warning_rules_read_features_that_exist():
     used = set(re.findall(r'_column\(features, "(\w+)"\)', inspect.getsource(explain.flag_warnings)))
     used |= set(explain.WARNING_COLUMNS)
     assert used and used <= set(FEATURE_NAMES), sorted(used - set(FEATURE_NAMES))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_select_top_factors_on_a_batch_equals_a_stable_sort(seed):
+    # Batches large enough for the partition path; many exact ties (zeros, repeated values).
+    rng = np.random.default_rng(seed)
+    c = rng.integers(-3, 4, (300, 40)).astype(float) if seed % 2 else rng.normal(size=(300, 40))
+    c[rng.random(c.shape) < 0.5] = 0.0
+    up, down = select_top_factors(c, k=5)
+    order_up, order_down = np.argsort(-c, axis=1, kind="stable")[:, :5], np.argsort(c, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(up, np.where(np.take_along_axis(c, order_up, axis=1) > 0, order_up, -1))
+    np.testing.assert_array_equal(down, np.where(np.take_along_axis(c, order_down, axis=1) < 0, order_down, -1))
+
+
+def test_explain_frame_has_the_dtypes_of_a_plain_frame():
+    features = make_features(days_since_last_activity=[30.0, 1.0, np.nan])
+    names = ["days_since_last_activity", "current_stage"]
+    explained = explain_frame(features, np.array([[0.5, -0.2], [-0.1, 0.0], [0.0, 0.3]]), names,
+                              np.array([0.7, 0.3, 0.1]), np.array([0.2, 0.5, 0.9]))
+    plain = pd.DataFrame({name: explained[name].tolist() for name in explained.columns}, index=features.index)
+    pd.testing.assert_frame_equal(explained, plain)
+    assert explained["factors_up"].iloc[1] == [] and explained["warnings"].iloc[0][0]["code"] == "no_activity"
