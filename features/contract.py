@@ -536,6 +536,7 @@ _FIXED_LAYOUTS: dict[int, tuple[tuple[int, ...], dict[int, bytes]]] = {
     20: (_TIME_DIGITS, {**_TIME_LITERALS, 19: b"Z"}),  # 2026-03-31T14:05:00Z
 }
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_LAYOUT_CHUNK = 1 << 16  # rows read at a time
 
 
 def _micros_of_fields(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -545,7 +546,7 @@ def _micros_of_fields(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     24:00:00. Days from the civil date by Howard Hinnant's algorithm.
     """
     def number(first: int, width: int) -> np.ndarray:
-        value = digits[:, first]
+        value = digits[:, first].astype(np.int64)
         for i in range(first + 1, first + width):
             value = value * 10 + digits[:, i]
         return value
@@ -581,24 +582,26 @@ def _fixed_layouts(cells: pa.Array, todo: np.ndarray):
     lengths = np.diff(offsets)
     data = np.frombuffer(data, dtype=np.uint8)
     for length, (digits, literals) in _FIXED_LAYOUTS.items():
-        rows = np.flatnonzero(todo & (lengths == length))
-        if len(rows) == 0:
+        matching = np.flatnonzero(todo & (lengths == length))
+        if len(matching) == 0:
             continue
-        # Row i of ``windows`` is the ``length`` bytes from byte i: a view, so the cut is one take.
+        # Row i of ``windows`` is the ``length`` bytes from byte i: a view, so a cut is one take.
         windows = np.lib.stride_tricks.as_strided(
             data, shape=(len(data) - length + 1, length), strides=(1, 1), writeable=False
         )
-        cut = windows[offsets[rows]]
-        values = cut[:, list(digits)] - 48  # uint8: bytes below '0' wrap round to large values
-        ok = (values < 10).all(axis=1)
-        for position, allowed in literals.items():
-            byte = cut[:, position]
-            match = byte == allowed[0]
-            for other in allowed[1:]:
-                match |= byte == other
-            ok &= match
-        micros, valid = _micros_of_fields(values[ok].astype(np.int64))
-        yield rows[ok][valid], micros[valid]
+        for start in range(0, len(matching), _LAYOUT_CHUNK):  # bounded temporaries on long columns
+            rows = matching[start: start + _LAYOUT_CHUNK]
+            cut = windows[offsets[rows]]
+            values = cut[:, list(digits)] - 48  # uint8: bytes below '0' wrap round to large values
+            ok = (values < 10).all(axis=1)
+            for position, allowed in literals.items():
+                byte = cut[:, position]
+                match = byte == allowed[0]
+                for other in allowed[1:]:
+                    match |= byte == other
+                ok &= match
+            micros, valid = _micros_of_fields(values[ok])
+            yield rows[ok][valid], micros[valid]
 
 
 def _parse_simple_iso(stripped: list | pa.Array, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
