@@ -1337,7 +1337,7 @@ def _absent_column(kind: str, n_rows: int) -> pd.api.extensions.ExtensionArray |
 
 @functools.lru_cache(maxsize=None)
 def _column_index(table_name: str) -> pd.Index:
-    """A table's column labels as a pandas Index, built once (an Index is immutable, so frames share it)."""
+    """A table's column labels as a pandas Index, built once per process."""
     return pd.Index(TABLES[table_name].column_names)
 
 
@@ -1365,7 +1365,9 @@ def build_frame(table: Table, parsed: dict[str, _Parsed], n_rows: int) -> pd.Dat
         # One float block (rows as columns), a copy: owned and writable, not a view of the input
         # or of read-only arrow memory.
         blocks.append((np.vstack(numbers), np.array(number_positions)))
-    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n_rows), columns=_column_index(table.name))
+    # A shallow copy of the built labels (~8 us, not ~100 us): an Index's name can be set in place.
+    columns = _column_index(table.name).copy()
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n_rows), columns=columns)
 
 
 def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = None) -> CheckResult:
