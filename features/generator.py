@@ -90,6 +90,7 @@ class ObservationParams:
     inbound_budget: float = 1.0  # budget trouble: fewer inbound touches
     inbound_fit: float = 0.4
     inbound_quality: float = 1.2
+    inbound_champion: float = 0.9  # a strong champion reaches out: inbound odds + this x champion strength
     dm_weight: float = 20.0  # decision maker's weight when picking an activity's contact: 0.02 + this x dm^2
     eb_weight: float = 6.0  # economic buyer's: (0.02 + this x eb^2) x exp(eb_budget x budget level)
     eb_budget: float = 1.5
@@ -100,14 +101,18 @@ class ObservationParams:
     next_step_budget: float = 0.6
     next_step_quality: float = 1.8
     next_step_dm: float = 1.2
+    next_step_champion: float = 0.6
+    talk_champion: float = 0.1
     amount_fit: float = 0.3  # first amount x exp(this x fit + amount_budget_start x static budget)
     amount_budget_start: float = 0.8
     amount_account: float = 0.8  # ... x exp(this x (account fit + owner skill)): good accounts buy more
-    plan_fit: float = 0.3  # first planned weeks x exp(-this x fit - plan_pace x the deal's own pace noise)
-    plan_pace: float = 1.0
+    plan_fit: float = 0.3  # first planned weeks x exp(-this x fit - plan_pace x the deal's own pace noise
+    plan_pace: float = 1.0  # - plan_quality x the deal's static quality): a well-qualified lead is planned shorter
+    plan_quality: float = 0.5
+    key_person_meeting: float = 0.8  # an activity with the DM / EB is a meeting with probability this x engagement
     cut_amount_prob: float = 0.9  # a budget cut reduces the amount the same day with this probability
-    cut_amount_log: float = -0.35
-    cut_push_prob: float = 0.7  # ... and pushes the close date
+    cut_amount_log: float = -0.45
+    cut_push_prob: float = 0.85  # ... and pushes the close date
     push_rate: float = 0.012  # daily push probability of a deal in poor health (x sigmoid(-health))
     amount_change_rate: float = 0.002  # daily, x2 in propose, x4 in negotiate
     amount_change_log: float = -0.03
@@ -264,17 +269,20 @@ def draw_population(n_deals: int, span_days: int, rng: np.random.Generator) -> P
     budget = rng.normal(0.0, 0.3, n_deals)
     lead_source = draw_choice(LEAD_SOURCE_PROBS, n_deals, rng)
     pace_noise = rng.normal(0.0, 0.12, n_deals)
+    base_quality = (0.4 * fit + budget + account_fit[account] + owner_skill[owner]
+                    + np.asarray(LEAD_SOURCE_EFFECT)[lead_source] - 0.5)
     return Population(
         created=created, account=account, owner=owner, segment=segment, region=account_region[account],
         product=draw_choice((0.45, 0.25, 0.2, 0.1), n_deals, rng), lead_source=lead_source,
-        base_quality=0.4 * fit + budget + account_fit[account] + owner_skill[owner]
-        + np.asarray(LEAD_SOURCE_EFFECT)[lead_source] - 0.5,
+        base_quality=base_quality,
         fit=fit, budget=budget, pace_noise=pace_noise, type_draw=rng.random(n_deals),
         # The rep's first estimates already reflect the deal: a well-fitting deal is sized larger (so is
         # one with a healthy budget) and planned shorter.
         amount_draw=rng.normal(0.0, 0.5, n_deals) + OBSERVE.amount_fit * fit + OBSERVE.amount_budget_start * budget
         + OBSERVE.amount_account * (account_fit[account] + owner_skill[owner]),
-        planned_weeks=np.maximum(2, np.round(rng.integers(low, high + 1) * np.exp(-OBSERVE.plan_fit * fit - OBSERVE.plan_pace * pace_noise))).astype(np.int64),
+        planned_weeks=np.maximum(2, np.round(rng.integers(low, high + 1) * np.exp(
+            -OBSERVE.plan_fit * fit - OBSERVE.plan_pace * pace_noise - OBSERVE.plan_quality * base_quality
+        ))).astype(np.int64),
     )
 
 
@@ -424,7 +432,7 @@ def record_day(
         champion, dm, eb = state.champion[deals], state.dm[deals], state.eb[deals]
         level = budget[pick]
         inbound = rng.random(k) < sigmoid(
-            -1.1 + OBSERVE.inbound_momentum * momentum[pick] + 0.4 * champion + OBSERVE.inbound_budget * level
+            -1.1 + OBSERVE.inbound_momentum * momentum[pick] + OBSERVE.inbound_champion * champion + OBSERVE.inbound_budget * level
             + OBSERVE.inbound_fit * pop.fit[deals] + OBSERVE.inbound_quality * state.quality[deals]
         )
         roles = state.roles[deals]
@@ -438,6 +446,10 @@ def record_day(
         cum = np.cumsum(weight, axis=1)
         slot = np.minimum((cum < (rng.random(k) * cum[:, -1])[:, None]).sum(axis=1), MAX_CONTACTS - 1)
         slot = np.where(rng.random(k) < 0.08, -1, slot)  # a few activities are logged without a contact
+        # An engaged decision maker or economic buyer takes meetings, not just emails and calls.
+        role = np.where(slot >= 0, roles[np.arange(k), np.maximum(slot, 0)], -1)
+        engagement = np.where(role == 0, dm, np.where(role == 1, eb, 0.0))
+        kind = np.where(rng.random(k) < OBSERVE.key_person_meeting * engagement, 1, kind)
         duration = np.select(
             [kind == 0, kind == 1, kind == 3],
             [rng.integers(3, 46, k), 30.0 * rng.integers(1, 3, k), rng.integers(45, 91, k)],
@@ -445,13 +457,14 @@ def record_day(
         )
         recorded = (kind <= 1) & (rng.random(k) < 0.85)
         talk = np.clip(
-            0.35 + OBSERVE.talk_momentum * momentum[pick] + 0.05 * champion + OBSERVE.talk_fit * pop.fit[deals]
+            0.35 + OBSERVE.talk_momentum * momentum[pick] + OBSERVE.talk_champion * champion + OBSERVE.talk_fit * pop.fit[deals]
             + OBSERVE.talk_quality * state.quality[deals]
             + rng.normal(0, 0.1, k),
             0.02, 0.95,
         )
         next_step = rng.random(k) < sigmoid(
             -0.3 + OBSERVE.next_step_momentum * momentum[pick] + OBSERVE.next_step_dm * dm + OBSERVE.next_step_budget * level
+            + OBSERVE.next_step_champion * champion
             + OBSERVE.next_step_quality * state.quality[deals]
         )
         activities.add(
