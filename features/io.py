@@ -40,14 +40,34 @@ def read_raw_tables(folder: Path) -> dict[str, pd.DataFrame]:
     CSV cells are read as text so that the contract check, not the reader, decides what is
     valid; Parquet keeps its own types and is checked the same way.
     """
-    tables: dict[str, pd.DataFrame] = {}
-    for name, path in find_table_files(folder).items():
-        if path.suffix == ".csv":
-            # utf-8-sig: spreadsheet exports often start with a byte-order mark before "deal_id".
-            tables[name] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-        else:
-            tables[name] = pd.read_parquet(path)
-    return tables
+    return {name: read_table_file(path, parquet=path.suffix == ".parquet") for name, path in find_table_files(folder).items()}
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def read_table_file(source, parquet: bool) -> pd.DataFrame:
+    """Read one table from a path or binary file object: CSV cells as text, Parquet with its types.
+
+    Raises ``ValueError`` (with the reader's reason) when the bytes are not a readable table. The
+    readers parse untrusted bytes (uploads too), so any reader failure counts as unreadable.
+    """
+    try:
+        if parquet:
+            return pd.read_parquet(source)
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark before "deal_id".
+        return pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for malformed input
+        kind = "Parquet" if parquet else "CSV"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"not a readable {kind} table: {reason[:300]}") from None
+
+
+def read_table_bytes(data: bytes) -> pd.DataFrame:
+    """Read one uploaded table: Parquet when it starts with Parquet's magic bytes, CSV otherwise."""
+    import io
+
+    return read_table_file(io.BytesIO(data), parquet=data[:4] == PARQUET_MAGIC)
 
 
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path, fmt: str = "csv") -> Path:

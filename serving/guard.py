@@ -12,8 +12,9 @@ import json
 from serving.batcher import ARRIVALS
 from serving.config import ServingConfig
 
-PROTECTED_PATHS: frozenset[str] = frozenset({"/score", "/model"})
-JSON_BODY_PATHS: frozenset[str] = frozenset({"/score"})
+PROTECTED_PATHS: frozenset[str] = frozenset({"/score", "/score/tables", "/model"})
+# Routes with a request body, and the media type each takes.
+BODY_MEDIA_TYPES: dict[str, bytes] = {"/score": b"application/json", "/score/tables": b"multipart/form-data"}
 
 
 async def _send_json(send, status: int, payload: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -29,7 +30,7 @@ async def _send_json(send, status: int, payload: dict, headers: list[tuple[bytes
 
 
 class RequestGuard:
-    """Reject unauthenticated (401), oversized (413) and non-JSON (415) requests to scoring routes."""
+    """Reject unauthenticated (401), oversized (413) and wrong-media-type (415) requests to scoring routes."""
 
     def __init__(self, app, config: ServingConfig | None = None) -> None:
         self.app = app
@@ -48,13 +49,14 @@ class RequestGuard:
                 [(b"www-authenticate", b"Bearer")],
             )
             return
-        if path not in JSON_BODY_PATHS or scope.get("method") != "POST":
+        if path not in BODY_MEDIA_TYPES or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        media_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-        if media_type != b"application/json":
-            await _send_json(send, 415, {"error": "content-type must be application/json",
-                                         "problems": [{"field": "content-type", "reason": "not application/json"}]})
+        wanted = BODY_MEDIA_TYPES[path]
+        media_type = headers.get(b"content-type", wanted).split(b";")[0].strip().lower()
+        if media_type != wanted:
+            await _send_json(send, 415, {"error": f"content-type must be {wanted.decode()}",
+                                         "problems": [{"field": "content-type", "reason": f"not {wanted.decode()}"}]})
             return
         limit = self.config.max_body_bytes
         declared = headers.get(b"content-length")

@@ -1,8 +1,10 @@
-"""Print a ``POST /score`` request body for deals of an export folder.
+"""Print a ``POST /score`` request body for deals of an export folder, or write its tables.
 
 ``python -m serving.request --data data/demo/export --deal-id D000123 > req.json`` writes the
 deal as it stands in the export (its full history), ready for ``curl --data @req.json``.
 Closed deals are sent as of just before they closed, with the events up to that moment.
+``--tables DIR`` writes the same deals as the contract's CSV tables for ``POST /score/tables``
+(``curl -F deals=@DIR/deals.csv -F activities=@DIR/activities.csv ...``), as_of in DIR/as_of.txt.
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ def request_from_export(export, deal_ids: list[str], as_of: pd.Timestamp | None 
     return {"as_of": as_of.isoformat(), "deals": body_deals}
 
 
+def tables_from_body(body: dict) -> dict[str, pd.DataFrame]:
+    """The deals of a ``POST /score`` body as the contract's tables (for ``POST /score/tables``).
+
+    Only tables that the body sends are returned; values stay as the body has them (text times).
+    """
+    deals = body["deals"]
+    tables = {"deals": pd.DataFrame([{c: deal.get(c) for c in DEAL_COLUMNS} for deal in deals], columns=list(DEAL_COLUMNS))}
+    for table, columns in TABLE_COLUMNS.items():
+        if all(deal.get(table) is None for deal in deals):
+            continue
+        rows = [{"deal_id": deal["deal_id"], **item} for deal in deals for item in (deal.get(table) or [])]
+        tables[table] = pd.DataFrame(rows, columns=["deal_id", *columns])
+    return tables
+
+
 def _stage_at(export, deal_id: str, as_of: pd.Timestamp) -> str | None:
     history = export.stage_history
     if history is None:
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deal-id", action="append", default=[], help="deal id; repeat for several")
     parser.add_argument("--open", type=int, default=0, help="also add the first N open deals")
     parser.add_argument("--as-of", default=None, help="UTC moment to score at (default: latest event)")
+    parser.add_argument("--tables", type=Path, default=None, help="write CSV tables to this folder instead of JSON")
     args = parser.parse_args(argv)
     result = check_tables(read_raw_tables(args.data))
     if result.violations:
@@ -105,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 1
+    if args.tables is not None:
+        from features.io import write_tables
+
+        folder = write_tables(tables_from_body(body), args.tables)
+        (folder / "as_of.txt").write_text(body["as_of"] + "\n")
+        print(f"wrote {len(body['deals'])} deals as tables to {folder}", file=sys.stderr)
+        return 0
     json.dump(body, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

@@ -268,3 +268,33 @@ class ModelInfo(BaseModel):
     metrics: dict = Field(description="Headline held-out metrics as recorded by training.")
     features: list[dict] = Field(description="Model features in order: name, description, categorical.")
     thresholds: dict = Field(description="Grade, risk-level and warning thresholds in use.")
+
+
+def _table_part(table: str, what: str) -> dict:
+    return {"type": "string", "format": "binary",
+            "description": f"The {table} table ({what}): CSV with a header row, or Parquet; columns as in the data contract."}
+
+
+TABLES_UPLOAD_OPENAPI: dict = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["deals"],
+                    "properties": {
+                        "deals": _table_part("deals", "open deals; outcome and closed_at may be left out"),
+                        "stage_history": _table_part("stage_history", "optional"),
+                        "field_history": _table_part("field_history", "optional"),
+                        "contacts": _table_part("contacts", "optional"),
+                        "activities": _table_part("activities", "optional"),
+                        "as_of": {"type": "string", "format": "date-time",
+                                  "description": "Score as of this UTC moment (default: now)."},
+                    },
+                }
+            }
+        },
+    }
+}
+"""OpenAPI request body of ``POST /score/tables`` (the route reads the form itself)."""

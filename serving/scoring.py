@@ -14,6 +14,7 @@ The steps are plain functions so that the service stays thin and tests can call 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -250,7 +251,7 @@ def _micros(stamp: pd.Timestamp) -> int:
     return int(stamp.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
 
 
-def resolve_as_of(request: ScoreRequest, now: pd.Timestamp | None = None) -> pd.Timestamp:
+def resolve_as_of(request: ScoreRequest | "TableRequest", now: pd.Timestamp | None = None) -> pd.Timestamp:
     """The request's ``as_of`` in UTC (default: now); ``RequestError(422)`` if far in the future."""
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     if request.as_of is None:
@@ -266,12 +267,9 @@ def resolve_as_of(request: ScoreRequest, now: pd.Timestamp | None = None) -> pd.
 
 def build_request_features(model: LoadedModel, export, as_of: pd.Timestamp) -> pd.DataFrame:
     """Point-in-time features of every deal of the request as of ``as_of`` (training's code)."""
-    from features.pipeline import build_features
+    from features.pipeline import build_features_as_of
 
-    points = pd.DataFrame(
-        {"deal_id": export.deals["deal_id"], "as_of": pd.Series(as_of, index=export.deals.index, dtype=TIMESTAMP_DTYPE)}
-    )
-    return build_features(export, points, model.state)
+    return build_features_as_of(export, as_of, model.state)
 
 
 def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConfig = ExplainConfig()) -> dict:
@@ -338,6 +336,111 @@ def dump_response(response: dict) -> bytes:
     b'{"p":0.5,"missing":null}'
     """
     return pydantic_core.to_json(response, inf_nan_mode="null")
+
+
+# --- the contract's tables as files (POST /score/tables) ---------------------------------------
+
+TABLE_PARTS = ("deals", "stage_history", "field_history", "contacts", "activities")
+
+
+@dataclass(frozen=True)
+class TableRequest:
+    """Deals sent as the contract's tables, one CSV or Parquet file each, instead of nested JSON.
+
+    The files are read in the scoring thread, so the number of deals is not known when the
+    request is queued: a table request is never merged with other requests (``deals`` is empty
+    for the coalescer's count).
+    """
+
+    files: dict[str, bytes]
+    as_of: datetime | None = None
+    deals: tuple = ()
+
+
+@dataclass(frozen=True)
+class TablePaths:
+    """Request field of each row of an uploaded table: ``activities[17]`` (0-based data row)."""
+
+    table: str
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, position: int) -> str:
+        return f"{self.table}[{int(position)}]"
+
+
+def table_request(files: dict[str, bytes], as_of: str | None) -> TableRequest:
+    """Validate the parts of an upload (names, ``as_of``); ``RequestError`` names a wrong one."""
+    problems = [
+        Problem(name, f"unknown part; the parts are {', '.join(TABLE_PARTS)} and as_of")
+        for name in files if name not in TABLE_PARTS
+    ]
+    if "deals" not in files:
+        problems.append(Problem("deals", "required: the deals table (CSV or Parquet)"))
+    moment = None
+    if as_of not in (None, ""):
+        try:
+            moment = _datetime_parser().validate_python(as_of)
+        except ValueError:
+            problems.append(Problem("as_of", "not an ISO 8601 date-time such as 2026-06-30T00:00:00Z"))
+    if problems:
+        raise RequestError(422, "the upload is not a set of contract tables", problems)
+    return TableRequest(files=dict(files), as_of=moment)
+
+
+@functools.cache
+def _datetime_parser():
+    """pydantic's date-time parser, the one that reads the JSON request's ``as_of``."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(datetime)
+
+
+def read_request_tables(request: TableRequest, max_deals: int) -> dict[str, pd.DataFrame]:
+    """The uploaded files as raw contract tables; ``RequestError`` names an unreadable part.
+
+    Deals are open by definition here, so ``outcome`` and ``closed_at`` may be left out of the
+    deals table (they are filled as open); when present they are checked like any export's.
+    """
+    from features.io import read_table_bytes
+
+    raw: dict[str, pd.DataFrame] = {}
+    problems = []
+    for name in TABLE_PARTS:
+        if name not in request.files:
+            continue
+        try:
+            raw[name] = read_table_bytes(request.files[name])
+        except ValueError as exc:
+            problems.append(Problem(name, str(exc), table=name))
+    if problems:
+        raise RequestError(422, "an uploaded table cannot be read", problems)
+    deals = raw["deals"]
+    if len(deals) > max_deals:
+        raise RequestError(413, f"too many deals: {len(deals)} > limit {max_deals}; split them over several requests")
+    if "outcome" not in deals.columns:
+        deals = deals.assign(outcome="open")
+    if "closed_at" not in deals.columns:
+        deals = deals.assign(closed_at=pd.Series([None] * len(deals), index=deals.index, dtype=object))
+    raw["deals"] = deals
+    return raw
+
+
+def score_tables(model: LoadedModel, request: TableRequest, config: ExplainConfig = ExplainConfig(),
+                 max_deals: int = 2000) -> dict:
+    """The answer for an upload of contract tables: the same checks, features and explanations as
+    ``score_request``, deals in the order of the deals table; ``RequestError`` for a bad upload."""
+    as_of = resolve_as_of(request)
+    raw = read_request_tables(request, max_deals)
+    paths = {name: TablePaths(name, len(frame)) for name, frame in raw.items()}
+    export = check_contract(raw, paths, model.mapping)
+    check_times(export, paths, as_of)
+    features = build_request_features(model, export, as_of)
+    explained = explain_scores(model.bundle, features, config)
+    records = records_from_explained(explained, model.versions)
+    return {"as_of": as_of.isoformat(), "model_versions": model.versions, "deals": records}
 
 
 # --- several requests as one batch ----------------------------------------------------------------

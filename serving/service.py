@@ -19,11 +19,12 @@ import logging
 
 import bentoml
 from fastapi import FastAPI
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serving.batcher import ARRIVALS, Coalescer
 from serving.guard import RequestGuard
-from serving.schemas import ModelInfo, ScoreRequest, ScoreResponse
+from serving.schemas import TABLES_UPLOAD_OPENAPI, ModelInfo, ScoreRequest, ScoreResponse
 
 logger = logging.getLogger("dealrisk.serving")
 
@@ -73,6 +74,29 @@ class DealRiskService:
         if len(request.deals) > self.config.max_deals:
             return too_many_deals(len(request.deals), self.config.max_deals)
         return http_response(await self.batcher.submit(request), self.config, len(request.deals))
+
+    @info_app.post(
+        "/score/tables",
+        response_model=ScoreResponse,
+        summary="Score open deals sent as the contract's tables (CSV or Parquet files)",
+        openapi_extra=TABLES_UPLOAD_OPENAPI,
+    )
+    async def score_tables(self, request: Request) -> Response:
+        """Score many deals sent as the data contract's tables instead of nested JSON (nightly batches).
+
+        ``multipart/form-data`` with one part per table (``deals`` required; ``stage_history``,
+        ``field_history``, ``contacts``, ``activities`` optional), each a CSV file with a header
+        row or a Parquet file, plus an optional ``as_of``. The same contract check, features and
+        explanations as ``POST /score``; problems name the table, column and 0-based row, e.g.
+        ``activities[17].type``. The answer is the same as ``/score``'s, deals in table order.
+        """
+        from serving.scoring import RequestError, table_request
+
+        try:
+            upload = table_request(*await read_upload(request, self.config.max_body_bytes))
+        except RequestError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
+        return http_response(await self.batcher.submit(upload), self.config, 0)
 
     @info_app.get("/model", response_model=ModelInfo, summary="Champion model versions, metrics and features")
     def model(self) -> ModelInfo:
@@ -125,18 +149,57 @@ def too_many_deals(count: int, limit: int) -> Response:
     return JSONResponse(error.to_dict(), status_code=413)
 
 
+async def read_upload(request: Request, max_part_bytes: int) -> tuple[dict[str, bytes], str | None]:
+    """The parts of a ``/score/tables`` upload: table name -> bytes, and the ``as_of`` text.
+
+    ``RequestError(400)`` for a body that is not multipart/form-data or repeats a part.
+    """
+    from starlette.datastructures import UploadFile
+
+    from serving.scoring import TABLE_PARTS, Problem, RequestError
+
+    limit = len(TABLE_PARTS) + 1
+    try:
+        form = await request.form(max_files=limit, max_fields=limit, max_part_size=max_part_bytes)
+    except Exception as exc:  # noqa: BLE001 - starlette's multipart parser: MultiPartException, ValueError, ...
+        raise RequestError(400, "the body is not valid multipart/form-data",
+                           [Problem("body", str(exc)[:200] or type(exc).__name__)]) from None
+    files: dict[str, bytes] = {}
+    as_of = None
+    try:
+        for name, value in form.multi_items():
+            if name in files or (name == "as_of" and as_of is not None):
+                raise RequestError(400, "a part is sent twice", [Problem(name, "sent more than once")])
+            if name == "as_of" and isinstance(value, str):
+                as_of = value
+            else:
+                files[name] = await value.read() if isinstance(value, UploadFile) else value.encode("utf-8")
+    finally:
+        await form.close()  # spooled upload files
+    return files, as_of
+
+
 def score_batch(model, config, requests: list) -> list:
     """Score requests as one batch, answers serialised to JSON bytes (in the scoring thread).
 
-    A failure of the batch is retried request by request, so only the request that causes it
-    gets an error (never a crash).
+    JSON requests are merged into one vectorised batch; table uploads are scored on their own.
+    A failure of the merged batch is retried request by request, so only the request that
+    causes it gets an error (never a crash).
     """
-    from serving.scoring import dump_response, score_requests
+    from serving.scoring import TableRequest, dump_response, score_requests
 
-    try:
-        outcomes = score_requests(model, requests, config.explain)
-    except Exception:  # noqa: BLE001 - isolate the failing request below
-        outcomes = [_score_alone(model, config, request) for request in requests]
+    outcomes: list = [None] * len(requests)
+    merged = [k for k, request in enumerate(requests) if not isinstance(request, TableRequest)]
+    if merged:
+        try:
+            answers = score_requests(model, [requests[k] for k in merged], config.explain)
+        except Exception:  # noqa: BLE001 - isolate the failing request below
+            answers = [_score_alone(model, config, requests[k]) for k in merged]
+        for k, answer in zip(merged, answers):
+            outcomes[k] = answer
+    for k, request in enumerate(requests):
+        if isinstance(request, TableRequest):
+            outcomes[k] = _score_alone(model, config, request)
     out = []
     for outcome in outcomes:
         if isinstance(outcome, dict):
@@ -149,9 +212,11 @@ def score_batch(model, config, requests: list) -> list:
 
 
 def _score_alone(model, config, request):
-    from serving.scoring import RequestError, score_request
+    from serving.scoring import RequestError, TableRequest, score_request, score_tables
 
     try:
+        if isinstance(request, TableRequest):
+            return score_tables(model, request, config.explain, config.max_deals)
         return score_request(model, request, config.explain)
     except RequestError as exc:
         return exc

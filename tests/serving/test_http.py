@@ -137,6 +137,15 @@ def test_scores_over_http_equal_offline_scoring(server, e2e_export, trained_stor
         assert [f["sentence"] for f in deal["factors_down"]] == [f["sentence"] for f in row["factors_down"]]
         assert deal["warnings"] == row["warnings"]
 
+    from serving.request import tables_from_body
+
+    files = {name: (f"{name}.parquet", frame.to_parquet(index=False), "application/octet-stream")
+             for name, frame in tables_from_body(request).items()}
+    by_tables = httpx.post(f"{server['url']}/score/tables", files=files, data={"as_of": request["as_of"]},
+                           headers=server["headers"], timeout=60)
+    assert by_tables.status_code == 200, by_tables.text
+    assert by_tables.json() == served
+
 
 def test_model_health_metrics_and_auth(server):
     url, headers = server["url"], server["headers"]
@@ -190,17 +199,29 @@ def test_schemathesis_finds_no_server_error(server):
 
     schema = schemathesis.openapi.from_url(f"{server['url']}/docs.json")
     statuses: list[int] = []
-    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        operation = schema["/score"]["POST"]
+    from tests.serving.test_fuzz import transport_kwargs
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def run(case):
-            response = case.call(base_url=server["url"], headers=server["headers"], timeout=30)
-            statuses.append(response.status_code)
-            case.validate_response(response, checks=[not_a_server_error])
+    for route in ("/score", "/score/tables"):
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            operation = schema[route]["POST"]
 
-        run()
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            def run(case):
+                kwargs = transport_kwargs(case, server["url"])
+                kwargs["headers"] = {**(kwargs.get("headers") or {}), **server["headers"]}
+                for key in ("allow_redirects", "timeout", "cookies"):
+                    kwargs.pop(key, None)
+                if kwargs.get("data") is not None and not isinstance(kwargs["data"], dict):
+                    kwargs["content"] = kwargs.pop("data")
+                with httpx.Client(timeout=30) as client:
+                    request = client.build_request(**kwargs)
+                    request.read()  # the checks look at the request body
+                    response = client.send(request)
+                statuses.append(response.status_code)
+                case.validate_response(response, checks=[not_a_server_error])
+
+            run()
     assert statuses and max(statuses) < 500
     assert httpx.get(f"{server['url']}/healthz", timeout=10).status_code == 200  # still up
 
