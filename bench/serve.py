@@ -8,9 +8,10 @@ Usage (MLFLOW_TRACKING_URI pointing at a store with champion models, e.g. after 
 Prints three tables:
 
 (a) explained deals per second for requests of 1, 10, 100 and 1000 deals through the BentoML
-    service and through a minimal hand-written FastAPI app (uvicorn) wrapping the same scoring
-    function, each as a ratio to the in-process floor: features + predict + SHAP on the same
-    deals in one process (no HTTP, no JSON, no contract check, no sentences);
+    service (as JSON to ``/score`` and as Parquet tables to ``/score/tables``) and through a
+    minimal hand-written FastAPI app (uvicorn) wrapping the same scoring function, each as a
+    ratio to the in-process floor: features + predict + SHAP on the same deals in one process
+    (no HTTP, no JSON, no contract check, no sentences);
 (b) single-deal latency p50/p95/p99 at 1, 8 and 32 concurrent clients, both servers, with the
     server's CPU milliseconds per request (its process tree, when this script started it);
 (c) where the time of one in-process request goes (parse, contract, features, ...).
@@ -274,10 +275,10 @@ class Connection:
         self.extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         self.reader = self.writer = None
 
-    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, payload: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: {content_type}\r\n"
                 f"content-length: {len(payload)}\r\n{self.extra}\r\n").encode()
         self.writer.write(head + payload)
         await self.writer.drain()
@@ -305,20 +306,43 @@ class Connection:
         self.reader = self.writer = None
 
 
-def measure_batch(url: str, body: dict, headers: dict, min_seconds: float = 2.0, max_requests: int = 30) -> tuple[float, int]:
-    """Explained deals per second of sequential requests carrying ``body``; also the error count."""
-    return asyncio.run(_batch(url, body, headers, min_seconds, max_requests))
+def tables_upload(body: dict) -> tuple[bytes, str]:
+    """The deals of a ``/score`` body as a ``/score/tables`` upload: Parquet parts, multipart body."""
+    import io
+
+    from serving.request import tables_from_body
+
+    boundary = "dealrisk-bench-boundary"
+    parts = []
+    for name, frame in tables_from_body(body).items():
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        parts.append(f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; filename="{name}.parquet"\r\n'
+                     f"content-type: application/octet-stream\r\n\r\n".encode() + buffer.getvalue() + b"\r\n")
+    parts.append(f'--{boundary}\r\ncontent-disposition: form-data; name="as_of"\r\n\r\n{body["as_of"]}\r\n'.encode())
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-async def _batch(url: str, body: dict, headers: dict, min_seconds: float, max_requests: int) -> tuple[float, int]:
-    payload = json.dumps(body).encode()
+def measure_batch(url: str, body: dict, headers: dict, min_seconds: float = 2.0, max_requests: int = 30,
+                  tables: bool = False) -> tuple[float, int]:
+    """Explained deals per second of sequential requests carrying ``body`` (as JSON to ``/score``, or
+    with ``tables`` as Parquet tables to ``/score/tables``); also the error count."""
+    return asyncio.run(_batch(url, body, headers, min_seconds, max_requests, tables))
+
+
+async def _batch(url: str, body: dict, headers: dict, min_seconds: float, max_requests: int,
+                 tables: bool) -> tuple[float, int]:
+    if tables:
+        path, (payload, content_type) = "/score/tables", tables_upload(body)
+    else:
+        path, payload, content_type = "/score", json.dumps(body).encode(), "application/json"
     connection = Connection(url, headers)
     errors = 0
     try:
-        await connection.post("/score", payload)  # warm-up
+        await connection.post(path, payload, content_type)  # warm-up
         count, started = 0, time.perf_counter()
         while count < max_requests and (count < 3 or time.perf_counter() - started < min_seconds):
-            status, _ = await connection.post("/score", payload)
+            status, _ = await connection.post(path, payload, content_type)
             errors += status != 200
             count += 1
         elapsed = time.perf_counter() - started
@@ -434,12 +458,15 @@ def main(argv: list[str] | None = None) -> int:
             floor = measure_floor(model, bodies[size])
             row = [size, f"{floor:,.0f}"]
             for name, (url, server_headers, _) in servers.items():
-                rate, errors = measure_batch(url, bodies[size], server_headers)
-                row += [f"{rate:,.0f}", f"{rate / floor:.2f}x", errors]
+                for tables in (False, True) if name == "bentoml" else (False,):
+                    rate, errors = measure_batch(url, bodies[size], server_headers, tables=tables)
+                    row += [f"{rate:,.0f}", f"{rate / floor:.2f}x", errors]
             rows.append(row)
+        columns = [f"{name} {kind}" for name in servers for kind in (("json", "tables") if name == "bentoml" else ("json",))]
         print_table(
-            "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process)",
-            ["deals/request", "floor"] + [f"{column}" for name in servers for column in (name, "vs floor", "errors")],
+            "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process);\n"
+            "    json: POST /score, tables: the same deals as Parquet tables to POST /score/tables",
+            ["deals/request", "floor"] + [c for column in columns for c in (column, "vs floor", "errors")],
             rows,
         )
 

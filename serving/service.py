@@ -35,7 +35,7 @@ info_app = FastAPI(title="dealrisk model info", docs_url=None, redoc_url=None, o
     name="dealrisk",
     http={"host": "127.0.0.1", "port": 3000},
     traffic={"timeout": 120},
-    workers=1,
+    workers=2,
 )
 @bentoml.asgi_app(info_app, path="/")
 class DealRiskService:
