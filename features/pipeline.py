@@ -40,6 +40,7 @@ _STR_DTYPE = pd.StringDtype(na_value=np.nan)  # the contract's "str" dtype
 _NAT = np.iinfo(np.int64).min  # NaT in int64 microseconds
 _STAGE_NAMES = pd.array(list(STAGES) + [None], dtype=_STR_DTYPE)  # stage code -> name; the last: missing
 ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
+SHARE_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer")  # roles with an activity-share feature
 _OPEN_CODES = np.array([i for i, s in enumerate(STAGES) if s in OPEN_STAGES])
 
 
@@ -496,12 +497,13 @@ def reconstruct_field(
 
     Value: the last change at or before as_of (its new_value); else the first later change's
     old_value; else the deals row (the field never changed). Without field_history: NaN.
-    Also returns ``initial`` (value at creation) and, for expected_close_date, push counts.
+    Also returns ``initial`` (value at creation), for expected_close_date push counts, and for
+    amount ``largest_cut``: the smallest new/old ratio of one change so far, capped at 1 (1: never cut).
     """
     n = len(pts.as_of)
     history = export.field_history
     if history is None:
-        return {"value": _nan(n), "initial": _nan(n), "pushes": _nan(n), "days_pushed": _nan(n)}
+        return {"value": _nan(n), "initial": _nan(n), "pushes": _nan(n), "days_pushed": _nan(n), "largest_cut": _nan(n)}
     if changes is None:
         changes = extract_field_changes(pts, history)
     codes, changed_at, old, new = changes[field]
@@ -527,11 +529,30 @@ def reconstruct_field(
         index.add_running_sum("days_pushed", np.where(pushed, moved_days, 0.0))
         out["pushes"] = index.window_sum("pushes", stop, start)
         out["days_pushed"] = index.window_sum("days_pushed", stop, start)
+    else:
+        out["largest_cut"] = index.last_value(running_min_ratio(old_sorted, new_sorted, index.codes), start, stop, fill=1.0)
     return out
 
 
+def running_min_ratio(old: np.ndarray, new: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per sorted change, the smallest ``new / old`` of its entity so far, in [0, 1].
+
+    Ratios above 1 (increases) and unusable values (old not positive, NaN) count as 1.
+
+    >>> running_min_ratio(np.array([10., 8., 9., 5.]), np.array([8., 9., 4.5, 6.]), np.array([0, 0, 0, 1])).tolist()
+    [0.8, 0.8, 0.5, 1.0]
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(old > 0, new / old, np.nan)
+    ratio = np.clip(np.nan_to_num(ratio, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    # Entities are sorted ascending; shifting each one 2 lower than the previous (values lie in
+    # [0, 1]) makes one running minimum restart at every entity.
+    offset = 2.0 * codes.astype(float)
+    return np.minimum.accumulate(ratio - offset) + offset if len(ratio) else ratio
+
+
 def compute_field_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
-    """Days to expected close, close-date pushes and amount as known at as_of."""
+    """Days to expected close, close-date pushes, amount as known at as_of and its largest single cut."""
     changes = None if export.field_history is None else extract_field_changes(pts, export.field_history)
     close = reconstruct_field(export, pts, "expected_close_date", changes)
     amount = reconstruct_field(export, pts, "amount", changes)
@@ -542,6 +563,7 @@ def compute_field_features(export: Export, pts: Points) -> dict[str, np.ndarray]
         "close_date_pushes": close["pushes"],
         "close_date_days_pushed": close["days_pushed"],
         "amount_change_ratio": ratio,
+        "largest_amount_cut": amount["largest_cut"],
         "amount": amount["value"],
     }
 
@@ -652,10 +674,13 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     """Roles and seniority engaged in the last 30 days; decision maker / economic buyer / champion recency.
 
     An activity engages its contact's role from the later of its time and the contact's added_at.
+    The decision maker's and economic buyer's shares of the 30-day window count these activities
+    (those with a contact of the deal): NaN when the window holds none.
     """
     n = len(pts.as_of)
     names = ["roles_engaged_30d", "max_seniority_engaged_30d"]
     names += [name for r in ENGAGED_ROLES for name in (f"{r}_engaged_30d", f"days_since_{r}_engaged")]
+    names += [f"{r}_activity_share_30d" for r in SHARE_ROLES] + ["decision_maker_meetings_30d"]
     activities, contacts = export.activities, export.contacts
     if activities is None or contacts is None:
         return {name: _nan(n) for name in names}
@@ -667,6 +692,8 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     level = (pts.codes(contacts, "seniority", SENIORITY_CODES) + 1)[contact_row]  # 0: unknown seniority
     effective = np.maximum(pts.micros(activities, "occurred_at")[keep], pts.micros(contacts, "added_at")[contact_row])
     values = {r: role == i for i, r in enumerate(ROLES)} | {f"level_{v}": level == v for v in SENIORITY_LEVEL.values()}
+    meeting = pts.codes(activities, "type", TYPE_CODES)[keep] == ACTIVITY_TYPES.index("meeting")
+    values["decision_maker_meeting"] = meeting & (role == ROLES.index("decision_maker"))
     index = EventIndex(codes[keep], effective, values)
     start, stop = index.locate(pts.deal_row, pts.as_of)
     lo = index.stop(pts.deal_row, pts.as_of - ENGAGED_WINDOW_DAYS * DAY_US)
@@ -682,6 +709,11 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
         last = index.last_value(forward_fill_last(role_sorted == ROLES.index(r), index.codes), start, stop, fill=-1)
         last_time = np.where(last >= 0, index.times[np.maximum(last, 0)], np.nan) if len(index) else _nan(n)
         out[f"days_since_{r}_engaged"] = (pts.as_of - last_time) / DAY_US
+    in_window = (stop - lo).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for r in SHARE_ROLES:
+            out[f"{r}_activity_share_30d"] = np.where(in_window > 0, index.window_sum(r, stop, lo) / in_window, np.nan)
+    out["decision_maker_meetings_30d"] = index.window_sum("decision_maker_meeting", stop, lo)
     return {name: out[name] for name in names}
 
 
@@ -709,7 +741,36 @@ def _index_win_history(state: FeatureState) -> dict:
     for key in ("owner_id", "account_id"):
         ids = Codebook(pd.unique(history[key].to_numpy(dtype=object)))
         built[key] = (ids, EventIndex(ids.encode(history[key]), closed, {"won": won}))
+    built["segment"] = _index_segment_amounts(state.closed_amount_history())
     return built
+
+
+def _index_segment_amounts(history: pd.DataFrame) -> tuple[Codebook, EventIndex, np.ndarray]:
+    """Closed deals by segment and closing time, with the running median of their first amounts.
+
+    ``medians[i]``: the median first amount of the segment's deals up to sorted position ``i``
+    (its closing time and earlier), NaN while none has a known amount. A loop over the few
+    segments, each one expanding median.
+    """
+    segments = Codebook(pd.unique(history["segment"].dropna().to_numpy(dtype=object)))
+    index = EventIndex(segments.encode(history["segment"]), to_micros(history["closed_at"]))
+    amounts = history["first_amount"].to_numpy(dtype=float)[index.order]
+    medians = np.full(len(index), np.nan)
+    bounds = np.flatnonzero(np.diff(index.codes, prepend=-2, append=-1))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if index.codes[lo] >= 0:  # missing segments (-1) get no median
+            medians[lo:hi] = pd.Series(amounts[lo:hi]).expanding().median().to_numpy()
+    return segments, index, medians
+
+
+def compute_segment_amount_features(export: Export, pts: Points, state: FeatureState, amount: np.ndarray) -> dict[str, np.ndarray]:
+    """The amount as of as_of over the median first amount of the segment's deals closed at or before as_of."""
+    segments, index, medians = _win_history(state)["segment"]
+    code = pts.codes(export.deals, "segment", segments)[pts.deal_row]
+    start, stop = index.locate(code, pts.as_of)
+    median = np.where(code >= 0, index.last_value(medians, start, stop), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"amount_vs_segment_median": np.where(median > 0, amount / median, np.nan)}
 
 
 def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) -> dict[str, np.ndarray]:
@@ -799,6 +860,7 @@ def compute_features(export: Export, pts: Points, state: FeatureState) -> dict[s
     columns |= compute_role_engagement_features(export, pts)
     columns |= compute_activity_features(export, pts)
     columns |= compute_win_rate_features(export, pts, state)
+    columns |= compute_segment_amount_features(export, pts, state, columns["amount"])
     columns |= compute_context_features(export, pts)
     return columns
 

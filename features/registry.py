@@ -26,7 +26,7 @@ class Feature:
     """One model feature: its name, family, meaning, unit, kind and how to say it to a manager.
 
     ``phrases`` holds ``str.format`` templates keyed by case: ``value`` (any number), ``zero``
-    (the value is 0), ``true`` / ``false`` (flags) and ``missing`` (NaN). Templates may use
+    (the value is 0), ``one`` (the value is 1), ``under_one`` (0 <= value < 1), ``true`` / ``false`` (flags) and ``missing`` (NaN). Templates may use
     ``{value}`` and any other column of the feature row (e.g. ``{current_stage}``).
     """
 
@@ -63,6 +63,29 @@ def _role_features(role: str, label: str) -> list[Feature]:
              "missing": f"No {label} ever engaged"},
         ),
     ]
+
+
+def _role_share_features() -> list[Feature]:
+    shares = [
+        Feature(
+            f"{role}_activity_share_30d", "decision_chain",
+            f"Share of the last {ENGAGED_WINDOW_DAYS} days' activities with a contact of the deal that were "
+            f"with a {label} contact; missing when there were none.",
+            "share", "numeric",
+            {"value": f"{label.capitalize()} in {{value:.0%}} of contacted activities in the last {ENGAGED_WINDOW_DAYS} days",
+             "zero": f"{label.capitalize()} in none of the contacted activities in the last {ENGAGED_WINDOW_DAYS} days",
+             "missing": f"No activity with a known contact in the last {ENGAGED_WINDOW_DAYS} days"},
+        )
+        for role, label in (("decision_maker", "decision maker"), ("economic_buyer", "economic buyer"))
+    ]
+    meetings = Feature(
+        f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d", "decision_chain",
+        f"Meetings with a decision maker contact in the last {ENGAGED_WINDOW_DAYS} days.", "count", "numeric",
+        {"value": f"{{value:.0f}} meeting{{s}} with a decision maker in the last {ENGAGED_WINDOW_DAYS} days",
+         "zero": f"No meeting with a decision maker in the last {ENGAGED_WINDOW_DAYS} days",
+         "missing": "No contact or activity data"},
+    )
+    return [*shares, meetings]
 
 
 def _activity_count(kind: str, days: int) -> Feature:
@@ -106,6 +129,12 @@ FEATURES: tuple[Feature, ...] = (
                         "missing": "No field history"}),
     Feature("amount_change_ratio", "stage", "Amount as of as_of divided by the amount at creation.", "ratio",
             "numeric", {"value": "Amount is {value:.2f}x its initial value", "missing": "Amount history unknown"}),
+    Feature("largest_amount_cut", "stage",
+            "Smallest new/old ratio of a single amount change so far, capped at 1 (1: never cut). "
+            "A budget cut shows as one low ratio; gradual discounting as several ratios near 1.",
+            "ratio", "numeric",
+            {"value": "Amount once cut to {value:.0%} of its previous value in one change",
+             "one": "Amount never cut", "missing": "Amount history unknown"}),
     # --- decision-chain coverage --------------------------------------------------------------
     Feature("contacts_count", "decision_chain", "Contacts added to the deal.", "count", "numeric",
             {"value": "{value:.0f} contact{s} on the deal", "zero": "No contacts on the deal",
@@ -121,6 +150,7 @@ FEATURES: tuple[Feature, ...] = (
     *_role_features("decision_maker", "decision maker"),
     *_role_features("economic_buyer", "economic buyer"),
     *_role_features("champion", "champion"),
+    *_role_share_features(),
     Feature("max_seniority_engaged_30d", "decision_chain",
             f"Highest seniority level engaged in the last {ENGAGED_WINDOW_DAYS} days "
             "(1 individual .. 5 c_level; 0 nobody).", "level", "numeric",
@@ -172,6 +202,11 @@ FEATURES: tuple[Feature, ...] = (
     # --- context ------------------------------------------------------------------------------
     Feature("amount", "context", "Deal amount as of as_of (reconstructed from field_history).", "currency",
             "numeric", {"value": "Amount {value:,.0f}", "missing": "Amount unknown"}),
+    Feature("amount_vs_segment_median", "context",
+            "amount divided by the median first amount (amount at creation) of the same segment's deals "
+            "closed at or before as_of (fitted state).", "ratio", "numeric",
+            {"value": "Amount is {value:.1f}x the typical {segment} deal",
+             "missing": "No closed deals of this segment to compare the amount with"}),
     Feature("deal_type", "context", "new_business, expansion or renewal.", "category", "categorical",
             {"value": "Deal type {value}", "missing": "Deal type unknown"}),
     Feature("segment", "context", "Customer segment.", "category", "categorical",
@@ -244,6 +279,8 @@ def describe_feature(name: str, value, row: dict | None = None) -> str:
         return phrases.get(key, f"{name}: {key}")
     if feature.kind == "numeric" and "zero" in phrases and value == 0:
         return phrases["zero"]
+    if feature.kind == "numeric" and "one" in phrases and value == 1:
+        return phrases["one"]
     if feature.kind == "numeric" and "under_one" in phrases and 0 <= value < 1:
         return phrases["under_one"]
     template = phrases.get("value", f"{name} = {{value}}")
@@ -307,6 +344,12 @@ one-deal export at serving time, so the two cannot drift apart.
 - `contacts_engaged` and `top_contact_share` count activities by their `contact_id` as logged,
   whether or not the contact was on the deal yet (the activity itself is known at its time).
 - Windows are half-open on the left: "the last 30 days" is `(as_of - 30 days, as_of]`.
+- `decision_maker_activity_share_30d` / `economic_buyer_activity_share_30d` divide the window's
+  activities with a contact of that role by its activities with any contact of the deal (both
+  timed as above); missing when the window holds none.
+- `largest_amount_cut` is the smallest `new_value / old_value` of one amount change at or before
+  `as_of`, capped at 1 (increases and unparseable values count as 1); 1 when the amount never
+  changed, missing without `field_history`.
 
 ## How it is computed
 
@@ -335,6 +378,10 @@ missing: it never happened). Role-engagement features need both `contacts` and `
   outcome into its feature. Rates are smoothed: `(wins + 5 * global) / (closed + 5)`, where
   `global` is the win rate of all history deals closed at or before `as_of`; missing while
   nothing has closed yet.
+- the segment and first amount (the amount at creation, from `field_history`) of each of those
+  closed deals. `amount_vs_segment_median` divides a point's amount by the median first amount of
+  its segment's deals closed **at or before the point's `as_of`** (as the win rates do), missing
+  when none has; a state saved before these were kept gives it missing.
 
 At serving time the state comes from the model bundle (`feature_state.json`) unchanged.
 

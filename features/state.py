@@ -22,7 +22,9 @@ class FeatureState:
     """State fitted on deals closed before ``cutoff``.
 
     won_stage_days: median days won deals spent in each open stage.
-    closed_*: one entry per deal closed before the cutoff (owner, account, closed_at, won).
+    closed_*: one entry per deal closed before the cutoff (owner, account, closed_at, won, and
+    segment and first amount: the amount at creation, NaN when unknown). States saved before
+    segment and first amount were kept have none: their ``closed_amount_history`` is empty.
     """
 
     cutoff: pd.Timestamp | None = None
@@ -31,6 +33,8 @@ class FeatureState:
     closed_account_id: tuple[str, ...] = ()
     closed_at: tuple[pd.Timestamp, ...] = ()
     closed_won: tuple[bool, ...] = ()
+    closed_segment: tuple[str | None, ...] = ()
+    closed_first_amount: tuple[float, ...] = ()
 
     def closed_history(self) -> pd.DataFrame:
         """The closed-deal history as a frame (owner_id, account_id, closed_at, won)."""
@@ -40,6 +44,20 @@ class FeatureState:
                 "account_id": pd.Series(self.closed_account_id, dtype="str"),
                 "closed_at": pd.Series(self.closed_at, dtype=TIMESTAMP_DTYPE),
                 "won": pd.Series(self.closed_won, dtype=bool),
+            }
+        )
+
+    def closed_amount_history(self) -> pd.DataFrame:
+        """Segment, closed_at and first amount of the closed deals (sorted by closed_at, deal id).
+
+        Empty for a state saved without segments and first amounts (an older bundle).
+        """
+        n = len(self.closed_at) if len(self.closed_segment) == len(self.closed_first_amount) == len(self.closed_at) else 0
+        return pd.DataFrame(
+            {
+                "segment": pd.Series(self.closed_segment[:n], dtype="str"),
+                "closed_at": pd.Series(self.closed_at[:n], dtype=TIMESTAMP_DTYPE),
+                "first_amount": pd.Series(self.closed_first_amount[:n], dtype=float),
             }
         )
 
@@ -54,6 +72,9 @@ class FeatureState:
                 "account_id": list(self.closed_account_id),
                 "closed_at": [t.isoformat() for t in self.closed_at],
                 "won": [bool(w) for w in self.closed_won],
+                "segment": [None if _is_missing(v) else str(v) for v in self.closed_segment],
+                # NaN is not JSON: an unknown first amount is null.
+                "first_amount": [None if _is_missing(v) else float(v) for v in self.closed_first_amount],
             },
         }
 
@@ -72,6 +93,16 @@ class FeatureState:
             raise ValueError(f"feature state: missing or malformed field ({exc!r})") from exc
         if len({len(c) for c in columns}) != 1:
             raise ValueError("feature state: closed_deals columns have different lengths")
+        # segment / first_amount: optional (states saved before they were kept have neither).
+        segment, first_amount = closed.get("segment", []), closed.get("first_amount", [])
+        if not isinstance(segment, list) or not isinstance(first_amount, list):
+            raise ValueError("feature state: closed_deals segment and first_amount must be lists")
+        if (segment or first_amount) and not (len(segment) == len(first_amount) == len(columns[0])):
+            raise ValueError("feature state: closed_deals segment and first_amount must have one entry per closed deal")
+        try:
+            first_amount = tuple(np.nan if v is None else float(v) for v in first_amount)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"feature state: closed_deals first_amount must be numbers or null ({exc})") from exc
         unknown = set(stage_days) - set(OPEN_STAGES)
         if unknown:
             raise ValueError(f"feature state: won_stage_days has unknown stages {sorted(unknown)}")
@@ -83,7 +114,13 @@ class FeatureState:
             closed_account_id=tuple(str(v) for v in columns[1]),
             closed_at=tuple(_timestamp(v) for v in columns[2]),
             closed_won=tuple(bool(v) for v in columns[3]),
+            closed_segment=tuple(None if v is None else str(v) for v in segment),
+            closed_first_amount=first_amount,
         )
+
+
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def _timestamp(value) -> pd.Timestamp:
@@ -111,6 +148,27 @@ def compute_won_stage_days(export: Export, won_deal_ids: pd.Series) -> dict[str,
     return {stage: float(medians[stage]) for stage in OPEN_STAGES if stage in medians.index}
 
 
+def compute_first_amounts(export: Export, deal_ids: pd.Series) -> np.ndarray:
+    """Amount of each given deal at its creation: the old_value of its first amount change, else
+    the deals row (it never changed); NaN for all without a field_history table (unknown).
+
+    >>> from tests.factories import make_export
+    >>> compute_first_amounts(make_export(), pd.Series(["D1", "D2"])).tolist()
+    [1000.0, 500.0]
+    """
+    history = export.field_history
+    if history is None:
+        return np.full(len(deal_ids), np.nan)
+    changes = history[(history["field"] == "amount") & history["deal_id"].isin(deal_ids)]
+    changes = changes.assign(_row=np.arange(len(changes))).sort_values(["deal_id", "changed_at", "_row"], kind="stable")
+    first_old = pd.to_numeric(changes.drop_duplicates("deal_id").set_index("deal_id")["old_value"], errors="coerce")
+    row_amount = deal_ids.map(export.deals.set_index("deal_id")["amount"])
+    first = deal_ids.map(first_old)
+    changed = deal_ids.isin(first_old.index)
+    return np.where(changed.to_numpy(), first.to_numpy(dtype=float, na_value=np.nan),
+                    row_amount.to_numpy(dtype=float, na_value=np.nan))
+
+
 def fit_feature_state(export: Export, cutoff) -> FeatureState:
     """Fit the feature state on deals closed strictly before ``cutoff``.
 
@@ -131,4 +189,8 @@ def fit_feature_state(export: Export, cutoff) -> FeatureState:
         closed_account_id=tuple(closed["account_id"].astype(str)),
         closed_at=tuple(closed["closed_at"]),
         closed_won=tuple((closed["outcome"] == "won").to_numpy(dtype=bool)),
+        closed_segment=tuple(None if _is_missing(v) else str(v) for v in closed["segment"].to_numpy(dtype=object)),
+        # Unknown amounts as the one np.nan object: tuples compare items by identity first, so a
+        # state still equals its JSON round trip.
+        closed_first_amount=tuple(np.nan if v != v else v for v in compute_first_amounts(export, closed["deal_id"]).tolist()),
     )

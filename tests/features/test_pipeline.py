@@ -130,6 +130,65 @@ def test_decision_chain_family_by_hand(export, state):
     assert (row["contacts_engaged"], row["top_contact_share"]) == (3.0, 0.6)
 
 
+def test_decision_maker_and_economic_buyer_shares_by_hand(export, state):
+    points = points_of(("D1", "2026-01-20"), ("D1", "2026-03-01"), ("D3", "2026-03-09"), ("D3", "2026-03-10"),
+                       ("D2", "2026-02-01"))
+    frame = build_features(export, points, state)
+    # D1 on 01-20: a1 (C1, decision maker) and a2 (C2, champion) in (12-21, 01-20]: 1 of 2.
+    # D1 on 03-01: a3, a4 (champion), a5 (technical evaluator); a6 has no contact: 0 of 3.
+    # D3 on 03-09: a8 (champion) only, a9's economic buyer C5 counts from 03-10; on 03-10: 1 of 2.
+    # D2: no contact activity in the window: missing, not zero.
+    assert frame["decision_maker_activity_share_30d"].tolist()[:4] == [0.5, 0.0, 0.0, 0.0]
+    assert frame["economic_buyer_activity_share_30d"].tolist()[:4] == [0.0, 0.0, 0.0, 0.5]
+    assert frame[["decision_maker_activity_share_30d", "economic_buyer_activity_share_30d"]].iloc[4].isna().all()
+    assert frame["decision_maker_meetings_30d"].tolist() == [0.0] * 5
+
+
+def test_decision_maker_meetings_count_the_window_only(export, state):
+    meeting = export.activities.iloc[[0]].assign(activity_id="a10", type="meeting", occurred_at=ts(["2026-02-10"]))
+    more = Export(**{**export.tables(), "activities": pd.concat([export.activities, meeting], ignore_index=True)})
+    frame = build_features(more, points_of(("D1", "2026-02-10"), ("D1", "2026-03-11"), ("D1", "2026-03-12")), state)
+    # The meeting with C1 on 02-10 is in (as_of - 30 days, as_of] on 02-10 and 03-11, not on 03-12.
+    assert frame["decision_maker_meetings_30d"].tolist() == [1.0, 1.0, 0.0]
+    # On 02-10: a2, a3 (champion) and a10 (decision maker) in (01-11, 02-10].
+    assert frame["decision_maker_activity_share_30d"].iloc[0] == pytest.approx(1 / 3)
+
+
+def test_largest_amount_cut_by_hand(export, state):
+    cuts = pd.DataFrame({"deal_id": ["D3", "D3", "D3"], "field": "amount", "old_value": ["2000", "1000", "950"],
+                         "new_value": ["1000", "950", "1900"], "changed_at": ts(["2026-02-10", "2026-02-20", "2026-03-01"])})
+    fields = pd.concat([export.field_history, cuts], ignore_index=True)
+    cut = Export(**{**export.tables(), "field_history": fields})
+    frame = build_features(cut, points_of(("D3", "2026-02-05"), ("D3", "2026-02-10"), ("D3", "2026-02-25"),
+                                          ("D3", "2026-03-05"), ("D1", "2026-03-01"), ("D2", "2026-02-01")), state)
+    # D3: halved on 02-10 (0.5), then -5% (0.95), then doubled (1.0 cap): the largest cut stays 0.5.
+    # D1's only change is an increase and D2 never changed: no cut (1.0).
+    assert frame["largest_amount_cut"].tolist() == [1.0, 0.5, 0.5, 0.5, 1.0, 1.0]
+    assert frame["amount"].tolist()[:4] == [2000.0, 1000.0, 950.0, 1900.0]
+
+
+def test_amount_vs_segment_median_uses_deals_closed_by_as_of(export, state):
+    points = points_of(("D1", "2026-02-19"), ("D1", "2026-03-01"), ("D1", "2026-03-10"), ("D3", "2026-03-09"))
+    frame = build_features(export, points, state)
+    # smb deals closed: D2 on 02-20 (first amount 500), D1 on 03-10 (first amount 1000, before its
+    # change to 1500). Nothing yet on 02-19; 1500 / 500 on 03-01; 1500 / median(500, 1000) on 03-10.
+    # D3 is "mid": no mid deal has closed.
+    values = frame["amount_vs_segment_median"].tolist()
+    assert np.isnan(values[0]) and values[1:3] == [3.0, 2.0] and np.isnan(values[3])
+
+
+def test_amount_vs_segment_median_is_missing_with_an_older_state(export, state):
+    data = state.to_dict()
+    for key in ("segment", "first_amount"):
+        data["closed_deals"].pop(key)
+    older = type(state).from_dict(data)  # a bundle saved before segments were kept
+    points = points_of(("D1", "2026-03-01"), ("D3", "2026-03-09"))
+    frame, before = build_features(export, points, older), build_features(export, points, state)
+    assert frame["amount_vs_segment_median"].isna().all()
+    others = [c for c in frame.columns if c != "amount_vs_segment_median"]
+    pd.testing.assert_frame_equal(frame[others], before[others])
+
+
 def test_role_counts_only_once_the_contact_is_on_the_deal(export, state):
     # a9 (03-08) is with C5, an economic buyer added on 03-10.
     before = features_at(export, state, "D3", "2026-03-09")
@@ -179,11 +238,13 @@ def test_a_deal_without_events_has_zero_counts_and_missing_recency(export, state
 
 ROLE_ENGAGEMENT = ["roles_engaged_30d", "max_seniority_engaged_30d",
                    *[f"{p}{r}_engaged{s}" for r in ("decision_maker", "economic_buyer", "champion")
-                     for p, s in (("", "_30d"), ("days_since_", ""))]]
+                     for p, s in (("", "_30d"), ("days_since_", ""))],
+                   "decision_maker_activity_share_30d", "economic_buyer_activity_share_30d",
+                   "decision_maker_meetings_30d"]
 NEEDS_TABLE = {
     "stage_history": ["current_stage", "days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps"],
     "field_history": ["days_to_expected_close", "close_date_pushes", "close_date_days_pushed", "amount_change_ratio",
-                      "amount"],
+                      "largest_amount_cut", "amount", "amount_vs_segment_median"],
     "contacts": ["contacts_count", "roles_present", *ROLE_ENGAGEMENT],
     "activities": [f.name for f in FEATURES if f.family == "engagement"]
     + ["contacts_engaged", "top_contact_share", *ROLE_ENGAGEMENT],
@@ -351,7 +412,8 @@ def test_state_fitted_later_does_not_change_win_rates_before_as_of(export):
     points = points_of(("D1", "2026-03-01"), ("D3", "2026-02-10"))
     early = build_features(export, points, fit_feature_state(export, "2026-03-02"))
     late = build_features(export, points, fit_feature_state(export, "2026-12-31"))
-    rates = ["owner_win_rate", "owner_closed_deals", "account_win_rate", "account_closed_deals"]
+    rates = ["owner_win_rate", "owner_closed_deals", "account_win_rate", "account_closed_deals",
+             "amount_vs_segment_median"]
     pd.testing.assert_frame_equal(early[rates], late[rates])
 
 

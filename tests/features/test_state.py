@@ -44,6 +44,31 @@ def test_to_dict_is_json_safe_and_round_trips():
     assert len(state.closed_at) > 10
 
 
+def test_segments_and_first_amounts_of_closed_deals_by_hand():
+    state = fit_feature_state(make_export(), "2026-12-31")
+    # D4 (ent, 800, never changed), D2 (smb, 500), D1 (smb: 1000 at creation, 1500 after a change).
+    history = state.closed_amount_history()
+    assert list(history["segment"]) == ["ent", "smb", "smb"]
+    assert list(history["first_amount"]) == [800.0, 500.0, 1000.0]
+    assert list(history["closed_at"]) == list(state.closed_history()["closed_at"])
+
+
+def test_without_field_history_first_amounts_are_unknown_and_still_round_trip():
+    state = fit_feature_state(make_export(drop=("field_history",)), "2026-12-31")
+    assert state.closed_amount_history()["first_amount"].isna().all()
+    data = json.loads(json.dumps(state.to_dict()))
+    assert data["closed_deals"]["first_amount"] == [None, None, None]
+    assert FeatureState.from_dict(data) == state
+
+
+def test_a_state_saved_without_segments_loads_with_an_empty_amount_history():
+    data = fit_feature_state(make_export(), "2026-12-31").to_dict()
+    for key in ("segment", "first_amount"):
+        data["closed_deals"].pop(key)
+    state = FeatureState.from_dict(data)
+    assert len(state.closed_history()) == 3 and len(state.closed_amount_history()) == 0
+
+
 def test_empty_state_round_trips():
     assert FeatureState.from_dict(FeatureState().to_dict()) == FeatureState()
 
@@ -55,6 +80,9 @@ def test_empty_state_round_trips():
         (lambda d: d.pop("closed_deals"), "missing or malformed field"),
         (lambda d: d["closed_deals"]["won"].append(True), "different lengths"),
         (lambda d: d["won_stage_days"].update(won=3.0), "unknown stages ['won']"),
+        (lambda d: d["closed_deals"]["first_amount"].pop(), "one entry per closed deal"),
+        (lambda d: d["closed_deals"].update(segment="smb"), "must be lists"),
+        (lambda d: d["closed_deals"]["first_amount"].__setitem__(0, "lots"), "first_amount must be numbers or null"),
     ],
 )
 def test_from_dict_rejects_bad_state_naming_the_field(mutate, message):
