@@ -78,6 +78,9 @@ class BoosterConfig:
             "decision_maker_engaged_30d": 1,
             "economic_buyer_engaged_30d": 1,
             "champion_engaged_30d": 1,
+            "decision_maker_activity_share_30d": 1,
+            "economic_buyer_activity_share_30d": 1,
+            "decision_maker_meetings_30d": 1,
             "inbound_share": 1,
         }
     )
