@@ -680,7 +680,8 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     n = len(pts.as_of)
     names = ["roles_engaged_30d", "max_seniority_engaged_30d"]
     names += [name for r in ENGAGED_ROLES for name in (f"{r}_engaged_30d", f"days_since_{r}_engaged")]
-    names += [f"{r}_activity_share_30d" for r in SHARE_ROLES] + ["decision_maker_meetings_30d"]
+    names += [f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d" for r in SHARE_ROLES]
+    names += [f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d"]
     activities, contacts = export.activities, export.contacts
     if activities is None or contacts is None:
         return {name: _nan(n) for name in names}
@@ -712,8 +713,8 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     in_window = (stop - lo).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         for r in SHARE_ROLES:
-            out[f"{r}_activity_share_30d"] = np.where(in_window > 0, index.window_sum(r, stop, lo) / in_window, np.nan)
-    out["decision_maker_meetings_30d"] = index.window_sum("decision_maker_meeting", stop, lo)
+            out[f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d"] = np.where(in_window > 0, index.window_sum(r, stop, lo) / in_window, np.nan)
+    out[f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d"] = index.window_sum("decision_maker_meeting", stop, lo)
     return {name: out[name] for name in names}
 
 

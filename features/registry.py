@@ -68,7 +68,7 @@ def _role_features(role: str, label: str) -> list[Feature]:
 def _role_share_features() -> list[Feature]:
     shares = [
         Feature(
-            f"{role}_activity_share_30d", "decision_chain",
+            f"{role}_activity_share_{ENGAGED_WINDOW_DAYS}d", "decision_chain",
             f"Share of the last {ENGAGED_WINDOW_DAYS} days' activities with a contact of the deal that were "
             f"with a {label} contact; missing when there were none.",
             "share", "numeric",
