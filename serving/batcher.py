@@ -93,7 +93,8 @@ class Coalescer:
             loop.create_task(self._drain())
         return await future
 
-    def _take_batch(self) -> list[tuple[object, asyncio.Future]]:
+    def _take_batch(self) -> tuple[list[tuple[object, asyncio.Future]], int]:
+        """The next batch (queued requests, up to ``max_deals``) and its number of deals."""
         batch, deals = [], 0
         while self._pending:
             size = len(getattr(self._pending[0][0], "deals", ()))
@@ -101,14 +102,14 @@ class Coalescer:
                 break
             batch.append(self._pending.pop(0))
             deals += size
-        return batch
+        return batch, deals
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
                 await self._settle()
-                batch = self._take_batch()
+                batch, deals = self._take_batch()
                 requests = [request for request, _ in batch]
                 started = loop.time()
                 try:
@@ -116,7 +117,7 @@ class Coalescer:
                 except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
                     outcomes = [exc] * len(batch)
                 if self._on_batch is not None:
-                    self._on_batch(len(requests), sum(len(getattr(r, "deals", ())) for r in requests), loop.time() - started)
+                    self._on_batch(len(requests), deals, loop.time() - started)
                 for (_, future), outcome in zip(batch, outcomes):
                     if not future.done():
                         future.set_result(outcome)

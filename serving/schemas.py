@@ -18,6 +18,8 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
+from features.schema import EVENT_TABLES
+
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True, str_max_length=1000)
 
 Id = Annotated[str, Field(min_length=1, max_length=200)]
@@ -285,10 +287,7 @@ TABLES_UPLOAD_OPENAPI: dict = {
                     "required": ["deals"],
                     "properties": {
                         "deals": _table_part("deals", "open deals; outcome and closed_at may be left out"),
-                        "stage_history": _table_part("stage_history", "optional"),
-                        "field_history": _table_part("field_history", "optional"),
-                        "contacts": _table_part("contacts", "optional"),
-                        "activities": _table_part("activities", "optional"),
+                        **{table: _table_part(table, "optional") for table in EVENT_TABLES},
                         "as_of": {"type": "string", "format": "date-time",
                                   "description": "Score as of this UTC moment (default: now)."},
                     },

@@ -24,7 +24,7 @@ import pandas as pd
 import pydantic_core
 
 from features.explain import ExplainConfig, explain_scores
-from features.schema import CLOSED_STAGES, EVENT_TABLES, TIMESTAMP_DTYPE
+from features.schema import CLOSED_STAGES, EVENT_TABLES, TABLES, TIMESTAMP_DTYPE
 from serving.schemas import ScoreRequest
 
 # as_of may lie at most this far in the future (clock skew between the CRM and the service).
@@ -220,7 +220,6 @@ def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], map
 def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None:
     """Reject closed deals and events after ``as_of`` (``RequestError(422)`` naming each field)."""
     from features.pipeline import to_micros
-    from features.schema import TABLES
 
     problems: list[Problem] = []
     deals = export.deals
@@ -340,7 +339,7 @@ def dump_response(response: dict) -> bytes:
 
 # --- the contract's tables as files (POST /score/tables) ---------------------------------------
 
-TABLE_PARTS = ("deals", "stage_history", "field_history", "contacts", "activities")
+TABLE_PARTS = tuple(TABLES)  # the contract's tables, one upload part each
 
 
 @dataclass(frozen=True)
@@ -503,7 +502,6 @@ def _check(raw: dict[str, pd.DataFrame], mapping):
 def _check_times_merged(export, as_of: pd.Series) -> None:
     """Any closed deal or event after its request's as_of: ``RequestError`` (the caller falls back)."""
     from features.pipeline import Codebook, to_micros
-    from features.schema import TABLES
 
     deals = export.deals
     limit = to_micros(as_of)
