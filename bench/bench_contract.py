@@ -15,6 +15,7 @@ JSON body (str, float, bool, None): one deal, and ``--request-deals`` deals.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,12 @@ import pandas as pd
 from features.contract import check_tables
 from features.io import read_raw_tables, write_tables
 from features.mapping import load_mapping
-from features.schema import OPEN_STAGES, TABLES
+from features.schema import OPEN_STAGES
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the shared request-shaped tables live with the test factories
+    sys.path.insert(0, str(ROOT))
+from tests.factories import as_request_objects  # noqa: E402
 
 
 def build_tables(n_deals: int, activities_per_deal: int, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -84,23 +90,6 @@ def build_tables(n_deals: int, activities_per_deal: int, seed: int = 0) -> dict[
             "contacts": contacts, "activities": activities}
 
 
-def as_request_frames(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The same tables as a JSON request gives them: object columns of str, float, bool and None."""
-    out = {}
-    for name, frame in raw.items():
-        columns = {}
-        for column in frame.columns:
-            kind = TABLES[name].column(column).kind if column in TABLES[name].column_names else "text"
-            cells = frame[column].astype(object).where(frame[column].notna(), None).tolist()
-            if kind == "number":
-                cells = [None if v is None else float(v) for v in cells]
-            elif kind == "flag":
-                cells = [None if v is None else v.strip().lower() in ("true", "1") for v in cells]
-            columns[column] = cells
-        out[name] = pd.DataFrame(columns, dtype=object)
-    return out
-
-
 def timed(fn, repeat: int = 1) -> tuple[float, float]:
     """Best (wall seconds, CPU seconds) over ``repeat`` runs; CPU time is steadier on a shared machine."""
     best_wall = best_cpu = float("inf")
@@ -140,11 +129,11 @@ def main() -> None:
     one_s = timed(lambda: check_tables(one, mapping), repeat=20)
     # Request-shaped payloads (what serving/scoring.py builds from the JSON body): one deal and
     # the first --request-deals deals with all their rows.
-    one_request = as_request_frames(one)
+    one_request = as_request_objects(one)
     assert check_tables(one_request, mapping).ok
     one_request_s = timed(lambda: check_tables(one_request, mapping), repeat=50)
     chosen = set(raw["deals"]["deal_id"].iloc[: args.request_deals])
-    many = as_request_frames(
+    many = as_request_objects(
         {name: f[f["deal_id"].isin(chosen)].reset_index(drop=True) for name, f in raw.items()}
     )
     assert check_tables(many, mapping).ok

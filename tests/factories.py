@@ -10,7 +10,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import ACTIVITY_TYPES, OPEN_STAGES, ROLES, SENIORITIES, TIMESTAMP_DTYPE, Export
+from features.schema import ACTIVITY_TYPES, OPEN_STAGES, ROLES, SENIORITIES, TABLES, TIMESTAMP_DTYPE, Export
+
+
+def as_request_objects(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Text tables as a JSON request gives them: object columns of str, float, bool and None.
+
+    Used by the contract tests and bench/bench_contract.py (the request rows).
+    """
+    out = {}
+    for name, table in raw.items():
+        columns = {}
+        for column in table.columns:
+            kind = TABLES[name].column(column).kind if column in TABLES[name].column_names else "text"
+            cells = table[column].astype(object).where(table[column].notna(), None).tolist()
+            if kind == "number":
+                cells = [None if v is None else float(v) for v in cells]
+            elif kind == "flag":
+                cells = [None if v is None else v.strip().lower() in ("true", "1") for v in cells]
+            columns[column] = cells
+        out[name] = pd.DataFrame(columns, dtype=object)
+    return out
 
 
 def ts(values) -> pd.Series:

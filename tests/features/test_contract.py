@@ -25,7 +25,7 @@ from features.contract import (
 )
 from features.io import write_tables
 from features.schema import TABLES, TIMESTAMP_DTYPE
-from tests.factories import make_export, random_export
+from tests.factories import as_request_objects, make_export, random_export
 
 DEALS = [
     {"deal_id": "D1", "account_id": "A1", "owner_id": "O1", "created_at": "2026-01-01T00:00:00Z",
@@ -639,23 +639,6 @@ def test_batch_equals_per_deal_on_csv_text(tmp_path):
             expected = whole.table(name)
             expected = expected[expected["deal_id"] == deal_id].reset_index(drop=True)
             pd.testing.assert_frame_equal(frame, expected)
-
-
-def as_request_objects(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """CSV text tables as a JSON request gives them: object columns of str, float, bool and None."""
-    out = {}
-    for name, frame in raw.items():
-        columns = {}
-        for column in frame.columns:
-            kind = TABLES[name].column(column).kind
-            cells = [None if pd.isna(v) else v for v in frame[column].tolist()]
-            if kind == "number":
-                cells = [None if v is None else float(v) for v in cells]
-            elif kind == "flag":
-                cells = [None if v is None else v.strip().lower() in ("true", "1") for v in cells]
-            columns[column] = cells
-        out[name] = pd.DataFrame(columns, dtype=object)
-    return out
 
 
 def test_request_objects_check_like_csv_text(tmp_path):
