@@ -8,7 +8,7 @@ Usage (MLFLOW_TRACKING_URI pointing at a store with champion models, e.g. after 
 Prints three tables:
 
 (a) explained deals per second for requests of 1, 10, 100 and 1000 deals through the BentoML
-    service (as JSON to ``/score`` and as Parquet tables to ``/score/tables``) and through a
+    service (as JSON to ``/score`` and as typed Parquet tables to ``/score/tables``) and through a
     minimal hand-written FastAPI app (uvicorn) wrapping the same scoring function, each as a
     ratio to the in-process floor: features + predict + SHAP on the same deals in one process
     (no HTTP, no JSON, no contract check, no sentences);
@@ -307,14 +307,15 @@ class Connection:
 
 
 def tables_upload(body: dict) -> tuple[bytes, str]:
-    """The deals of a ``/score`` body as a ``/score/tables`` upload: Parquet parts, multipart body."""
+    """The deals of a ``/score`` body as a ``/score/tables`` upload: typed Parquet parts (UTC
+    timestamp columns, as a Parquet export holds them), multipart body."""
     import io
 
     from serving.request import tables_from_body
 
     boundary = "dealrisk-bench-boundary"
     parts = []
-    for name, frame in tables_from_body(body).items():
+    for name, frame in tables_from_body(body, typed=True).items():
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         parts.append(f'--{boundary}\r\ncontent-disposition: form-data; name="{name}"; filename="{name}.parquet"\r\n'
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         columns = [f"{name} {kind}" for name in servers for kind in (("json", "tables") if name == "bentoml" else ("json",))]
         print_table(
             "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process);\n"
-            "    json: POST /score, tables: the same deals as Parquet tables to POST /score/tables",
+            "    json: POST /score, tables: the same deals as typed Parquet tables to POST /score/tables",
             ["deals/request", "floor"] + [c for column in columns for c in (column, "vs floor", "errors")],
             rows,
         )

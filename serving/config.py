@@ -10,6 +10,7 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_MAX_BODY_BYTES`` | ``33554432`` | largest request body in bytes (413 beyond) |
 | ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.explain.WarningThresholds`` |
 | ``DEALRISK_LOG_REQUESTS`` | ``false`` | log deal ids of scored requests (contents are never logged) |
+| ``DEALRISK_BATCH_LINGER_MS`` | ``3`` | under concurrent load, how long a batch may wait for more requests (0: never) |
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ServingConfig:
     max_deals: int = 2000
     max_body_bytes: int = 32 * 1024 * 1024
     max_batch_deals: int = 1000  # concurrent requests are scored together up to this many deals
+    batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer
     log_requests: bool = False
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
@@ -62,6 +64,13 @@ class ServingConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
             return value
 
+        raw_linger = env.get("DEALRISK_BATCH_LINGER_MS")
+        try:
+            linger = cls.batch_linger_ms if raw_linger in (None, "") else float(raw_linger)
+        except ValueError:
+            linger = -1.0
+        if not 0 <= linger <= 1000:
+            raise ConfigError(f"DEALRISK_BATCH_LINGER_MS must be a number of milliseconds from 0 to 1000, got {raw_linger!r}")
         raw_thresholds = env.get("DEALRISK_WARNING_THRESHOLDS")
         try:
             thresholds = WarningThresholds.from_dict(json.loads(raw_thresholds) if raw_thresholds else None)
@@ -73,5 +82,6 @@ class ServingConfig:
             max_deals=positive_int("DEALRISK_MAX_DEALS", cls.max_deals),
             max_body_bytes=positive_int("DEALRISK_MAX_BODY_BYTES", cls.max_body_bytes),
             log_requests=(env.get("DEALRISK_LOG_REQUESTS", "").lower() in ("1", "true", "yes")),
+            batch_linger_ms=linger,
             explain=ExplainConfig(warnings=thresholds),
         )

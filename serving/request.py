@@ -71,10 +71,12 @@ def request_from_export(export, deal_ids: list[str], as_of: pd.Timestamp | None 
     return {"as_of": as_of.isoformat(), "deals": body_deals}
 
 
-def tables_from_body(body: dict) -> dict[str, pd.DataFrame]:
+def tables_from_body(body: dict, typed: bool = False) -> dict[str, pd.DataFrame]:
     """The deals of a ``POST /score`` body as the contract's tables (for ``POST /score/tables``).
 
-    Only tables that the body sends are returned; values stay as the body has them (text times).
+    Only tables that the body sends are returned. Values stay as the body has them (text times),
+    or with ``typed`` the contract's timestamp columns become UTC timestamps - what a typed
+    Parquet export holds.
     """
     deals = body["deals"]
     tables = {"deals": pd.DataFrame([{c: deal.get(c) for c in DEAL_COLUMNS} for deal in deals], columns=list(DEAL_COLUMNS))}
@@ -83,6 +85,10 @@ def tables_from_body(body: dict) -> dict[str, pd.DataFrame]:
             continue
         rows = [{"deal_id": deal["deal_id"], **item} for deal in deals for item in (deal.get(table) or [])]
         tables[table] = pd.DataFrame(rows, columns=["deal_id", *columns])
+    if typed:
+        for name, frame in tables.items():
+            times = [c.name for c in TABLES[name].columns if c.kind == "timestamp" and c.name in frame.columns]
+            tables[name] = frame.assign(**{c: pd.to_datetime(frame[c], utc=True) for c in times})
     return tables
 
 

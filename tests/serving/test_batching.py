@@ -153,6 +153,64 @@ def test_coalescer_lets_requests_already_received_join_the_batch():
     assert batches[0] == [0]  # without the count, the first batch leaves at once
 
 
+class Numbered(int):
+    """A stand-in request of one deal whose answer is its number times ten."""
+
+    deals = (1,)
+
+
+def test_under_load_a_batch_waits_for_the_clients_of_the_last_one():
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        batches.append(list(requests))
+        return [n * 10 for n in requests]
+
+    async def run(linger: float):
+        coalescer = Coalescer(score_many, linger_seconds=linger)
+        # A busy moment: three requests queued together are one batch ...
+        assert await asyncio.gather(*(coalescer.submit(Numbered(n)) for n in range(3))) == [0, 10, 20]
+
+        async def later(n: int, delay: float):
+            await asyncio.sleep(delay)
+            return await coalescer.submit(Numbered(n))
+
+        # ... and their clients come back a few milliseconds apart.
+        results = await asyncio.gather(later(3, 0), later(4, 0.005), later(5, 0.01))
+        coalescer.close()
+        return results
+
+    assert asyncio.run(run(linger=5.0)) == [30, 40, 50]
+    assert batches == [[0, 1, 2], [3, 4, 5]]  # waited for all three, not for the 5 s
+    batches.clear()
+    assert asyncio.run(run(linger=0)) == [30, 40, 50]
+    assert batches[1] == [3]  # without lingering the first to come back is scored alone
+
+
+def test_an_idle_service_never_lingers():
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        batches.append(list(requests))
+        return [n * 10 for n in requests]
+
+    async def run():
+        coalescer = Coalescer(score_many, linger_seconds=60.0)
+        # One request at a time: each is scored at once (a linger would hold it for a minute).
+        answers = [await asyncio.wait_for(coalescer.submit(Numbered(n)), timeout=10) for n in range(3)]
+        # After a batch of two, a lone request waits at most the linger, then load counts as gone.
+        await asyncio.gather(coalescer.submit(Numbered(3)), coalescer.submit(Numbered(4)))
+        coalescer.linger_seconds = 0.05
+        answers.append(await asyncio.wait_for(coalescer.submit(Numbered(5)), timeout=10))
+        coalescer.linger_seconds = 60.0
+        answers.append(await asyncio.wait_for(coalescer.submit(Numbered(6)), timeout=10))
+        coalescer.close()
+        return answers
+
+    assert asyncio.run(run()) == [0, 10, 20, 50, 60]
+    assert batches == [[0], [1], [2], [3, 4], [5], [6]]
+
+
 def test_arrivals_forget_a_request_answered_without_scoring():
     arrivals = Arrivals()
 

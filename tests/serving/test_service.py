@@ -264,6 +264,12 @@ def test_bad_settings_are_named(monkeypatch):
         ServingConfig.from_env()
     monkeypatch.setenv("DEALRISK_WARNING_THRESHOLDS", '{"no_activity_days": 3}')
     assert ServingConfig.from_env().explain.warnings.no_activity_days == 3.0
+    for bad in ("soon", "-1", "nan", "5000"):
+        monkeypatch.setenv("DEALRISK_BATCH_LINGER_MS", bad)
+        with pytest.raises(ConfigError, match="DEALRISK_BATCH_LINGER_MS"):
+            ServingConfig.from_env()
+    monkeypatch.setenv("DEALRISK_BATCH_LINGER_MS", "0")
+    assert ServingConfig.from_env().batch_linger_ms == 0.0
 
 
 # --- malformed requests: a 4xx naming the field, never a 500 ------------------------------------

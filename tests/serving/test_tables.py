@@ -34,11 +34,8 @@ def test_tables_answer_equals_the_json_answer(client, open_request, fmt):
 
 
 def test_typed_parquet_times_score_the_same(client, open_request):
-    tables = tables_from_body(open_request)
-    for name, frame in tables.items():
-        for column in frame.columns:
-            if column.endswith("_at") or column == "expected_close_date":
-                tables[name] = tables[name].assign(**{column: pd.to_datetime(frame[column], utc=True)})
+    tables = tables_from_body(open_request, typed=True)
+    assert isinstance(tables["activities"]["occurred_at"].dtype, pd.DatetimeTZDtype)
     answer = upload(client, tables, open_request["as_of"], "parquet")
     assert answer.status_code == 200, answer.text
     assert_same_answer(answer.json(), post(client, open_request).json())
