@@ -368,6 +368,11 @@ def _timestamps_of(micros: np.ndarray) -> pd.api.extensions.ExtensionArray:
     return simple_new(wall, dtype=_TS_DTYPE)
 
 
+def _is_utc(dtype: pd.DatetimeTZDtype) -> bool:
+    """Whether a tz-aware dtype is UTC (a fixed zero offset), whatever library named the zone."""
+    return dtype.tz is dt.timezone.utc or str(dtype.tz) in ("UTC", "utc", "Etc/UTC", "Z", "+00:00")
+
+
 def _micros_of(values: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
     """UTC timestamps as int64 microseconds since the epoch (int64 min where missing)."""
     return np.asarray(values.to_numpy(dtype="datetime64[us]")).view(np.int64)
@@ -740,6 +745,12 @@ def parse_timestamp_column(raw: Raw, table: Table, column: Column, out: _Collect
     dtype = raw.dtype
     if strings is not None:  # text: CSV cells, or request cells that are all strings or missing
         micros, missing, malformed, not_utc = _parse_times(strings)
+    elif isinstance(dtype, pd.DatetimeTZDtype) and _is_utc(dtype):
+        # Typed UTC times (a Parquet export): nothing to parse or report, only the unit to settle.
+        values = pd.array(raw, copy=False)
+        missing = values.isna()
+        micros = values.as_unit("us").asi8.copy()  # owned: the export never shares the input's memory
+        malformed = not_utc = np.zeros(n, dtype=bool)
     elif isinstance(dtype, pd.DatetimeTZDtype):
         missing = raw.isna().to_numpy(dtype=bool)
         values = raw.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)

@@ -444,6 +444,28 @@ def test_parquet_timezone_other_than_utc_is_reported(make_raw):
     assert check_tables(raw).violations == []
 
 
+@pytest.mark.parametrize("unit", ["ns", "us", "ms"])
+def test_typed_utc_times_give_the_same_export_as_text(make_raw, unit):
+    raw = make_raw()
+    by_text = check_tables(raw).export
+    typed = {
+        name: frame.assign(**{
+            c.name: pd.to_datetime(frame[c.name], format="ISO8601", utc=True).dt.as_unit(unit)
+            for c in TABLES[name].columns if c.kind == "timestamp" and c.name in frame.columns
+        })
+        for name, frame in raw.items()
+    }
+    assert typed["deals"]["closed_at"].isna().any()  # missing times stay missing
+    result = check_tables(typed)
+    assert result.violations == []
+    for name, frame in by_text.tables().items():
+        if frame is not None:
+            pd.testing.assert_frame_equal(result.export.table(name), frame)
+    before = typed["deals"]["created_at"].copy()
+    result.export.deals.loc[0, "created_at"] = pd.Timestamp("2000-01-01", tz="UTC")
+    pd.testing.assert_series_equal(typed["deals"]["created_at"], before)  # the export owns its memory
+
+
 def test_batch_equals_per_deal():
     """A deal checks the same alone as inside the whole export (the serving path is the batch path)."""
     export = random_export(12, seed=3)
