@@ -11,7 +11,9 @@ Prints three tables:
     service (as JSON to ``/score`` and as typed Parquet tables to ``/score/tables``) and through a
     minimal hand-written FastAPI app (uvicorn) wrapping the same scoring function, each as a
     ratio to the in-process floor: features + predict + SHAP on the same deals in one process
-    (no HTTP, no JSON, no contract check, no sentences);
+    (no HTTP, no JSON, no contract check, no sentences), with the same one OpenMP thread as
+    ``dealrisk serve``; floor and servers are measured in turns (one floor run, then one request
+    to each, per round; medians), so drift of a shared machine moves them alike;
 (b) single-deal latency p50/p95/p99 at 1, 8 and 32 concurrent clients, both servers, with the
     server's CPU milliseconds per request (its process tree, when this script started it);
 (c) where the time of one in-process request goes (parse, contract, features, ...).
@@ -83,8 +85,8 @@ def load_scoring_model():
     return load_model(load_champion(config)), config
 
 
-def measure_floor(model, body: dict, min_seconds: float = 1.0, max_runs: int = 50) -> float:
-    """Explained deals per second in process: features + predict + SHAP (inputs pre-validated)."""
+def floor_runner(model, body: dict):
+    """One in-process floor run on ``body``'s deals: features + predict + SHAP (inputs pre-validated)."""
     from features.explain import compute_contributions
     from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
     from serving.schemas import ScoreRequest
@@ -101,7 +103,7 @@ def measure_floor(model, body: dict, min_seconds: float = 1.0, max_runs: int = 5
         predict_matrix_probabilities(model.bundle, matrix, features.index)
         compute_contributions(model.bundle.win_model, matrix)
 
-    return len(body["deals"]) / _time_per_run(once, min_seconds, max_runs)
+    return once
 
 
 def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, float]:
@@ -150,15 +152,6 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
         for (_, a), (name, b) in zip(marks, marks[1:]):
             stages.setdefault(name, []).append((b - a) * 1000)
     return {name: float(np.median(values)) for name, values in stages.items()}
-
-
-def _time_per_run(fn, min_seconds: float, max_runs: int) -> float:
-    fn()  # warm-up
-    runs, started = 0, time.perf_counter()
-    while runs < max_runs and (runs < 3 or time.perf_counter() - started < min_seconds):
-        fn()
-        runs += 1
-    return (time.perf_counter() - started) / runs
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -324,32 +317,52 @@ def tables_upload(body: dict) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def measure_batch(url: str, body: dict, headers: dict, min_seconds: float = 2.0, max_requests: int = 30,
-                  tables: bool = False) -> tuple[float, int]:
-    """Explained deals per second of sequential requests carrying ``body`` (as JSON to ``/score``, or
-    with ``tables`` as Parquet tables to ``/score/tables``); also the error count."""
-    return asyncio.run(_batch(url, body, headers, min_seconds, max_requests, tables))
+def measure_batches(model, body: dict, targets: dict[str, tuple[str, dict, bool]], min_seconds: float = 3.0,
+                    max_rounds: int = 40) -> tuple[dict[str, float], dict[str, int]]:
+    """Explained deals per second of the in-process floor and of each target, and each target's errors.
+
+    ``targets`` maps a name to (url, headers, tables): requests carrying ``body`` as JSON to
+    ``/score``, or with ``tables`` as typed Parquet tables to ``/score/tables``. Measured in turns:
+    each round runs the floor once and sends one request to every target, so a machine that
+    speeds up or slows down during the run moves the floor and the servers alike; rates are the
+    deals over the median time of a round's run or request.
+    """
+    return asyncio.run(_batches(model, body, targets, min_seconds, max_rounds))
 
 
-async def _batch(url: str, body: dict, headers: dict, min_seconds: float, max_requests: int,
-                 tables: bool) -> tuple[float, int]:
-    if tables:
-        path, (payload, content_type) = "/score/tables", tables_upload(body)
-    else:
-        path, payload, content_type = "/score", json.dumps(body).encode(), "application/json"
-    connection = Connection(url, headers)
-    errors = 0
+async def _batches(model, body: dict, targets: dict[str, tuple[str, dict, bool]], min_seconds: float,
+                   max_rounds: int) -> tuple[dict[str, float], dict[str, int]]:
+    import numpy as np
+
+    floor_once = floor_runner(model, body)
+    prepared = {}
+    for name, (url, headers, tables) in targets.items():
+        if tables:
+            path, (payload, content_type) = "/score/tables", tables_upload(body)
+        else:
+            path, payload, content_type = "/score", json.dumps(body).encode(), "application/json"
+        prepared[name] = (Connection(url, headers), path, payload, content_type)
+    seconds: dict[str, list[float]] = {name: [] for name in ("floor", *targets)}
+    errors = dict.fromkeys(targets, 0)
     try:
-        await connection.post(path, payload, content_type)  # warm-up
-        count, started = 0, time.perf_counter()
-        while count < max_requests and (count < 3 or time.perf_counter() - started < min_seconds):
-            status, _ = await connection.post(path, payload, content_type)
-            errors += status != 200
-            count += 1
-        elapsed = time.perf_counter() - started
+        floor_once()  # warm-up
+        for connection, path, payload, content_type in prepared.values():
+            await connection.post(path, payload, content_type)
+        rounds, started = 0, time.perf_counter()
+        while rounds < max_rounds and (rounds < 3 or time.perf_counter() - started < min_seconds):
+            start = time.perf_counter()
+            floor_once()
+            seconds["floor"].append(time.perf_counter() - start)
+            for name, (connection, path, payload, content_type) in prepared.items():
+                start = time.perf_counter()
+                status, _ = await connection.post(path, payload, content_type)
+                seconds[name].append(time.perf_counter() - start)
+                errors[name] += status != 200
+            rounds += 1
     finally:
-        await connection.close()
-    return len(body["deals"]) * count / elapsed, errors
+        for connection, *_ in prepared.values():
+            await connection.close()
+    return {name: len(body["deals"]) / float(np.median(times)) for name, times in seconds.items()}, errors
 
 
 async def _latencies(url: str, body: dict, headers: dict, clients: int, requests: int) -> tuple[list[float], int, float]:
@@ -454,19 +467,23 @@ def main(argv: list[str] | None = None) -> int:
                                            f"{fast_url}/healthz", logs / "dealrisk-bench-fastapi.log"))
             servers["fastapi"] = (fast_url, {}, processes[-1].pid)
 
+        targets = {
+            f"{name} {kind}": (url, server_headers, kind == "tables")
+            for name, (url, server_headers, _) in servers.items()
+            for kind in (("json", "tables") if name == "bentoml" else ("json",))
+        }
         rows = []
         for size in sizes:
-            floor = measure_floor(model, bodies[size])
-            row = [size, f"{floor:,.0f}"]
-            for name, (url, server_headers, _) in servers.items():
-                for tables in (False, True) if name == "bentoml" else (False,):
-                    rate, errors = measure_batch(url, bodies[size], server_headers, tables=tables)
-                    row += [f"{rate:,.0f}", f"{rate / floor:.2f}x", errors]
-            rows.append(row)
-        columns = [f"{name} {kind}" for name in servers for kind in (("json", "tables") if name == "bentoml" else ("json",))]
+            rates, errors = measure_batches(model, bodies[size], targets)
+            floor = rates["floor"]
+            rows.append([size, f"{floor:,.0f}"] + [
+                cell for name in targets for cell in (f"{rates[name]:,.0f}", f"{rates[name] / floor:.2f}x", errors[name])
+            ])
+        columns = list(targets)
         print_table(
-            "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process);\n"
-            "    json: POST /score, tables: the same deals as typed Parquet tables to POST /score/tables",
+            "(a) batch throughput, explained deals/s (floor: features + predict + SHAP in one process), measured\n"
+            "    in turns (each round: one floor run, one request per column; medians); json: POST /score,\n"
+            "    tables: the same deals as typed Parquet tables to POST /score/tables",
             ["deals/request", "floor"] + [c for column in columns for c in (column, "vs floor", "errors")],
             rows,
         )
