@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pydantic_core
 
-from features.explain import ExplainConfig, explain_scores
+from features.explain import ExplainConfig, explain_scores, frame_from_blocks
 from features.schema import CLOSED_STAGES, EVENT_TABLES, TABLES, TIMESTAMP_DTYPE
 from serving.schemas import ScoreRequest
 
@@ -128,14 +128,14 @@ def frames_from_deals(deals: list, prefixes: list[str] | None = None) -> tuple[d
     paths: dict[str, RowPaths] = {"deals": RowPaths.of("deals", np.ones(len(deals), dtype=int))}
     # One object-dtype frame per table (what a JSON request gives: Python values), built in one
     # go; the contract check parses and types every column as it does for CSV text.
-    raw["deals"] = pd.DataFrame(
+    raw["deals"] = _object_frame(
         {
             "deal_id": deal_ids,
             **{c: [getattr(d, c) for d in deals] for c in DEAL_COLUMNS if c != "deal_id"},
             "closed_at": [None] * len(deals),
             "outcome": ["open"] * len(deals),
         },
-        dtype=object,
+        len(deals),
     )
     for table, columns in TABLE_COLUMNS.items():
         lists = [getattr(d, table) for d in deals]
@@ -149,9 +149,16 @@ def frames_from_deals(deals: list, prefixes: list[str] | None = None) -> tuple[d
             if column == "activity_id" and prefixes is not None:
                 values = [p + v for p, v in zip(np.repeat(np.array(prefixes, dtype=object), counts), values)]
             frame[column] = values
-        raw[table] = pd.DataFrame(frame, dtype=object)
+        raw[table] = _object_frame(frame, len(rows))
         paths[table] = RowPaths.of(table, counts)
     return raw, paths
+
+
+def _object_frame(columns: dict, n_rows: int) -> pd.DataFrame:
+    """``pd.DataFrame(columns, dtype=object)`` built as one object block (a fifth of the cost for
+    the few rows of a one-deal request)."""
+    return frame_from_blocks({name: np.asarray(values, dtype=object) if isinstance(values, np.ndarray) else values
+                              for name, values in columns.items()}, pd.RangeIndex(n_rows))
 
 
 @dataclass(frozen=True)
