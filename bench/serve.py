@@ -30,8 +30,6 @@ import contextlib
 import gc
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -158,31 +156,14 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
 # --- servers ------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_process(command: list[str], url: str, log: Path) -> subprocess.Popen:
+    """Start a server and wait (at most 180 s) until ``url`` answers; exit with its log if it does not."""
+    from serving.process import start_server
 
-
-def start_process(command: list[str], url: str, log: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start a server and wait (at most 180 s) until ``url`` answers."""
-    import httpx
-
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=env)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {' '.join(command)}\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_process(process)
-    raise SystemExit(f"server did not come up: {' '.join(command)}\n{log.read_text()[-2000:]}")
+    try:
+        return start_server(command, url, log, cwd=ROOT)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -205,16 +186,6 @@ def tree_cpu_seconds(pid: int) -> float:
         total += times.get(current, 0.0)
         todo += children.get(current, [])
     return total
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def make_fastapi_app():
@@ -454,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
 
+    from serving.process import free_port, stop_server
+
     processes: list[subprocess.Popen] = []
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     try:
@@ -514,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table("(c) in-process cost of one request by stage (median ms)", ["deals", "stage", "ms", "share"], rows)
     finally:
         for process in processes:
-            stop_process(process)
+            stop_server(process)
     return 0
 
 

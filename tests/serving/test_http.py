@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +17,13 @@ import httpx
 import pandas as pd
 import pytest
 
+from serving.process import free_port, start_server, stop_server
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 DEALRISK = str(Path(sys.executable).parent / "dealrisk")
 TOKEN = "e2e-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def base_env(uri: str) -> dict:
@@ -77,32 +71,15 @@ def server(trained_store, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = base_env(trained_store) | {"DEALRISK_API_TOKEN": TOKEN}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [DEALRISK, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("server did not become ready: " + log.read_text()[-3000:])
+        process = start_server([DEALRISK, "serve", "--port", str(port)], f"{url}/readyz", log, env=env, cwd=ROOT)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield {"url": url, "log": log, "headers": {"authorization": f"Bearer {TOKEN}"}}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 def test_scores_over_http_equal_offline_scoring(server, e2e_export, trained_store):
