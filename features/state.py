@@ -149,24 +149,21 @@ def compute_won_stage_days(export: Export, won_deal_ids: pd.Series) -> dict[str,
 
 
 def compute_first_amounts(export: Export, deal_ids: pd.Series) -> np.ndarray:
-    """Amount of each given deal at its creation: the old_value of its first amount change, else
-    the deals row (it never changed); NaN for all without a field_history table (unknown).
+    """Amount of each given deal at its creation (``features.pipeline.reconstruct_field``'s
+    ``initial``: the old_value of its first amount change, else the deals row); NaN for all
+    without a field_history table (unknown).
 
     >>> from tests.factories import make_export
     >>> compute_first_amounts(make_export(), pd.Series(["D1", "D2"])).tolist()
     [1000.0, 500.0]
     """
-    history = export.field_history
-    if history is None:
-        return np.full(len(deal_ids), np.nan)
-    changes = history[(history["field"] == "amount") & history["deal_id"].isin(deal_ids)]
-    changes = changes.assign(_row=np.arange(len(changes))).sort_values(["deal_id", "changed_at", "_row"], kind="stable")
-    first_old = pd.to_numeric(changes.drop_duplicates("deal_id").set_index("deal_id")["old_value"], errors="coerce")
-    row_amount = deal_ids.map(export.deals.set_index("deal_id")["amount"])
-    first = deal_ids.map(first_old)
-    changed = deal_ids.isin(first_old.index)
-    return np.where(changed.to_numpy(), first.to_numpy(dtype=float, na_value=np.nan),
-                    row_amount.to_numpy(dtype=float, na_value=np.nan))
+    from features.pipeline import prepare_points, reconstruct_field
+
+    if len(deal_ids) == 0:
+        return np.zeros(0)
+    created = deal_ids.map(export.deals.set_index("deal_id")["created_at"])
+    points = pd.DataFrame({"deal_id": deal_ids.to_numpy(), "as_of": created.to_numpy()})
+    return reconstruct_field(export, prepare_points(export, points), "amount")["initial"]
 
 
 def fit_feature_state(export: Export, cutoff) -> FeatureState:
