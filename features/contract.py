@@ -420,7 +420,6 @@ class _Parsed:
         return self._micros
 
 
-
 def _object_array(values: list) -> np.ndarray:
     """A list as a 1-d object array (``np.array`` would nest tuples and lists)."""
     array = np.empty(len(values), dtype=object)

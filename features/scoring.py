@@ -15,13 +15,6 @@ from features.bundle import ModelBundle
 PROBABILITY_COLUMNS: tuple[str, str] = ("win_probability", "slip_probability")
 
 
-def matrix_spec_from_bundle(bundle: ModelBundle):
-    """Rebuild the fitted matrix spec (feature names, categorical levels) stored in the bundle."""
-    from features import matrix
-
-    return matrix.MatrixSpec.from_dict(bundle.features)
-
-
 def encode_bundle_matrix(bundle: ModelBundle, features_frame: pd.DataFrame) -> np.ndarray:
     """Encode a feature frame into the numeric matrix the bundle's boosters were trained on."""
     from features.matrix import encode_matrix
