@@ -3,7 +3,9 @@
 Trains the win model with several (trees, leaves, depth, monotone) settings on the same time
 split, calibrates each on the validation period, and prints test AUC / log-loss with the
 TreeSHAP cost (``pred_contrib`` microseconds per row) as a ratio to LightGBM's default
-(31 leaves, no depth limit, 200 trees).
+(31 leaves, no depth limit, 200 trees). Each setting is also shown blended with the logistic
+regression as ``dealrisk train`` ships it (``features.linear``; weight chosen on validation),
+and the linear model's own explanation cost is printed once.
 
     .venv/bin/python bench/model_tradeoff.py --deals 20000 --seed 3
 """
@@ -28,12 +30,12 @@ def ensure_export(deals: int, seed: int, folder: Path) -> Path:
     return export
 
 
-def time_contributions(booster, matrix: np.ndarray, repeats: int = 7) -> float:
-    """Best-of-``repeats`` microseconds per row of ``pred_contrib`` (TreeSHAP)."""
+def time_contributions(explain, matrix: np.ndarray, repeats: int = 7) -> float:
+    """Best-of-``repeats`` microseconds per row of ``explain(matrix)``."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        booster.predict(matrix, pred_contrib=True)
+        explain(matrix)
         best = min(best, time.perf_counter() - start)
     return 1e6 * best / len(matrix)
 
@@ -50,9 +52,11 @@ def main() -> None:
     from features.contract import load_export
     from features.matrix import encode_matrix, fit_matrix_spec
     from features.registry import CATEGORICAL_FEATURES
+    from features.scoring import raw_probability
+    from training.baselines import fit_linear_model
     from training.calibration import fit_calibration
     from training.config import BoosterConfig, TrainConfig
-    from training.fit import fit_booster, monotone_vector
+    from training.fit import choose_blend_weight, fit_booster, monotone_vector
     from training.metrics import compute_metrics, per_deal_weights
     from training.pipeline import prepare_training_data
 
@@ -83,6 +87,8 @@ def main() -> None:
         "7 leaves, depth 3, early stopping, monotone (default)": (base, base.monotone_win),
         "4 leaves, depth 2, early stopping, monotone": (replace(base, num_leaves=4, max_depth=2), base.monotone_win),
     }
+    x, y, w = sets["train"]
+    linear = fit_linear_model(x, names, spec.to_dict()["categorical"], y, w, monotone=config.booster.monotone_win)
     rows = []
     for label, (booster_config, monotone) in settings.items():
         start = time.perf_counter()
@@ -93,27 +99,33 @@ def main() -> None:
             early_stopping=not label.startswith("lightgbm defaults"),
         )
         fit_seconds = time.perf_counter() - start
-        raw_val = booster.predict(x_va, num_iteration=booster.best_iteration)
-        calibration = fit_calibration(raw_val, sets["validation"][1], sets["validation"][2])
-        metrics = compute_metrics(y_te, calibration.apply(booster.predict(x_te, num_iteration=booster.best_iteration)), w_te)
+        y_va, w_va = sets["validation"][1], sets["validation"][2]
+        metrics = {}
+        for kind, blend in (("alone", 0.0), ("blend", None)):
+            weight = blend if blend is not None else choose_blend_weight(
+                booster.predict(x_va, raw_score=True), linear.logit(x_va), y_va, w_va, config.linear.weight_grid)
+            model = replace(linear, weight=weight)
+            calibration = fit_calibration(raw_probability(booster, model, x_va), y_va, w_va)
+            metrics[kind] = compute_metrics(y_te, calibration.apply(raw_probability(booster, model, x_te)), w_te)
+            metrics[kind]["weight"] = weight
         rows.append({
-            "setting": label, "trees": booster.num_trees(), "auc": metrics["auc"], "log_loss": metrics["log_loss"],
-            "fit_s": fit_seconds, "us_per_row": time_contributions(booster, shap_rows),
+            "setting": label, "trees": booster.num_trees(), "metrics": metrics,
+            "fit_s": fit_seconds, "us_per_row": time_contributions(lambda m: booster.predict(m, pred_contrib=True), shap_rows),
         })
-    from training.baselines import fit_logistic_regression, predict_logistic_regression
-
-    lr, numeric, categorical = fit_logistic_regression(
-        trf[data.feature_names], data.feature_names, sets["train"][1], sets["train"][2], categorical_names=CATEGORICAL_FEATURES
-    )
-    lr_metrics = compute_metrics(y_te, predict_logistic_regression(lr, tef, numeric, categorical), w_te)
+    lr_metrics = compute_metrics(y_te, linear.predict(x_te), w_te)
     reference = rows[0]["us_per_row"]
     print(f"win model on {args.deals} generated deals (seed {args.seed}); test period, per-deal weighted; "
-          f"pred_contrib timed on {len(shap_rows)} rows")
-    print(f"{'setting':58s} {'trees':>5s} {'AUC':>6s} {'logloss':>8s} {'fit s':>6s} {'SHAP us/row':>11s} {'ratio':>6s}")
+          f"pred_contrib timed on {len(shap_rows)} rows; blend = with the logistic regression, its weight chosen on validation")
+    print(f"{'setting':58s} {'trees':>5s} {'AUC':>6s} {'logloss':>8s} {'blend AUC':>9s} {'logloss':>8s} {'weight':>6s} "
+          f"{'fit s':>6s} {'SHAP us/row':>11s} {'ratio':>6s}")
     for r in rows:
-        print(f"{r['setting']:58s} {r['trees']:5d} {r['auc']:6.4f} {r['log_loss']:8.4f} {r['fit_s']:6.1f} "
-              f"{r['us_per_row']:11.1f} {r['us_per_row'] / reference:6.2f}")
-    print(f"{'reference: logistic regression (same features)':58s} {'-':>5s} {lr_metrics['auc']:6.4f} {lr_metrics['log_loss']:8.4f}")
+        alone, blend = r["metrics"]["alone"], r["metrics"]["blend"]
+        print(f"{r['setting']:58s} {r['trees']:5d} {alone['auc']:6.4f} {alone['log_loss']:8.4f} {blend['auc']:9.4f} "
+              f"{blend['log_loss']:8.4f} {blend['weight']:6.1f} {r['fit_s']:6.1f} {r['us_per_row']:11.1f} "
+              f"{r['us_per_row'] / reference:6.2f}")
+    print(f"{'reference: logistic regression alone (same features)':58s} {'-':>5s} {lr_metrics['auc']:6.4f} "
+          f"{lr_metrics['log_loss']:8.4f} {'':>9s} {'':>8s} {'':>6s} {'':>6s} "
+          f"{time_contributions(linear.contributions, shap_rows):11.1f}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def load_scoring_model():
 
 def floor_runner(model, body: dict):
     """One in-process floor run on ``body``'s deals: features + predict + SHAP (inputs pre-validated)."""
-    from features.explain import compute_contributions
+    from features.explain import model_contributions
     from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
     from serving.schemas import ScoreRequest
     from serving.scoring import build_request_features, check_contract, frames_from_request, resolve_as_of
@@ -100,7 +100,7 @@ def floor_runner(model, body: dict):
         features = build_request_features(model, export, as_of)
         matrix = encode_bundle_matrix(model.bundle, features)
         predict_matrix_probabilities(model.bundle, matrix, features.index)
-        compute_contributions(model.bundle.win_model, matrix)
+        model_contributions(model.bundle, matrix)
 
     return once
 
@@ -109,7 +109,7 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
     """Milliseconds per stage of one in-process request (median of ``runs``)."""
     import numpy as np
 
-    from features.explain import compute_contributions, explain_frame
+    from features.explain import explain_frame, model_contributions
     from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
     from serving.schemas import ScoreRequest
     from serving.scoring import (
@@ -139,7 +139,7 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
         mark("encode matrix")
         probabilities = predict_matrix_probabilities(model.bundle, matrix, features.index)
         mark("predict")
-        contributions = compute_contributions(model.bundle.win_model, matrix)
+        contributions = model_contributions(model.bundle, matrix)
         mark("SHAP")
         explained = explain_frame(
             features, contributions, list(model.bundle.features["names"]),

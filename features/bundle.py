@@ -10,6 +10,9 @@ Bundle folder layout (artifact path ``bundle/`` of the training run)::
       feature_state.json     fitted feature state (features.state.FeatureState.to_dict())
       calibration_win.json   Calibration.to_dict() for the win model
       calibration_slip.json  Calibration.to_dict() for the slip model
+      linear_win.json        LinearModel.to_dict(): the logistic half of the win model and its blend
+                             weight (absent in bundles from before the blend: booster alone)
+      linear_slip.json       the same for the slip model
       metrics.json           headline test-period metrics, training date, data fingerprint
       win_model.txt          LightGBM booster (Booster.save_model) for the win model
       slip_model.txt         LightGBM booster for the slip model
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from features.linear import LinearModel
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,11 @@ class Calibration:
 
 @dataclass
 class ModelBundle:
-    """Everything needed to score a deal: two boosters, calibrations, feature state and list."""
+    """Everything needed to score a deal: two boosters, their linear halves, calibrations, feature state and list.
+
+    Each target's raw score is the blend ``features.linear.blend_logits`` of its booster and its
+    linear model (``None``: the booster alone), then the target's calibration.
+    """
 
     win_model: object  # lightgbm.Booster
     slip_model: object  # lightgbm.Booster
@@ -69,6 +78,8 @@ class ModelBundle:
     features: dict  # {"names": [...], "categorical": {name: [levels...]}}
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)  # filled by the loader: {"win": "3", "slip": "3"}
+    win_linear: LinearModel | None = None
+    slip_linear: LinearModel | None = None
 
 
 def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
@@ -81,6 +92,9 @@ def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
     _write_json(folder / "metrics.json", bundle.metrics)
     bundle.win_model.save_model(str(folder / "win_model.txt"))
     bundle.slip_model.save_model(str(folder / "slip_model.txt"))
+    for target, linear in (("win", bundle.win_linear), ("slip", bundle.slip_linear)):
+        if linear is not None:
+            _write_json(folder / f"linear_{target}.json", linear.to_dict())
     return folder
 
 
@@ -90,14 +104,26 @@ def load_bundle_dir(folder: Path) -> ModelBundle:
 
     folder = Path(folder)
 
-    def read(name: str):
+    def read(name: str, parse=None):
         path = folder / name
         try:
             if name.endswith(".json"):
-                return json.loads(path.read_text())
+                data = json.loads(path.read_text())
+                return parse(data) if parse else data
             return lgb.Booster(model_file=str(path))
         except Exception as exc:  # noqa: BLE001 - any failure is reported with the file name
             raise BundleError(f"model bundle file {name} in {folder} is missing or unreadable: {exc}") from exc
+
+    def linear(target: str) -> LinearModel | None:
+        name = f"linear_{target}.json"
+        if not (folder / name).exists():
+            return None
+        model = read(name, LinearModel.from_dict)
+        if list(model.names) != list(features.get("names", [])):
+            raise BundleError(f"model bundle file {name} in {folder} lists other features than features.json")
+        return model
+
+    features = read("features.json")
 
     return ModelBundle(
         win_model=read("win_model.txt"),
@@ -105,8 +131,10 @@ def load_bundle_dir(folder: Path) -> ModelBundle:
         win_calibration=Calibration.from_dict(read("calibration_win.json")),
         slip_calibration=Calibration.from_dict(read("calibration_slip.json")),
         feature_state=read("feature_state.json"),
-        features=read("features.json"),
+        features=features,
         metrics=read("metrics.json"),
+        win_linear=linear("win"),
+        slip_linear=linear("slip"),
     )
 
 

@@ -5,7 +5,8 @@ endpoint produce the same explained scores from the same inputs:
 
 - ``score_from_probability`` / ``grade_from_probability`` / ``risk_level_from_probabilities``:
   the documented cut-offs in ``ExplainConfig``;
-- ``compute_contributions``: TreeSHAP contributions of the win model (LightGBM ``pred_contrib``);
+- ``model_contributions``: SHAP contributions of the win model: TreeSHAP of its booster
+  (``compute_contributions``, LightGBM ``pred_contrib``) blended with its linear half's exact terms;
 - ``select_top_factors``: the top raising and lowering features per deal, vectorised;
 - ``describe_factor``: one plain sentence per factor;
 - ``flag_warnings``: rule-based warnings (no activity, ghosted, single-threaded, ...);
@@ -156,6 +157,19 @@ def compute_contributions(booster, matrix: pd.DataFrame) -> np.ndarray:
         return np.zeros((0, matrix.shape[1]))
     contrib = np.asarray(booster.predict(matrix, pred_contrib=True))
     return contrib[:, :-1]
+
+
+def model_contributions(bundle, matrix: np.ndarray, target: str = "win") -> np.ndarray:
+    """SHAP contributions of a bundle's model for ``target`` ("win" or "slip"), shape (rows, features).
+
+    The model's log-odds blends the booster and its linear half (``features.linear``), and so do
+    its contributions: TreeSHAP of the booster and the linear model's exact terms, mixed with
+    the same weight, so each row still sums (with the blended bias) to the raw score.
+    """
+    from features.linear import blend_contributions
+
+    booster, linear = (bundle.win_model, bundle.win_linear) if target == "win" else (bundle.slip_model, bundle.slip_linear)
+    return blend_contributions(compute_contributions(booster, matrix), linear, matrix)
 
 
 def select_top_factors(contributions: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -667,7 +681,7 @@ def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig =
     names = list(bundle.features["names"])
     matrix = encode_bundle_matrix(bundle, features_frame)  # once, for the boosters and TreeSHAP
     probabilities = predict_matrix_probabilities(bundle, matrix, features_frame.index)
-    contributions = compute_contributions(bundle.win_model, matrix)
+    contributions = model_contributions(bundle, matrix)
     if contributions.shape != (len(features_frame), len(names)):
         raise ValueError(f"contributions have shape {contributions.shape}, expected {(len(features_frame), len(names))}")
     features = FeatureCells(features_frame)

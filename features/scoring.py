@@ -1,6 +1,7 @@
 """Score a feature frame with a model bundle: the one prediction path for training and serving.
 
-Pure (no MLflow, no I/O): ``encode_matrix`` -> ``booster.predict`` -> ``Calibration.apply``.
+Pure (no MLflow, no I/O): ``encode_matrix`` -> booster and linear model blended in log-odds
+(``raw_probability``) -> ``Calibration.apply``.
 Training's evaluation calls these functions, so offline scores and served scores are the
 same code.
 """
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.bundle import ModelBundle
+from features.linear import LinearModel, blend_logits, sigmoid
 
 PROBABILITY_COLUMNS: tuple[str, str] = ("win_probability", "slip_probability")
 
@@ -20,6 +22,16 @@ def encode_bundle_matrix(bundle: ModelBundle, features_frame: pd.DataFrame) -> n
     from features.matrix import encode_matrix
 
     return encode_matrix(features_frame, bundle.features)  # the spec dict: compiled once per content, not per call
+
+
+def raw_probability(booster, linear: LinearModel | None, matrix: np.ndarray) -> np.ndarray:
+    """Uncalibrated probability of one target: the booster's, blended with its linear model if any.
+
+    Training fits the calibration on exactly this (``training.pipeline.fit_bundle``).
+    """
+    if linear is None or linear.weight == 0.0:
+        return np.asarray(booster.predict(matrix), dtype=float)
+    return sigmoid(blend_logits(booster.predict(matrix, raw_score=True), linear, matrix))
 
 
 def predict_raw(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFrame:
@@ -37,8 +49,8 @@ def predict_raw_matrix(bundle: ModelBundle, matrix: np.ndarray, index: pd.Index 
         return pd.DataFrame({c: pd.Series(dtype=float) for c in PROBABILITY_COLUMNS}, index=index)
     return pd.DataFrame(
         {
-            "win_probability": np.asarray(bundle.win_model.predict(matrix), dtype=float),
-            "slip_probability": np.asarray(bundle.slip_model.predict(matrix), dtype=float),
+            "win_probability": raw_probability(bundle.win_model, bundle.win_linear, matrix),
+            "slip_probability": raw_probability(bundle.slip_model, bundle.slip_linear, matrix),
         },
         index=index,
     )
@@ -72,8 +84,8 @@ def predict_matrix_probabilities(bundle: ModelBundle, matrix: np.ndarray, index:
     # One frame, built once (predict_raw_matrix + apply_calibration without the intermediate frame).
     return pd.DataFrame(
         {
-            "win_probability": bundle.win_calibration.apply(np.asarray(bundle.win_model.predict(matrix), dtype=float)),
-            "slip_probability": bundle.slip_calibration.apply(np.asarray(bundle.slip_model.predict(matrix), dtype=float)),
+            "win_probability": bundle.win_calibration.apply(raw_probability(bundle.win_model, bundle.win_linear, matrix)),
+            "slip_probability": bundle.slip_calibration.apply(raw_probability(bundle.slip_model, bundle.slip_linear, matrix)),
         },
         index=index,
     )

@@ -69,6 +69,7 @@ def load_champion(config: ServingConfig) -> ModelBundle:
                 )
             bundle.slip_model = slip.slip_model
             bundle.slip_calibration = slip.slip_calibration
+            bundle.slip_linear = slip.slip_linear
     bundle.versions = {
         "win": str(win_version.version),
         "slip": str(slip_version.version),

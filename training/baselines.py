@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from features.linear import CategoricalTerm, LinearModel, NumericTerm
 
 
 def predict_stage_table(stages: pd.Series, table: dict[str, float]) -> np.ndarray:
@@ -21,57 +18,100 @@ def predict_stage_table(stages: pd.Series, table: dict[str, float]) -> np.ndarra
     return stages.astype("object").map(table).fillna(fallback).to_numpy(dtype=float)
 
 
-def split_feature_kinds(
-    frame: pd.DataFrame, features: list[str], categorical_names: tuple[str, ...] = ()
-) -> tuple[list[str], list[str]]:
-    """Numeric and categorical feature names: the named ones plus string / category dtypes."""
-    categorical = [
-        f for f in features
-        if f in categorical_names
-        or isinstance(frame[f].dtype, pd.CategoricalDtype)
-        or pd.api.types.is_string_dtype(frame[f].dtype)
-        or pd.api.types.is_object_dtype(frame[f].dtype)
-    ]
-    numeric = [f for f in features if f not in categorical]
-    return numeric, categorical
-
-
-def build_logistic_regression(numeric: list[str], categorical: list[str], max_iter: int = 500) -> Pipeline:
-    """Median imputation (+ missing indicators) and scaling for numbers, one-hot for categories."""
-    numeric_steps = make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler())
-    categorical_steps = make_pipeline(
-        SimpleImputer(strategy="constant", fill_value="missing", keep_empty_features=True),
-        OneHotEncoder(handle_unknown="ignore", min_frequency=5),
-    )
-    columns = ColumnTransformer(
-        [("numeric", numeric_steps, numeric), ("categorical", categorical_steps, categorical)],
-        remainder="drop",
-    )
-    return Pipeline([("columns", columns), ("model", LogisticRegression(C=1.0, max_iter=max_iter))])
-
-
-def prepare_logistic_input(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
-    """Numbers as float (booleans -> 0/1, missing -> NaN), categories as object with NaN for missing."""
-    numbers = {c: pd.to_numeric(frame[c].astype("Float64"), errors="coerce").astype(float) for c in numeric}
-    cats = {c: frame[c].astype("object").where(frame[c].notna(), np.nan) for c in categorical}
-    return pd.DataFrame({**numbers, **cats}, index=frame.index)[numeric + categorical]
-
-
-def fit_logistic_regression(
-    frame: pd.DataFrame,
-    features: list[str],
+def fit_linear_model(
+    matrix: np.ndarray,
+    names: list[str],
+    categorical: dict[str, list],
     y: np.ndarray,
     w: np.ndarray,
-    categorical_names: tuple[str, ...] = (),
+    monotone: dict[str, int] | None = None,
+    c: float = 1.0,
+    min_frequency: int = 5,
     max_iter: int = 500,
-) -> tuple[Pipeline, list[str], list[str]]:
-    """Fit the logistic-regression baseline on the raw feature frame; returns it with its column kinds."""
-    numeric, categorical = split_feature_kinds(frame, features, categorical_names)
-    model = build_logistic_regression(numeric, categorical, max_iter=max_iter)
-    model.fit(prepare_logistic_input(frame, numeric, categorical), y, model__sample_weight=w)
-    return model, numeric, categorical
+) -> LinearModel:
+    """Weighted logistic regression on the encoded matrix (``features.matrix``), as a ``LinearModel``.
+
+    Numbers: median imputation, a missing indicator where training had missing values, both
+    standardised. Categories (``categorical``: name -> the spec's levels): one-hot of levels seen at
+    least ``min_frequency`` times plus one "other" column (missing, unknown, rare). L2 penalty
+    ``1 / c`` on the standardised coefficients, as scikit-learn's ``LogisticRegression(C=c)``.
+    ``monotone`` (name -> +1/-1) forbids the wrong sign: a numeric feature whose slope comes out
+    against its direction is dropped and the model refitted (its missing indicator stays).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    matrix = np.asarray(matrix, dtype=float)
+    w = np.asarray(w, dtype=float)
+    wn = w / w.sum()
+    monotone = monotone or {}
+    numeric_cols = [j for j, name in enumerate(names) if name not in categorical]
+    dropped: set[int] = set()
+    while True:
+        blocks, parts = [], []  # design columns, and what each one is: (kind, feature column, level)
+        scale: dict[tuple, float] = {}  # sd of each standardised design column
+        stats: dict[int, dict] = {}
+        for j in numeric_cols:
+            values = matrix[:, j]
+            missing = np.isnan(values)
+            median = float(np.nanmedian(values)) if (~missing).any() else 0.0
+            imputed = np.where(missing, median, values)
+            stats[j] = {"median": median, "center": float(wn @ imputed), "missing_center": float(wn @ missing)}
+            if j not in dropped:
+                _standardised(imputed, wn, ("value", j, None), blocks, parts, scale)
+            if missing.any():
+                _standardised(missing.astype(float), wn, ("missing", j, None), blocks, parts, scale)
+        slots: dict[int, np.ndarray] = {}
+        for j, name in enumerate(names):
+            if name not in categorical:
+                continue
+            n_levels = len(categorical[name])
+            codes = matrix[:, j]
+            known = ~np.isnan(codes) & (codes >= 0) & (codes < n_levels)
+            slot = np.where(known, codes, n_levels).astype(np.intp)
+            counts = np.bincount(slot, minlength=n_levels + 1)
+            rare = np.flatnonzero(counts[:n_levels] < min_frequency)
+            slot[np.isin(slot, rare)] = n_levels
+            slots[j] = slot
+            for level in np.unique(slot):
+                blocks.append((slot == level).astype(float))
+                parts.append(("level", j, int(level)))
+        design = np.column_stack(blocks) if blocks else np.zeros((len(matrix), 0))
+        fit = LogisticRegression(C=c, max_iter=max_iter).fit(design, y, sample_weight=w)
+        coef = dict(zip(parts, fit.coef_[0]))
+        against = [
+            j for j in numeric_cols
+            if j not in dropped and coef.get(("value", j, None), 0.0) * monotone.get(names[j], 0) < 0
+        ]
+        if not against:
+            break
+        dropped.update(against)
+    numeric = tuple(
+        NumericTerm(
+            column=j, median=stats[j]["median"], center=stats[j]["center"],
+            slope=float(coef.get(("value", j, None), 0.0) / scale.get(("value", j, None), 1.0)),
+            missing_center=stats[j]["missing_center"],
+            missing_slope=float(coef.get(("missing", j, None), 0.0) / scale.get(("missing", j, None), 1.0)),
+        )
+        for j in numeric_cols
+    )
+    base = float(fit.intercept_[0])
+    terms = []
+    for j, slot in slots.items():
+        n_levels = len(categorical[names[j]])
+        raw = np.array([coef.get(("level", j, level), 0.0) for level in range(n_levels + 1)])
+        # Rare levels share the "other" slot's coefficient; centre on the weighted mean term.
+        raw[:n_levels][[("level", j, level) not in coef for level in range(n_levels)]] = raw[n_levels]
+        mean = float(wn @ raw[slot])
+        base += mean
+        terms.append(CategoricalTerm(column=j, levels=tuple((raw[:n_levels] - mean).tolist()), other=float(raw[n_levels] - mean)))
+    return LinearModel(names=tuple(names), base=base, numeric=numeric, categorical=tuple(terms))
 
 
-def predict_logistic_regression(model: Pipeline, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> np.ndarray:
-    """P(class 1) from a fitted logistic-regression baseline."""
-    return model.predict_proba(prepare_logistic_input(frame, numeric, categorical))[:, 1]
+def _standardised(column: np.ndarray, wn: np.ndarray, part: tuple, blocks: list, parts: list, scale: dict) -> None:
+    """Append ``column`` centred and scaled by its weighted mean and sd (skipped when constant)."""
+    mean = wn @ column
+    sd = float(np.sqrt(wn @ (column - mean) ** 2))
+    if sd > 0:
+        blocks.append((column - mean) / sd)
+        parts.append(part)
+        scale[part] = sd

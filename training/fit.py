@@ -76,3 +76,24 @@ def fit_booster(
         valid_names=["validation"],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)] if early_stopping else [],
     )
+
+
+def choose_blend_weight(
+    booster_logit: np.ndarray, linear_logit: np.ndarray, y: np.ndarray, w: np.ndarray, grid: tuple[float, ...]
+) -> float:
+    """The linear model's share of the blended log-odds with the lowest weighted log-loss on (y, w).
+
+    Ties go to the smaller share (the booster alone when the linear model adds nothing).
+
+    >>> y = np.array([0.0, 1.0, 0.0, 1.0])
+    >>> choose_blend_weight(np.array([-1.0, 1.0, 1.0, -1.0]), np.array([-2.0, 2.0, -2.0, 2.0]), y, np.ones(4), (0.0, 0.5, 1.0))
+    1.0
+    """
+    from features.linear import sigmoid
+
+    def loss(share: float) -> float:
+        p = np.clip(sigmoid((1.0 - share) * booster_logit + share * linear_logit), 1e-12, 1 - 1e-12)
+        return float(-(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum())
+
+    losses = [loss(float(share)) for share in grid]
+    return float(grid[int(np.argmin(losses))])

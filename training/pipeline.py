@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.bundle import ModelBundle
-from training.baselines import fit_logistic_regression, predict_logistic_regression, predict_stage_table
+from features.scoring import raw_probability
+from training.baselines import fit_linear_model, predict_stage_table
 from training.calibration import fit_calibration
 from training.config import MinimumData, TrainConfig
 from training.evaluate import (
@@ -27,7 +28,7 @@ from training.evaluate import (
     evaluate_slices,
     flatten_metrics,
 )
-from training.fit import fit_booster, monotone_vector
+from training.fit import choose_blend_weight, fit_booster, monotone_vector
 from training.metrics import compute_metrics, per_deal_weights
 from training.split import SplitError, SplitPlan, assign_sides, attach_sides, plan_split
 
@@ -168,7 +169,12 @@ def check_minimum_data(rows: pd.DataFrame, minimum: MinimumData) -> list[str]:
 
 
 def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> ModelBundle:
-    """Fit the win and slip boosters (early stopping on validation) and their calibrations."""
+    """Fit the win and slip models and their calibrations.
+
+    Per target: the booster (early stopping on validation), the logistic regression on the same
+    training rows, their blend weight (``config.linear``; by default the validation log-loss
+    minimiser) and the isotonic calibration of the blend on validation.
+    """
     from features.matrix import encode_matrix, fit_matrix_spec
     from features.registry import CATEGORICAL_FEATURES
 
@@ -177,26 +183,35 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
     spec = fit_matrix_spec(train_features)
     x_train, x_val = encode_matrix(train_features, spec), encode_matrix(val_features, spec)
     names = list(spec.names)
-    boosters, calibrations = {}, {}
+    boosters, linears, calibrations = {}, {}, {}
     for target, (label, _) in TARGETS.items():
         t_mask = train_rows[label].notna().to_numpy()
         v_mask = val_rows[label].notna().to_numpy()
         sign = 1 if target == "win" else -1
+        train = (x_train[t_mask], train_rows.loc[t_mask, label].to_numpy(float), _weights(train_rows.loc[t_mask]))
+        val = (x_val[v_mask], val_rows.loc[v_mask, label].to_numpy(float), _weights(val_rows.loc[v_mask]))
         booster = fit_booster(
-            (x_train[t_mask], train_rows.loc[t_mask, label].to_numpy(float), _weights(train_rows.loc[t_mask])),
-            (x_val[v_mask], val_rows.loc[v_mask, label].to_numpy(float), _weights(val_rows.loc[v_mask])),
-            config.booster,
-            names,
+            train, val, config.booster, names,
             categorical=[c for c in CATEGORICAL_FEATURES if c in names],
             monotone=monotone_vector(names, config.booster.monotone_win, sign),
         )
-        raw = booster.predict(x_val[v_mask], num_iteration=booster.best_iteration)
-        boosters[target] = booster
-        calibrations[target] = fit_calibration(raw, val_rows.loc[v_mask, label].to_numpy(float), _weights(val_rows.loc[v_mask]))
+        linear = fit_linear_model(
+            train[0], names, spec["categorical"], train[1], train[2],
+            monotone={k: sign * v for k, v in config.booster.monotone_win.items()},
+            c=config.linear.c, min_frequency=config.linear.min_frequency, max_iter=config.linear.max_iter,
+        )
+        weight = config.linear.weight
+        if weight is None:
+            weight = choose_blend_weight(booster.predict(val[0], raw_score=True), linear.logit(val[0]), val[1], val[2],
+                                         config.linear.weight_grid)
+        linear = replace(linear, weight=float(weight))
+        boosters[target], linears[target] = booster, linear
+        calibrations[target] = fit_calibration(raw_probability(booster, linear, val[0]), val[1], val[2])
     return ModelBundle(
         win_model=boosters["win"], slip_model=boosters["slip"],
         win_calibration=calibrations["win"], slip_calibration=calibrations["slip"],
         feature_state=data.state.to_dict(), features=spec.to_dict(), metrics=dict(fitted_on),
+        win_linear=linears["win"], slip_linear=linears["slip"],
     )
 
 
@@ -250,12 +265,16 @@ def predict_all(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
 def evaluate_run(
     data: TrainingData, bundle: ModelBundle, config: TrainConfig, export, truth: pd.DataFrame | None
 ) -> tuple[dict, dict]:
-    """The evaluation report (JSON-ready) and the arrays the plots need."""
-    from features.registry import CATEGORICAL_FEATURES
+    """The evaluation report (JSON-ready) and the arrays the plots need.
 
-    train_rows, train_features = data.side("train")
+    The logistic-regression baseline is the model's own linear half alone (fitted on the same
+    training rows and features).
+    """
+    from features.scoring import encode_bundle_matrix
+
     test_rows, test_features = data.side("test")
     test_probabilities = predict_all(bundle, test_features)
+    test_matrix = encode_bundle_matrix(bundle, test_features)
     stage_win = predict_stage_table(test_features[STAGE_FEATURE], config.stage_probabilities)
     report: dict = {
         "weighting": "per-deal: each snapshot weighs 1 / (snapshots of its deal), so every deal counts once",
@@ -266,25 +285,21 @@ def evaluate_run(
             for side in ("train", "validation", "test")
         },
         "best_iteration": {"win": int(bundle.win_model.best_iteration), "slip": int(bundle.slip_model.best_iteration)},
+        "linear_weight": {"win": bundle.win_linear.weight, "slip": bundle.slip_linear.weight},
     }
     plots: dict = {}
     slices = test_features[list(SLICE_FEATURES)]
     report["slices"] = {}
     for target, (label, column) in TARGETS.items():
-        t_mask = train_rows[label].notna().to_numpy()
         mask = test_rows[label].notna().to_numpy()
         y = test_rows.loc[mask, label].to_numpy(float)
         w = per_deal_weights(test_rows.loc[mask, "deal_id"])
-        lr, numeric, categorical = fit_logistic_regression(
-            train_features.loc[t_mask, data.feature_names], data.feature_names,
-            train_rows.loc[t_mask, label].to_numpy(float), per_deal_weights(train_rows.loc[t_mask, "deal_id"]),
-            categorical_names=CATEGORICAL_FEATURES, max_iter=config.logistic_max_iter,
-        )
+        linear = bundle.win_linear if target == "win" else bundle.slip_linear
         stage = stage_win[mask] if target == "win" else 1.0 - stage_win[mask]
         predictions = {
             "model": test_probabilities[column].to_numpy()[mask],
             "stage_table": stage,
-            "logistic_regression": predict_logistic_regression(lr, test_features.loc[mask], numeric, categorical),
+            "logistic_regression": linear.predict(test_matrix[mask]),
         }
         report[target] = evaluate_predictions(y, w, predictions, config.ece_bins)
         report["slices"][target] = evaluate_slices(slices.loc[mask].reset_index(drop=True), y, w, predictions, config.ece_bins)
@@ -371,6 +386,7 @@ def bootstrap_auc_gap(
 def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Calibration, lift, forecast and SHAP summary figures, keyed by artifact path."""
     from features.scoring import encode_bundle_matrix
+    from features.explain import model_contributions
     from training.plots import plot_calibration, plot_forecast, plot_lift, plot_shap_summary
 
     figures = {}
@@ -383,9 +399,14 @@ def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: Training
     sample = test_features.sample(n=min(config.shap_sample, len(test_features)), random_state=config.seed)
     matrix = encode_bundle_matrix(bundle, sample)
     names = list(bundle.features["names"])
-    figures["plots/shap_summary_win.png"] = plot_shap_summary(bundle.win_model, matrix, names)
-    figures["plots/shap_summary_slip.png"] = plot_shap_summary(bundle.slip_model, matrix, names)
+    for target in TARGETS:
+        figures[f"plots/shap_summary_{target}.png"] = plot_shap_summary(model_contributions(bundle, matrix, target), matrix, names)
     return figures
+
+
+def _share(report: dict, target: str) -> str:
+    weight = report.get("linear_weight", {}).get(target)
+    return "-" if weight is None else f"{weight:.1f}"
 
 
 def write_model_card(report: dict, fingerprint: dict, config: TrainConfig, feature_names: list[str]) -> str:
@@ -401,9 +422,10 @@ def write_model_card(report: dict, fingerprint: dict, config: TrainConfig, featu
     split = report["split"]
     return f"""# Model card: {config.win_model_name} / {config.slip_model_name}
 
-**What**: LightGBM win model (P(deal is eventually won)) and slip model (P(not won by the expected
-close date known at scoring time)), isotonic-calibrated, on {len(feature_names)} point-in-time features
-(`features/registry.py`).
+**What**: win model (P(deal is eventually won)) and slip model (P(not won by the expected
+close date known at scoring time)) on {len(feature_names)} point-in-time features (`features/registry.py`):
+LightGBM blended in log-odds with a logistic regression (linear share {_share(report, "win")} for win,
+{_share(report, "slip")} for slip; chosen on validation), isotonic-calibrated.
 
 **Data**: export sha256 `{fingerprint['sha256'][:16]}...`, rows {json.dumps(fingerprint['rows'])},
 span {fingerprint['time_span']['start'][:10]} .. {fingerprint['time_span']['end'][:10]}.
@@ -438,6 +460,7 @@ def headline_metrics(report: dict, fingerprint: dict, trained_at: str) -> dict:
         "data_fingerprint": {"sha256": fingerprint["sha256"], "rows": fingerprint["rows"], "time_span": fingerprint["time_span"]},
         "split": report["split"],
         "test": {t: {k: report[t]["model"][k] for k in keep} for t in ("win", "slip")},
+        "linear_weight": report.get("linear_weight", {}),
     }
 
 

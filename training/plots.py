@@ -73,15 +73,16 @@ def plot_forecast(months: list[dict], names: list[str]):
     return fig
 
 
-def plot_shap_summary(booster, matrix: np.ndarray, feature_names: list[str], max_display: int = 20):
-    """SHAP beeswarm of a LightGBM booster on a sample of rows (shap.TreeExplainer)."""
+def plot_shap_summary(contributions: np.ndarray, matrix: np.ndarray, feature_names: list[str], max_display: int = 20):
+    """SHAP beeswarm of a model's contributions (``features.explain.model_contributions``) on a sample of rows.
+
+    The contributions are what serving explains with: TreeSHAP of the booster blended with the
+    linear half's exact terms (the same values ``shap.TreeExplainer`` gives for the booster alone).
+    """
     plt = _pyplot()
     import shap
 
-    explainer = shap.TreeExplainer(booster)
-    values = explainer.shap_values(matrix)
-    if isinstance(values, list):  # older shap returned one array per class
-        values = values[-1]
+    values = np.asarray(contributions, dtype=float)
     # An explicit generator: the beeswarm's jitter must not depend on (or warn about) the global RNG.
     shap.summary_plot(
         values, matrix, feature_names=feature_names, max_display=max_display, show=False,

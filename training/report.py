@@ -16,7 +16,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("snapshots", "snapshots", "{:.0f}"),
 )
 LABELS = {
-    "model": "model (LightGBM, calibrated)",
+    "model": "model (LightGBM + LR blend, calibrated)",
     "stage_table": "CRM stage table",
     "logistic_regression": "logistic regression",
 }
@@ -37,6 +37,9 @@ def render_metric_table(report: dict, target: str) -> Table:
     for _, header, _ in COLUMNS:
         table.add_column(header, justify="right")
     block = report[target]
+    weight = report.get("linear_weight", {}).get(target)
+    if weight is not None:
+        table.caption = f"model = {1 - weight:.1f} x LightGBM + {weight:.1f} x logistic regression (log-odds), then calibrated"
     for name in ("model", "stage_table", "logistic_regression"):
         if name in block:
             table.add_row(LABELS[name], *(_fmt(block[name].get(k), p) for k, _, p in COLUMNS))

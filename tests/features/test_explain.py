@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -189,6 +191,61 @@ def test_compute_contributions_sum_to_the_raw_score():
     assert contributions.shape == (5, 3)
     np.testing.assert_allclose(contributions.sum(axis=1) + bias, raw, rtol=1e-6)
     assert compute_contributions(booster, x[:0]).shape == (0, 3)
+
+
+def _blended_bundle(weight: float = 0.4):
+    """A bundle whose models blend a small booster with a linear model (identity calibrations)."""
+    lgb = pytest.importorskip("lightgbm")
+    from features.bundle import Calibration, ModelBundle
+    from features.linear import CategoricalTerm, LinearModel, NumericTerm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    x[:, 2] = rng.integers(0, 2, size=200)
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.5, size=200) > 0).astype(float)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 4},
+                        lgb.Dataset(x, y), num_boost_round=10)
+    linear = LinearModel(names=("a", "b", "c"), base=-0.2, weight=weight,
+                         numeric=(NumericTerm(0, 0.0, 0.1, 0.9, 0.0, 0.0), NumericTerm(1, 0.0, -0.1, 0.4, 0.0, 0.0)),
+                         categorical=(CategoricalTerm(2, (0.2, -0.2), 0.0),))
+    identity = Calibration(x=(0.0, 1.0), y=(0.0, 1.0))
+    bundle = ModelBundle(win_model=booster, slip_model=booster, win_calibration=identity, slip_calibration=identity,
+                         feature_state={}, features={"names": ["a", "b", "c"], "categorical": {"c": ["no", "yes"]}},
+                         win_linear=linear, slip_linear=linear)
+    return bundle, x
+
+
+def test_blended_contributions_sum_to_the_blended_score():
+    from features.explain import model_contributions
+    from features.scoring import predict_raw_matrix
+
+    bundle, x = _blended_bundle(weight=0.4)
+    contributions = model_contributions(bundle, x[:5])
+    bias = 0.6 * bundle.win_model.predict(x[:5], pred_contrib=True)[:, -1] + 0.4 * bundle.win_linear.base
+    logit = 0.6 * bundle.win_model.predict(x[:5], raw_score=True) + 0.4 * bundle.win_linear.logit(x[:5])
+    np.testing.assert_allclose(contributions.sum(axis=1) + bias, logit, rtol=1e-9)
+    raw = predict_raw_matrix(bundle, x[:5])["win_probability"].to_numpy()
+    np.testing.assert_allclose(raw, 1 / (1 + np.exp(-logit)), rtol=1e-9)
+    # Weight 0: the booster alone, exactly as before the blend existed.
+    from dataclasses import replace
+
+    bundle.win_linear = replace(bundle.win_linear, weight=0.0)
+    np.testing.assert_array_equal(model_contributions(bundle, x[:5]), compute_contributions(bundle.win_model, x[:5]))
+    np.testing.assert_array_equal(predict_raw_matrix(bundle, x[:5])["win_probability"].to_numpy(), bundle.win_model.predict(x[:5]))
+
+
+def test_bundle_folder_keeps_the_linear_half_and_reads_older_bundles(tmp_path):
+    from features.bundle import BundleError, load_bundle_dir, save_bundle_dir
+    from features.scoring import predict_raw_matrix
+
+    bundle, x = _blended_bundle()
+    again = load_bundle_dir(save_bundle_dir(bundle, tmp_path / "b"))
+    np.testing.assert_allclose(predict_raw_matrix(again, x).to_numpy(), predict_raw_matrix(bundle, x).to_numpy(), rtol=1e-12)
+    (tmp_path / "b" / "linear_slip.json").unlink()  # a bundle from before the blend: booster alone
+    assert load_bundle_dir(tmp_path / "b").slip_linear is None
+    (tmp_path / "b" / "linear_win.json").write_text(json.dumps({**bundle.win_linear.to_dict(), "names": ["a", "b", "c", "d"]}))
+    with pytest.raises(BundleError, match="linear_win.json.*other features"):
+        load_bundle_dir(tmp_path / "b")
 
 
 def test_warning_rules_read_features_that_exist():
