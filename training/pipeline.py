@@ -1,5 +1,6 @@
-"""``dealrisk train``: export -> time split -> features -> LightGBM win/slip -> calibration ->
-evaluation against baselines (and the generator's truth) -> MLflow -> registry.
+"""``dealrisk train``: export -> time split -> features -> win/slip models (LightGBM blended with a
+logistic regression) -> calibration -> evaluation against baselines (and the generator's truth)
+-> MLflow -> registry.
 
 ``run_train`` is the wiring; the steps are the functions above it, each pure apart from
 ``load_export`` at the start and ``log_training_run`` at the end.
@@ -400,7 +401,8 @@ def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: Training
     matrix = encode_bundle_matrix(bundle, sample)
     names = list(bundle.features["names"])
     for target in TARGETS:
-        figures[f"plots/shap_summary_{target}.png"] = plot_shap_summary(model_contributions(bundle, matrix, target), matrix, names)
+        contributions = model_contributions(bundle, matrix, target)
+        figures[f"plots/shap_summary_{target}.png"] = plot_shap_summary(contributions, matrix, names)
     return figures
 
 

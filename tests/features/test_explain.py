@@ -231,7 +231,8 @@ def test_blended_contributions_sum_to_the_blended_score():
 
     bundle.win_linear = replace(bundle.win_linear, weight=0.0)
     np.testing.assert_array_equal(model_contributions(bundle, x[:5]), compute_contributions(bundle.win_model, x[:5]))
-    np.testing.assert_array_equal(predict_raw_matrix(bundle, x[:5])["win_probability"].to_numpy(), bundle.win_model.predict(x[:5]))
+    alone = predict_raw_matrix(bundle, x[:5])["win_probability"].to_numpy()
+    np.testing.assert_array_equal(alone, bundle.win_model.predict(x[:5]))
 
 
 def test_bundle_folder_keeps_the_linear_half_and_reads_older_bundles(tmp_path):
