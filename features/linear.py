@@ -2,7 +2,9 @@
 
 A ``LinearModel`` reads the same float matrix the boosters read (``features.matrix.encode_matrix``:
 numbers, NaN for missing, categorical levels as codes). Each numeric feature adds
-``slope * (value - center)`` (a missing value is replaced by ``median`` and adds
+``slope * (value - center)``, the value first clipped to ``[low, high]`` (the training data's 1st
+and 99th percentiles, so an outlier - a close date pushed 15 times - cannot dominate a score or
+its explanation the way a straight line would extrapolate it); a missing value is replaced by ``median`` and adds
 ``missing_slope * (1 - missing_center)``, a present one ``- missing_slope * missing_center``);
 each categorical feature adds its level's entry of ``levels`` (``other`` for a missing, unknown or
 rare level). The model's log-odds is ``base`` plus those per-feature terms, so the terms are the
@@ -23,7 +25,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class NumericTerm:
-    """``slope * (imputed value - center) + missing_slope * (is missing - missing_center)``."""
+    """``slope * (clipped imputed value - center) + missing_slope * (is missing - missing_center)``."""
 
     column: int
     median: float
@@ -31,6 +33,8 @@ class NumericTerm:
     slope: float
     missing_center: float = 0.0
     missing_slope: float = 0.0
+    low: float = -np.inf
+    high: float = np.inf
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class LinearModel:
         if len(a["num_cols"]):
             values = matrix[:, a["num_cols"]]
             missing = np.isnan(values)
-            imputed = np.where(missing, a["median"], values)
+            imputed = np.clip(np.where(missing, a["median"], values), a["low"], a["high"])
             out[:, a["num_cols"]] = a["slope"] * (imputed - a["center"]) + a["missing_slope"] * (missing - a["missing_center"])
         for term, table in zip(self.categorical, a["tables"]):
             codes = matrix[:, term.column]
@@ -95,6 +99,7 @@ class LinearModel:
                 median=np.array([t.median for t in n]), center=np.array([t.center for t in n]),
                 slope=np.array([t.slope for t in n]), missing_center=np.array([t.missing_center for t in n]),
                 missing_slope=np.array([t.missing_slope for t in n]),
+                low=np.array([t.low for t in n]), high=np.array([t.high for t in n]),
                 tables=[np.array([*t.levels, t.other]) for t in self.categorical],
             )
         return self._arrays
@@ -106,7 +111,8 @@ class LinearModel:
             "weight": self.weight,
             "numeric": [
                 {"feature": self.names[t.column], "median": t.median, "center": t.center, "slope": t.slope,
-                 "missing_center": t.missing_center, "missing_slope": t.missing_slope}
+                 "missing_center": t.missing_center, "missing_slope": t.missing_slope,
+                 "low": _bound(t.low), "high": _bound(t.high)}
                 for t in self.numeric
             ],
             "categorical": [
@@ -131,9 +137,14 @@ class LinearModel:
                 raise ValueError(f"linear model: term for unknown feature {entry['feature']!r}")
             return column[entry["feature"]]
 
+        def bound(entry: dict, key: str, default: float) -> float:
+            value = entry.get(key)
+            return default if value is None else number(value, f"{entry['feature']}.{key}")
+
         numeric = tuple(
             NumericTerm(col(e), *(number(e[k], f"{e['feature']}.{k}") for k in
-                                  ("median", "center", "slope", "missing_center", "missing_slope")))
+                                  ("median", "center", "slope", "missing_center", "missing_slope")),
+                        low=bound(e, "low", -np.inf), high=bound(e, "high", np.inf))
             for e in data.get("numeric", [])
         )
         categorical = tuple(
@@ -145,6 +156,11 @@ class LinearModel:
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"linear model: weight {weight} is outside [0, 1]")
         return cls(names=names, base=number(data["base"], "base"), numeric=numeric, categorical=categorical, weight=weight)
+
+
+def _bound(value: float) -> float | None:
+    """A clip bound for JSON: None for no bound (JSON has no infinity)."""
+    return None if np.isinf(value) else float(value)
 
 
 def blend_logits(booster_logit: np.ndarray, linear: LinearModel | None, matrix: np.ndarray) -> np.ndarray:

@@ -28,11 +28,12 @@ def fit_linear_model(
     c: float = 1.0,
     min_frequency: int = 5,
     max_iter: int = 500,
+    clip_quantiles: tuple[float, float] = (0.01, 0.99),
 ) -> LinearModel:
     """Weighted logistic regression on the encoded matrix (``features.matrix``), as a ``LinearModel``.
 
-    Numbers: median imputation, a missing indicator where training had missing values, both
-    standardised. Categories (``categorical``: name -> the spec's levels): one-hot of levels seen at
+    Numbers: clipped to their ``clip_quantiles`` (outliers do not extrapolate), median
+    imputation, a missing indicator where training had missing values, both standardised. Categories (``categorical``: name -> the spec's levels): one-hot of levels seen at
     least ``min_frequency`` times plus one "other" column (missing, unknown, rare). L2 penalty
     ``1 / c`` on the standardised coefficients, as scikit-learn's ``LogisticRegression(C=c)``.
     ``monotone`` (name -> +1/-1) forbids the wrong sign: a numeric feature whose slope comes out
@@ -53,9 +54,12 @@ def fit_linear_model(
         for j in numeric_cols:
             values = matrix[:, j]
             missing = np.isnan(values)
-            median = float(np.nanmedian(values)) if (~missing).any() else 0.0
-            imputed = np.where(missing, median, values)
-            stats[j] = {"median": median, "center": float(wn @ imputed), "missing_center": float(wn @ missing)}
+            present = values[~missing]
+            low, high = (np.quantile(present, clip_quantiles) if len(present) else (-np.inf, np.inf))
+            median = float(np.median(present)) if len(present) else 0.0
+            imputed = np.clip(np.where(missing, median, values), low, high)
+            stats[j] = {"median": median, "center": float(wn @ imputed), "missing_center": float(wn @ missing),
+                        "low": float(low), "high": float(high)}
             if j not in dropped:
                 _standardised(imputed, wn, ("value", j, None), blocks, parts, scale)
             if missing.any():
@@ -91,6 +95,7 @@ def fit_linear_model(
             slope=float(coef.get(("value", j, None), 0.0) / scale.get(("value", j, None), 1.0)),
             missing_center=stats[j]["missing_center"],
             missing_slope=float(coef.get(("missing", j, None), 0.0) / scale.get(("missing", j, None), 1.0)),
+            low=stats[j]["low"], high=stats[j]["high"],
         )
         for j in numeric_cols
     )

@@ -36,7 +36,7 @@ def test_linear_model_matches_scikit_learn_logistic_regression():
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     matrix, y, names, categorical = _data()
-    model = fit_linear_model(matrix, names, categorical, y, np.ones(len(y)), max_iter=2000)
+    model = fit_linear_model(matrix, names, categorical, y, np.ones(len(y)), max_iter=2000, clip_quantiles=(0.0, 1.0))
     reference = Pipeline([
         ("columns", ColumnTransformer([
             ("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler()), [0, 1]),
@@ -57,6 +57,18 @@ def test_linear_contributions_are_exact_and_centred_on_the_training_data():
     np.testing.assert_allclose(contributions.sum(axis=1) + model.base, model.logit(matrix))
     # Background = the weighted training data: every feature's mean contribution is zero there.
     np.testing.assert_allclose(w @ contributions / w.sum(), 0.0, atol=1e-9)
+
+
+def test_linear_model_does_not_extrapolate_outliers():
+    matrix, y, names, categorical = _data()
+    model = fit_linear_model(matrix, names, categorical, y, np.ones(len(y)))
+    x = next(t for t in model.numeric if names[t.column] == "x")
+    assert x.high == pytest.approx(np.nanquantile(matrix[:, 0], 0.99))
+    probe = np.array([[x.high, 0.0, 0.0], [1000.0, 0.0, 0.0], [-1000.0, 0.0, 0.0], [x.low, 0.0, 0.0]])
+    contributions = model.contributions(probe)[:, 0]
+    assert contributions[1] == contributions[0] and contributions[2] == contributions[3]
+    again = LinearModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_array_equal(again.contributions(probe), model.contributions(probe))
 
 
 def test_linear_model_sends_unknown_and_rare_levels_to_other():
