@@ -33,9 +33,10 @@ def fit_linear_model(
     """Weighted logistic regression on the encoded matrix (``features.matrix``), as a ``LinearModel``.
 
     Numbers: clipped to their ``clip_quantiles`` (outliers do not extrapolate), median
-    imputation, a missing indicator where training had missing values, both standardised. Categories (``categorical``: name -> the spec's levels): one-hot of levels seen at
-    least ``min_frequency`` times plus one "other" column (missing, unknown, rare). L2 penalty
-    ``1 / c`` on the standardised coefficients, as scikit-learn's ``LogisticRegression(C=c)``.
+    imputation, a missing indicator where training had missing values, both standardised.
+    Categories (``categorical``: name -> the spec's levels): one-hot of levels seen at least
+    ``min_frequency`` times plus one "other" column (missing, unknown, rare). L2 penalty ``1 / c``
+    on the standardised coefficients, as scikit-learn's ``LogisticRegression(C=c)``.
     ``monotone`` (name -> +1/-1) forbids the wrong sign: a numeric feature whose slope comes out
     against its direction is dropped and the model refitted (its missing indicator stays).
     """
@@ -45,78 +46,70 @@ def fit_linear_model(
     w = np.asarray(w, dtype=float)
     wn = w / w.sum()
     monotone = monotone or {}
-    numeric_cols = [j for j, name in enumerate(names) if name not in categorical]
+    numeric = {j: _numeric_input(matrix[:, j], wn, clip_quantiles)
+               for j, name in enumerate(names) if name not in categorical}
+    slots = {j: _level_slots(matrix[:, j], len(categorical[name]), min_frequency)
+             for j, name in enumerate(names) if name in categorical}
     dropped: set[int] = set()
     while True:
-        blocks, parts = [], []  # design columns, and what each one is: (kind, feature column, level)
-        scale: dict[tuple, float] = {}  # sd of each standardised design column
-        stats: dict[int, dict] = {}
-        for j in numeric_cols:
-            values = matrix[:, j]
-            missing = np.isnan(values)
-            present = values[~missing]
-            low, high = (np.quantile(present, clip_quantiles) if len(present) else (-np.inf, np.inf))
-            median = float(np.median(present)) if len(present) else 0.0
-            imputed = np.clip(np.where(missing, median, values), low, high)
-            stats[j] = {"median": median, "center": float(wn @ imputed), "missing_center": float(wn @ missing),
-                        "low": float(low), "high": float(high)}
-            if j not in dropped:
-                _standardised(imputed, wn, ("value", j, None), blocks, parts, scale)
-            if missing.any():
-                _standardised(missing.astype(float), wn, ("missing", j, None), blocks, parts, scale)
-        slots: dict[int, np.ndarray] = {}
-        for j, name in enumerate(names):
-            if name not in categorical:
-                continue
-            n_levels = len(categorical[name])
-            codes = matrix[:, j]
-            known = ~np.isnan(codes) & (codes >= 0) & (codes < n_levels)
-            slot = np.where(known, codes, n_levels).astype(np.intp)
-            counts = np.bincount(slot, minlength=n_levels + 1)
-            rare = np.flatnonzero(counts[:n_levels] < min_frequency)
-            slot[np.isin(slot, rare)] = n_levels
-            slots[j] = slot
-            for level in np.unique(slot):
-                blocks.append((slot == level).astype(float))
-                parts.append(("level", j, int(level)))
-        design = np.column_stack(blocks) if blocks else np.zeros((len(matrix), 0))
+        columns = {("value", j): x["value"] for j, x in numeric.items() if j not in dropped and x["value"] is not None}
+        columns |= {("missing", j): x["missing"] for j, x in numeric.items() if x["missing"] is not None}
+        columns |= {("level", j, level): (slot == level).astype(float)
+                    for j, slot in slots.items() for level in np.unique(slot)}
+        design = np.column_stack(list(columns.values())) if columns else np.zeros((len(matrix), 0))
         fit = LogisticRegression(C=c, max_iter=max_iter).fit(design, y, sample_weight=w)
-        coef = dict(zip(parts, fit.coef_[0]))
-        against = [
-            j for j in numeric_cols
-            if j not in dropped and coef.get(("value", j, None), 0.0) * monotone.get(names[j], 0) < 0
-        ]
+        coef = dict(zip(columns, fit.coef_[0]))
+        against = {j for j in numeric if coef.get(("value", j), 0.0) * monotone.get(names[j], 0) < 0}
         if not against:
             break
-        dropped.update(against)
-    numeric = tuple(
+        dropped |= against
+    terms = tuple(
         NumericTerm(
-            column=j, median=stats[j]["median"], center=stats[j]["center"],
-            slope=float(coef.get(("value", j, None), 0.0) / scale.get(("value", j, None), 1.0)),
-            missing_center=stats[j]["missing_center"],
-            missing_slope=float(coef.get(("missing", j, None), 0.0) / scale.get(("missing", j, None), 1.0)),
-            low=stats[j]["low"], high=stats[j]["high"],
+            column=j, median=x["median"], center=x["center"], missing_center=x["missing_center"],
+            low=x["low"], high=x["high"],
+            slope=float(coef.get(("value", j), 0.0) / x["value_sd"]),
+            missing_slope=float(coef.get(("missing", j), 0.0) / x["missing_sd"]),
         )
-        for j in numeric_cols
+        for j, x in numeric.items()
     )
     base = float(fit.intercept_[0])
-    terms = []
+    levels = []
     for j, slot in slots.items():
         n_levels = len(categorical[names[j]])
-        raw = np.array([coef.get(("level", j, level), 0.0) for level in range(n_levels + 1)])
-        # Rare levels share the "other" slot's coefficient; centre on the weighted mean term.
-        raw[:n_levels][[("level", j, level) not in coef for level in range(n_levels)]] = raw[n_levels]
+        # Rare and unseen levels take the "other" slot's coefficient; centre on the weighted mean term.
+        other = coef.get(("level", j, n_levels), 0.0)
+        raw = np.array([coef.get(("level", j, level), other) for level in range(n_levels)] + [other])
         mean = float(wn @ raw[slot])
         base += mean
-        terms.append(CategoricalTerm(column=j, levels=tuple((raw[:n_levels] - mean).tolist()), other=float(raw[n_levels] - mean)))
-    return LinearModel(names=tuple(names), base=base, numeric=numeric, categorical=tuple(terms))
+        levels.append(CategoricalTerm(column=j, levels=tuple((raw[:n_levels] - mean).tolist()), other=float(other - mean)))
+    return LinearModel(names=tuple(names), base=base, numeric=terms, categorical=tuple(levels))
 
 
-def _standardised(column: np.ndarray, wn: np.ndarray, part: tuple, blocks: list, parts: list, scale: dict) -> None:
-    """Append ``column`` centred and scaled by its weighted mean and sd (skipped when constant)."""
+def _numeric_input(values: np.ndarray, wn: np.ndarray, clip_quantiles: tuple[float, float]) -> dict:
+    """A numeric feature's statistics and its standardised design columns (None when constant)."""
+    missing = np.isnan(values)
+    present = values[~missing]
+    low, high = np.quantile(present, clip_quantiles) if len(present) else (-np.inf, np.inf)
+    median = float(np.median(present)) if len(present) else 0.0
+    imputed = np.clip(np.where(missing, median, values), low, high)
+    value, value_sd = _standardised(imputed, wn)
+    flag, missing_sd = _standardised(missing.astype(float), wn)
+    return {"median": median, "center": float(wn @ imputed), "missing_center": float(wn @ missing),
+            "low": float(low), "high": float(high),
+            "value": value, "value_sd": value_sd, "missing": flag, "missing_sd": missing_sd}
+
+
+def _level_slots(codes: np.ndarray, n_levels: int, min_frequency: int) -> np.ndarray:
+    """Each row's one-hot slot: its level's code, or ``n_levels`` ("other") for missing, unknown or rare."""
+    known = ~np.isnan(codes) & (codes >= 0) & (codes < n_levels)
+    slot = np.where(known, codes, n_levels).astype(np.intp)
+    rare = np.flatnonzero(np.bincount(slot, minlength=n_levels + 1)[:n_levels] < min_frequency)
+    slot[np.isin(slot, rare)] = n_levels
+    return slot
+
+
+def _standardised(column: np.ndarray, wn: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """``column`` centred and scaled by its weighted mean and sd, and that sd (None, 1.0 when constant)."""
     mean = wn @ column
     sd = float(np.sqrt(wn @ (column - mean) ** 2))
-    if sd > 0:
-        blocks.append((column - mean) / sd)
-        parts.append(part)
-        scale[part] = sd
+    return ((column - mean) / sd, sd) if sd > 0 else (None, 1.0)
