@@ -105,6 +105,12 @@ class LinearConfig:
 
     weight: float | None = None
     weight_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    # Directions for the linear half on top of BoosterConfig.monotone_win (same sign convention).
+    # A linear model attributes by coefficient x (value - mean), so between correlated features it
+    # can settle on a compensating sign the trees never use: on the demo, with close_date_pushes
+    # constrained, the regression moved its positive slope to close_date_days_pushed and explained
+    # "Close date pushed by 479 days in total" as raising a deal's chances.
+    monotone: dict[str, int] = field(default_factory=lambda: {"close_date_days_pushed": -1})
     c: float = 1.0
     min_frequency: int = 5
     max_iter: int = 500

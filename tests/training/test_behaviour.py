@@ -107,3 +107,19 @@ def test_renaming_ids_changes_nothing(scored):
         renamed = replace(renamed, activities=renamed.activities.assign(activity_id="A-" + renamed.activities["activity_id"]))
     moved = points.assign(deal_id=points["deal_id"].map(rename))
     np.testing.assert_array_equal(win_probability(export, bundle, points), win_probability(renamed, bundle, moved))
+
+
+def test_more_close_date_pushes_never_raise_win_or_lower_slip(scored):
+    """A monotone direction of both halves of the model (trees and logistic regression): exact per row."""
+    from features.pipeline import build_features
+    from features.scoring import predict_probabilities
+    from features.state import FeatureState
+
+    export, bundle, points = scored
+    frame = build_features(export, points, FeatureState.from_dict(bundle.feature_state))
+    before = predict_probabilities(bundle, frame)
+    pushed = frame.assign(close_date_pushes=frame["close_date_pushes"].fillna(0) + 3)
+    after = predict_probabilities(bundle, pushed)
+    assert (after["win_probability"].to_numpy() <= before["win_probability"].to_numpy() + 1e-12).all()
+    assert (after["slip_probability"].to_numpy() >= before["slip_probability"].to_numpy() - 1e-12).all()
+    assert (after["win_probability"].to_numpy() < before["win_probability"].to_numpy()).any()  # the feature is used
