@@ -88,7 +88,7 @@ def main() -> None:
         "4 leaves, depth 2, early stopping, monotone": (replace(base, num_leaves=4, max_depth=2), base.monotone_win),
     }
     x, y, w = sets["train"]
-    linear = fit_linear_model(x, names, spec.to_dict()["categorical"], y, w, monotone=config.booster.monotone_win)
+    linear = fit_linear_model(x, names, spec.to_dict()["categorical"], y, w, monotone=config.linear_monotone())
     rows = []
     for label, (booster_config, monotone) in settings.items():
         start = time.perf_counter()

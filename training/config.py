@@ -158,6 +158,10 @@ class TrainConfig:
     shap_sample: int = 500
     seed: int = 0
 
+    def linear_monotone(self) -> dict[str, int]:
+        """Monotone directions of the win model's linear half (the slip model's are the opposite)."""
+        return {**self.booster.monotone_win, **self.linear.monotone}
+
     def to_params(self) -> dict[str, object]:
         """Flat ``section.key -> value`` dict for MLflow params."""
         flat: dict[str, object] = {}

@@ -198,7 +198,7 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
         )
         linear = fit_linear_model(
             train[0], names, spec["categorical"], train[1], train[2],
-            monotone={k: sign * v for k, v in {**config.booster.monotone_win, **config.linear.monotone}.items()},
+            monotone={k: sign * v for k, v in config.linear_monotone().items()},
             c=config.linear.c, min_frequency=config.linear.min_frequency, max_iter=config.linear.max_iter,
         )
         weight = config.linear.weight
