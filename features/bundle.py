@@ -81,6 +81,14 @@ class ModelBundle:
     win_linear: LinearModel | None = None
     slip_linear: LinearModel | None = None
 
+    def halves(self, target: str) -> tuple[object, LinearModel | None]:
+        """The booster and the linear half of ``target`` ("win" or "slip")."""
+        if target == "win":
+            return self.win_model, self.win_linear
+        if target == "slip":
+            return self.slip_model, self.slip_linear
+        raise ValueError(f"unknown target {target!r}: expected 'win' or 'slip'")
+
 
 def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
     folder = Path(folder)

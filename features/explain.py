@@ -168,7 +168,7 @@ def model_contributions(bundle, matrix: np.ndarray, target: str = "win") -> np.n
     """
     from features.linear import blend_contributions
 
-    booster, linear = (bundle.win_model, bundle.win_linear) if target == "win" else (bundle.slip_model, bundle.slip_linear)
+    booster, linear = bundle.halves(target)
     return blend_contributions(compute_contributions(booster, matrix), linear, matrix)
 
 

@@ -18,7 +18,8 @@ its log-odds with the booster's (``weight`` is the linear model's share of the b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,13 +66,12 @@ class LinearModel:
     numeric: tuple[NumericTerm, ...] = ()
     categorical: tuple[CategoricalTerm, ...] = ()
     weight: float = 0.5  # the linear model's share of the blended log-odds (0: booster alone)
-    _arrays: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Per-feature log-odds terms, shape (rows, features); rows sum to ``logit - base``."""
         matrix = np.asarray(matrix, dtype=float)
         out = np.zeros((len(matrix), len(self.names)))
-        a = self._compiled()
+        a = self._arrays
         if len(a["num_cols"]):
             values = matrix[:, a["num_cols"]]
             missing = np.isnan(values)
@@ -91,18 +91,18 @@ class LinearModel:
         """Probability of the linear model alone (the logistic-regression baseline)."""
         return 1.0 / (1.0 + np.exp(-self.logit(matrix)))
 
-    def _compiled(self) -> dict:
-        if not self._arrays:
-            n = self.numeric
-            self._arrays.update(
-                num_cols=np.array([t.column for t in n], dtype=np.intp),
-                median=np.array([t.median for t in n]), center=np.array([t.center for t in n]),
-                slope=np.array([t.slope for t in n]), missing_center=np.array([t.missing_center for t in n]),
-                missing_slope=np.array([t.missing_slope for t in n]),
-                low=np.array([t.low for t in n]), high=np.array([t.high for t in n]),
-                tables=[np.array([*t.levels, t.other]) for t in self.categorical],
-            )
-        return self._arrays
+    @functools.cached_property
+    def _arrays(self) -> dict:
+        """The terms as arrays, built on first use (a frozen dataclass still has an instance dict)."""
+        n = self.numeric
+        return {
+            "num_cols": np.array([t.column for t in n], dtype=np.intp),
+            "median": np.array([t.median for t in n]), "center": np.array([t.center for t in n]),
+            "slope": np.array([t.slope for t in n]), "missing_center": np.array([t.missing_center for t in n]),
+            "missing_slope": np.array([t.missing_slope for t in n]),
+            "low": np.array([t.low for t in n]), "high": np.array([t.high for t in n]),
+            "tables": [np.array([*t.levels, t.other]) for t in self.categorical],
+        }
 
     def to_dict(self) -> dict:
         return {

@@ -49,8 +49,8 @@ def predict_raw_matrix(bundle: ModelBundle, matrix: np.ndarray, index: pd.Index 
         return pd.DataFrame({c: pd.Series(dtype=float) for c in PROBABILITY_COLUMNS}, index=index)
     return pd.DataFrame(
         {
-            "win_probability": raw_probability(bundle.win_model, bundle.win_linear, matrix),
-            "slip_probability": raw_probability(bundle.slip_model, bundle.slip_linear, matrix),
+            "win_probability": raw_probability(*bundle.halves("win"), matrix),
+            "slip_probability": raw_probability(*bundle.halves("slip"), matrix),
         },
         index=index,
     )
@@ -84,8 +84,8 @@ def predict_matrix_probabilities(bundle: ModelBundle, matrix: np.ndarray, index:
     # One frame, built once (predict_raw_matrix + apply_calibration without the intermediate frame).
     return pd.DataFrame(
         {
-            "win_probability": bundle.win_calibration.apply(raw_probability(bundle.win_model, bundle.win_linear, matrix)),
-            "slip_probability": bundle.slip_calibration.apply(raw_probability(bundle.slip_model, bundle.slip_linear, matrix)),
+            "win_probability": bundle.win_calibration.apply(raw_probability(*bundle.halves("win"), matrix)),
+            "slip_probability": bundle.slip_calibration.apply(raw_probability(*bundle.halves("slip"), matrix)),
         },
         index=index,
     )

@@ -286,7 +286,7 @@ def evaluate_run(
             for side in ("train", "validation", "test")
         },
         "best_iteration": {"win": int(bundle.win_model.best_iteration), "slip": int(bundle.slip_model.best_iteration)},
-        "linear_weight": {"win": bundle.win_linear.weight, "slip": bundle.slip_linear.weight},
+        "linear_weight": {target: bundle.halves(target)[1].weight for target in TARGETS},
     }
     plots: dict = {}
     slices = test_features[list(SLICE_FEATURES)]
@@ -295,7 +295,7 @@ def evaluate_run(
         mask = test_rows[label].notna().to_numpy()
         y = test_rows.loc[mask, label].to_numpy(float)
         w = per_deal_weights(test_rows.loc[mask, "deal_id"])
-        linear = bundle.win_linear if target == "win" else bundle.slip_linear
+        _, linear = bundle.halves(target)
         stage = stage_win[mask] if target == "win" else 1.0 - stage_win[mask]
         predictions = {
             "model": test_probabilities[column].to_numpy()[mask],
