@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import copy
 import threading
+import time
 
 import pytest
 
-from serving.batcher import Arrivals, Coalescer
+from serving.batcher import RECENT_BATCHES, Arrivals, Coalescer
 from serving.schemas import EXAMPLE_REQUEST, ScoreRequest
 from serving.scoring import RequestError, score_request, score_requests
 from tests.serving.test_service import assert_same_answer
@@ -187,6 +188,31 @@ def test_under_load_a_batch_waits_for_the_clients_of_the_last_one():
     assert batches[1] == [3]  # without lingering the first to come back is scored alone
 
 
+def test_one_small_batch_does_not_shrink_the_batches_of_a_busy_service():
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        batches.append(list(requests))
+        return [n * 10 for n in requests]
+
+    async def run():
+        coalescer = Coalescer(score_many, linger_seconds=0.05)
+
+        async def later(n: int, delay: float):
+            await asyncio.sleep(delay)
+            return await coalescer.submit(Numbered(n))
+
+        await asyncio.gather(*(coalescer.submit(Numbered(n)) for n in range(3)))
+        # One client is slow this time: the batch goes without it once the linger is over ...
+        await asyncio.gather(later(3, 0), later(4, 0.005), later(5, 0.3))
+        # ... and the next round, all three back a few ms apart, is still scored as one batch.
+        await asyncio.gather(later(6, 0), later(7, 0.005), later(8, 0.01))
+        coalescer.close()
+
+    asyncio.run(run())
+    assert batches == [[0, 1, 2], [3, 4], [5], [6, 7, 8]]
+
+
 def test_an_idle_service_never_lingers():
     batches: list[list[int]] = []
 
@@ -198,17 +224,23 @@ def test_an_idle_service_never_lingers():
         coalescer = Coalescer(score_many, linger_seconds=60.0)
         # One request at a time: each is scored at once (a linger would hold it for a minute).
         answers = [await asyncio.wait_for(coalescer.submit(Numbered(n)), timeout=10) for n in range(3)]
-        # After a batch of two, a lone request waits at most the linger, then load counts as gone.
+        # After a batch of two, lone requests wait at most the linger while that batch is among
+        # the last RECENT_BATCHES; then load counts as gone.
         await asyncio.gather(coalescer.submit(Numbered(3)), coalescer.submit(Numbered(4)))
         coalescer.linger_seconds = 0.05
-        answers.append(await asyncio.wait_for(coalescer.submit(Numbered(5)), timeout=10))
+        lone = range(5, 5 + RECENT_BATCHES)
+        started = time.perf_counter()
+        answers += [await asyncio.wait_for(coalescer.submit(Numbered(n)), timeout=10) for n in lone]
+        waited = time.perf_counter() - started
         coalescer.linger_seconds = 60.0
-        answers.append(await asyncio.wait_for(coalescer.submit(Numbered(6)), timeout=10))
+        answers.append(await asyncio.wait_for(coalescer.submit(Numbered(99)), timeout=10))
         coalescer.close()
-        return answers
+        return answers, waited
 
-    assert asyncio.run(run()) == [0, 10, 20, 50, 60]
-    assert batches == [[0], [1], [2], [3, 4], [5], [6]]
+    answers, waited = asyncio.run(run())
+    assert answers == [0, 10, 20, *(10 * n for n in range(5, 5 + RECENT_BATCHES)), 990]
+    assert batches == [[0], [1], [2], [3, 4], *([n] for n in range(5, 5 + RECENT_BATCHES)), [99]]
+    assert waited >= 0.05 * RECENT_BATCHES  # each lone request did wait out the linger
 
 
 def test_arrivals_forget_a_request_answered_without_scoring():
