@@ -9,8 +9,9 @@ their answers send their next requests a moment apart, and scoring them one by o
 more than the wait (a batch of one deal costs ~60% of a batch of four). The largest of the last
 8, not the last one: a batch that started before a slow client came back is smaller than the
 number of clients, and with the last batch as the target the batches shrank for good (8 clients
-on a busy 2-core machine settled into batches of 1-2 at ~10 ms of CPU per request). Under load the cost of a request falls towards the
-per-deal cost of the batch path; a busy service queues requests instead of refusing them.
+on a busy 2-core machine settled into batches of 1-2 at ~10 ms of CPU per request). Under load
+the cost of a request falls towards the per-deal cost of the batch path; a busy service queues
+requests instead of refusing them.
 """
 
 from __future__ import annotations
