@@ -88,12 +88,15 @@ def test_fair_accept_refuses_a_handler_of_another_shape_and_wraps_once():
     assert fair_accept(wrapped) is wrapped
 
 
-def test_outside_a_bentoml_worker_asyncio_is_left_alone():
+def test_outside_a_bentoml_worker_the_process_is_left_alone():
     import asyncio.selector_events
+    import sys
 
-    from serving.service import share_connections_between_workers
+    from serving.service import configure_worker_process
 
     before = asyncio.selector_events.BaseSelectorEventLoop._accept_connection
-    share_connections_between_workers()
+    interval = sys.getswitchinterval()
+    configure_worker_process()
     assert asyncio.selector_events.BaseSelectorEventLoop._accept_connection is before
     assert not getattr(before, "fair", False)
+    assert sys.getswitchinterval() == interval
