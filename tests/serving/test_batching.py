@@ -213,6 +213,32 @@ def test_one_small_batch_does_not_shrink_the_batches_of_a_busy_service():
     assert batches == [[0, 1, 2], [3, 4], [5], [6, 7, 8]]
 
 
+def test_two_groups_of_clients_that_take_turns_are_merged_into_one_batch():
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        time.sleep(0.02)  # a batch takes a while: the second group arrives meanwhile
+        batches.append(list(requests))
+        return [n * 10 for n in requests]
+
+    async def run():
+        coalescer = Coalescer(score_many, linger_seconds=0.05)
+
+        async def client(n: int, start: float, again: int):
+            await asyncio.sleep(start)
+            await coalescer.submit(Numbered(n))
+            await asyncio.sleep(0.002)  # back a moment after its answer
+            return await coalescer.submit(Numbered(again))
+
+        await asyncio.gather(client(0, 0, 10), client(1, 0, 11), client(2, 0.005, 12), client(3, 0.005, 13))
+        coalescer.close()
+
+    asyncio.run(run())
+    # Four clients were active when the first batch ended (two answered, two waiting): the next
+    # batch waits for the answered two instead of leaving the groups to alternate in pairs.
+    assert batches[:2] == [[0, 1], [2, 3, 10, 11]]
+
+
 def test_an_idle_service_never_lingers():
     batches: list[list[int]] = []
 
