@@ -145,8 +145,6 @@ def freeze_startup_objects() -> None:
 # How long a worker waits per open connection before it accepts a new one (at most the cap).
 ACCEPT_DELAY_PER_CONNECTION = 0.0005
 ACCEPT_DELAY_CAP = 0.004
-
-
 # The GIL switch interval in the workers (Python's default is 5 ms).
 GIL_SWITCH_SECONDS = 0.001
 
@@ -167,6 +165,7 @@ def configure_worker_process() -> None:
       (all under 50) against 37-56 ms (3 of 7 over 50) with the default; throughput within the
       noise (mean 283 vs 286 req/s at 8 clients, 480 vs 502 at 32).
     """
+    import asyncio.selector_events
     import sys
 
     from bentoml._internal.context import server_context
@@ -174,8 +173,6 @@ def configure_worker_process() -> None:
     if server_context.worker_index is None:
         return
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    import asyncio.selector_events
-
     loop_class = asyncio.selector_events.BaseSelectorEventLoop
     try:
         loop_class._accept_connection = fair_accept(loop_class._accept_connection)
