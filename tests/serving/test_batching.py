@@ -20,6 +20,30 @@ def parsed(body: dict) -> ScoreRequest:
     return ScoreRequest.model_validate(copy.deepcopy(body))
 
 
+class Numbered(int):
+    """A stand-in request of one deal whose answer is its number times ten."""
+
+    deals = (1,)
+
+
+def recording_scorer(seconds: float = 0.0):
+    """A ``score_many`` that takes ``seconds`` and records each batch; returns (batches, score_many)."""
+    batches: list[list[int]] = []
+
+    def score_many(requests):
+        if seconds:
+            time.sleep(seconds)
+        batches.append(list(requests))
+        return [n * 10 for n in requests]
+
+    return batches, score_many
+
+
+async def submit_later(coalescer: Coalescer, n: int, delay: float):
+    await asyncio.sleep(delay)
+    return await coalescer.submit(Numbered(n))
+
+
 def test_merged_batch_equals_requests_alone(loaded_model, open_request, monkeypatch):
     first = {"as_of": open_request["as_of"], "deals": open_request["deals"][:2]}
     second = {"as_of": "2026-06-30T00:00:00Z", "deals": copy.deepcopy(EXAMPLE_REQUEST["deals"])}
@@ -123,11 +147,7 @@ def test_single_request_path_is_unchanged(loaded_model, open_request, n):
 
 
 def test_coalescer_lets_requests_already_received_join_the_batch():
-    batches: list[list[int]] = []
-
-    def score_many(requests):
-        batches.append(list(requests))
-        return [n * 10 for n in requests]
+    batches, score_many = recording_scorer()
 
     class Request(int):
         deals = (1,)
@@ -154,30 +174,18 @@ def test_coalescer_lets_requests_already_received_join_the_batch():
     assert batches[0] == [0]  # without the count, the first batch leaves at once
 
 
-class Numbered(int):
-    """A stand-in request of one deal whose answer is its number times ten."""
-
-    deals = (1,)
-
-
 def test_under_load_a_batch_waits_for_the_clients_of_the_last_one():
-    batches: list[list[int]] = []
-
-    def score_many(requests):
-        batches.append(list(requests))
-        return [n * 10 for n in requests]
+    batches, score_many = recording_scorer()
 
     async def run(linger: float):
         coalescer = Coalescer(score_many, linger_seconds=linger)
         # A busy moment: three requests queued together are one batch ...
         assert await asyncio.gather(*(coalescer.submit(Numbered(n)) for n in range(3))) == [0, 10, 20]
 
-        async def later(n: int, delay: float):
-            await asyncio.sleep(delay)
-            return await coalescer.submit(Numbered(n))
-
         # ... and their clients come back a few milliseconds apart.
-        results = await asyncio.gather(later(3, 0), later(4, 0.005), later(5, 0.01))
+        results = await asyncio.gather(
+            submit_later(coalescer, 3, 0), submit_later(coalescer, 4, 0.005), submit_later(coalescer, 5, 0.01)
+        )
         coalescer.close()
         return results
 
@@ -189,24 +197,20 @@ def test_under_load_a_batch_waits_for_the_clients_of_the_last_one():
 
 
 def test_one_small_batch_does_not_shrink_the_batches_of_a_busy_service():
-    batches: list[list[int]] = []
-
-    def score_many(requests):
-        batches.append(list(requests))
-        return [n * 10 for n in requests]
+    batches, score_many = recording_scorer()
 
     async def run():
         coalescer = Coalescer(score_many, linger_seconds=0.05)
 
-        async def later(n: int, delay: float):
-            await asyncio.sleep(delay)
-            return await coalescer.submit(Numbered(n))
-
         await asyncio.gather(*(coalescer.submit(Numbered(n)) for n in range(3)))
         # One client is slow this time: the batch goes without it once the linger is over ...
-        await asyncio.gather(later(3, 0), later(4, 0.005), later(5, 0.3))
+        await asyncio.gather(
+            submit_later(coalescer, 3, 0), submit_later(coalescer, 4, 0.005), submit_later(coalescer, 5, 0.3)
+        )
         # ... and the next round, all three back a few ms apart, is still scored as one batch.
-        await asyncio.gather(later(6, 0), later(7, 0.005), later(8, 0.01))
+        await asyncio.gather(
+            submit_later(coalescer, 6, 0), submit_later(coalescer, 7, 0.005), submit_later(coalescer, 8, 0.01)
+        )
         coalescer.close()
 
     asyncio.run(run())
@@ -214,12 +218,7 @@ def test_one_small_batch_does_not_shrink_the_batches_of_a_busy_service():
 
 
 def test_two_groups_of_clients_that_take_turns_are_merged_into_one_batch():
-    batches: list[list[int]] = []
-
-    def score_many(requests):
-        time.sleep(0.02)  # a batch takes a while: the second group arrives meanwhile
-        batches.append(list(requests))
-        return [n * 10 for n in requests]
+    batches, score_many = recording_scorer(0.02)  # a batch takes a while: the 2nd group arrives meanwhile
 
     async def run():
         coalescer = Coalescer(score_many, linger_seconds=0.05)
@@ -240,11 +239,7 @@ def test_two_groups_of_clients_that_take_turns_are_merged_into_one_batch():
 
 
 def test_an_idle_service_never_lingers():
-    batches: list[list[int]] = []
-
-    def score_many(requests):
-        batches.append(list(requests))
-        return [n * 10 for n in requests]
+    batches, score_many = recording_scorer()
 
     async def run():
         coalescer = Coalescer(score_many, linger_seconds=60.0)
