@@ -10,10 +10,9 @@ requests a moment apart, and scoring them one by one costs far more than the wai
 one deal costs ~60% of a batch of four). Counting the waiting ones too: with the batch size as
 the target, clients split into groups that took turns (with 4 clients on a worker, every
 batch held 2 requests in 3 of 6 measurements, at 9-12 ms of CPU per request instead of 6-8;
-none of 6 since). The last 8, not the
-last one: one late client would otherwise lower the target for good. Under load the cost of a
-request falls towards the per-deal cost of the batch path; a busy service queues requests
-instead of refusing them.
+none of 6 since). The last 8, not the last one: one late client would otherwise lower the
+target for good. Under load the cost of a request falls towards the per-deal cost of the batch
+path; a busy service queues requests instead of refusing them.
 """
 
 from __future__ import annotations
