@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 DEMO_DEALS ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: demo test test-fast test-slow install clean docs serve
+.PHONY: demo test test-fast test-slow lint install clean docs serve
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -32,9 +32,13 @@ serve: install
 
 # Everything: the fast tier, then the end-to-end tier (real `bentoml serve` over HTTP,
 # schemathesis against it, the gate on a shuffled-label model); about 3 minutes on 2 cores.
-test: install
+test: install lint
 	$(BIN)/python -m pytest -m "not slow" -q
 	$(BIN)/python -m pytest -m slow -q
+
+# The layout's rules (docs/architecture.md): layers, independence, no cycles.
+lint: install
+	$(BIN)/lint-imports
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q
@@ -43,7 +47,7 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow -q
 
 docs: install
-	$(BIN)/python -m features.registry > docs/features.md
+	$(BIN)/python -m features.pointintime.definitions > docs/features.md
 
 clean:
-	rm -rf data/demo mlflow.db mlruns .pytest_cache
+	rm -rf data/demo mlflow.db mlruns mlartifacts .pytest_cache

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.contract import check_tables
-from features.io import read_raw_tables, write_tables
-from features.mapping import load_mapping
-from features.schema import OPEN_STAGES
+from features.contract.check import check_tables
+from features.contract.io import read_raw_tables, write_tables
+from features.contract.mapping import load_mapping
+from features.contract.schema import OPEN_STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the shared request-shaped tables live with the test factories

@@ -1,7 +1,7 @@
 """Benchmark the point-in-time feature pipeline: throughput as the export grows, vs a per-deal loop.
 
-For each size, a generated export (features.generator, validated by features.contract) is
-sampled with weekly + stage-entry snapshots of its closed deals (features.snapshots), and
+For each size, a generated export (generator.export, validated by features.contract) is
+sampled with weekly + stage-entry snapshots of its closed deals (features.pointintime.snapshots), and
 ``build_features`` computes every registry feature of every snapshot. Each size runs in its own
 process so that its peak memory (max RSS) is its own.
 
@@ -26,8 +26,6 @@ import subprocess
 import sys
 import time
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -36,8 +34,8 @@ EVENT_TABLES = ("stage_history", "field_history", "contacts", "activities")
 
 def make_export(n_deals: int, seed: int):
     """A validated generated export of ``n_deals`` deals (generation time is not measured)."""
-    from features.contract import check_tables
-    from features.generator import generate_export
+    from features.contract.check import check_tables
+    from generator.export import generate_export
 
     generated = generate_export(n_deals, seed, truth_snapshots=0)
     result = check_tables({k: v for k, v in generated.tables.items() if v is not None})
@@ -80,9 +78,9 @@ def loop_features(export, points: pd.DataFrame) -> pd.DataFrame:
 
 def measure_size(n_deals: int, seed: int, loop_deals: int, latency_calls: int, repeats: int = 3) -> dict:
     """Everything for one export size (run in a fresh process)."""
-    from features.pipeline import build_features, subset_export
-    from features.snapshots import export_end, sample_snapshots
-    from features.state import fit_feature_state
+    from features.pointintime.pipeline import build_features, subset_export
+    from features.pointintime.snapshots import export_end, sample_snapshots
+    from features.pointintime.state import fit_feature_state
 
     export = make_export(n_deals, seed)
     events = count_events(export)

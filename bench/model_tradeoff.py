@@ -4,7 +4,7 @@ Trains the win model with several (trees, leaves, depth, monotone) settings on t
 split, calibrates each on the validation period, and prints test AUC / log-loss with the
 TreeSHAP cost (``pred_contrib`` microseconds per row) as a ratio to LightGBM's default
 (31 leaves, no depth limit, 200 trees). Each setting is also shown blended with the logistic
-regression as ``dealrisk train`` ships it (``features.linear``; weight chosen on validation),
+regression as ``dealrisk train`` ships it (``features.model.linear``; weight chosen on validation),
 and the linear model's own explanation cost is printed once.
 
     .venv/bin/python bench/model_tradeoff.py --deals 20000 --seed 3
@@ -24,7 +24,7 @@ def ensure_export(deals: int, seed: int, folder: Path) -> Path:
     """Generate the export once; reuse it on later runs."""
     export = folder / "export"
     if not export.exists():
-        from features.generator import run_generate
+        from generator.export import run_generate
 
         run_generate(n_deals=deals, seed=seed, out=export, truth=folder / "truth.csv")
     return export
@@ -49,10 +49,10 @@ def main() -> None:
     parser.add_argument("--shap-rows", type=int, default=1000)
     args = parser.parse_args()
 
-    from features.contract import load_export
-    from features.matrix import encode_matrix, fit_matrix_spec
-    from features.registry import CATEGORICAL_FEATURES
-    from features.scoring import raw_probability
+    from features.contract.load import load_export
+    from features.model.matrix import encode_matrix, fit_matrix_spec
+    from features.model.predict import raw_probability
+    from features.pointintime.definitions import CATEGORICAL_FEATURES
     from training.baselines import fit_linear_model
     from training.calibration import fit_calibration
     from training.config import BoosterConfig, TrainConfig

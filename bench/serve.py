@@ -48,7 +48,7 @@ CONCURRENCY = (1, 8, 32)
 
 def build_bodies(data: Path, sizes: tuple[int, ...]) -> dict[int, dict]:
     """Request bodies of each size from the export's open deals (repeated with new ids if too few)."""
-    from features.contract import load_export
+    from features.contract.load import load_export
     from serving.request import request_from_export
 
     export = load_export(data)
@@ -86,10 +86,18 @@ def load_scoring_model():
 
 def floor_runner(model, body: dict):
     """One in-process floor run on ``body``'s deals: features + predict + SHAP (inputs pre-validated)."""
-    from features.explain import model_contributions
-    from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
+    from features.model.contributions import model_contributions
+    from features.model.predict import (
+        encode_bundle_matrix,
+        predict_matrix_probabilities,
+    )
     from serving.schemas import ScoreRequest
-    from serving.scoring import build_request_features, check_contract, frames_from_request, resolve_as_of
+    from serving.scoring import (
+        build_request_features,
+        check_contract,
+        frames_from_request,
+        resolve_as_of,
+    )
 
     request = ScoreRequest.model_validate(body)
     as_of = resolve_as_of(request)
@@ -109,11 +117,20 @@ def measure_breakdown(model, config, body: dict, runs: int = 5) -> dict[str, flo
     """Milliseconds per stage of one in-process request (median of ``runs``)."""
     import numpy as np
 
-    from features.explain import explain_frame, model_contributions
-    from features.scoring import encode_bundle_matrix, predict_matrix_probabilities
+    from features.model.contributions import model_contributions
+    from features.model.explain import explain_frame
+    from features.model.predict import (
+        encode_bundle_matrix,
+        predict_matrix_probabilities,
+    )
     from serving.schemas import ScoreRequest
     from serving.scoring import (
-        build_request_features, check_contract, check_times, dump_response, frames_from_request, resolve_as_of,
+        build_request_features,
+        check_contract,
+        check_times,
+        dump_response,
+        frames_from_request,
+        resolve_as_of,
         response_from_explained,
     )
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deals", type=int, nargs="+", default=[5000, 20000])
@@ -24,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-    from features.generator import run_generate
+    from generator.export import run_generate
     from training.config import TrainConfig
     from training.pipeline import run_train
 

@@ -5,10 +5,12 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | variable | default | meaning |
 |---|---|---|
 | ``MLFLOW_TRACKING_URI`` | ``sqlite:///mlflow.db`` | MLflow store holding the registered models |
+| ``DEALRISK_WIN_MODEL``, ``DEALRISK_SLIP_MODEL`` | ``deal-win``, ``deal-slip`` | registered model names served (``features.model.names``) |
+| ``DEALRISK_CHAMPION_ALIAS`` | ``champion`` | the alias served |
 | ``DEALRISK_API_TOKEN`` | unset | when set, scoring routes require ``Authorization: Bearer <token>`` |
 | ``DEALRISK_MAX_DEALS`` | ``2000`` | most deals in one request (413 beyond) |
 | ``DEALRISK_MAX_BODY_BYTES`` | ``33554432`` | largest request body in bytes (413 beyond) |
-| ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.explain.WarningThresholds`` |
+| ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.model.grades.WarningThresholds`` |
 | ``DEALRISK_LOG_REQUESTS`` | ``false`` | log deal ids of scored requests (contents are never logged) |
 | ``DEALRISK_BATCH_LINGER_MS`` | ``3`` | under concurrent load, how long a batch may wait for more requests (0: never) |
 """
@@ -19,12 +21,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from features.explain import ExplainConfig, WarningThresholds
+from features.model.grades import ExplainConfig, WarningThresholds
+from features.model.names import RegisteredNameError, RegisteredNames
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-WIN_MODEL_NAME = "deal-win"
-SLIP_MODEL_NAME = "deal-slip"
-CHAMPION_ALIAS = "champion"
 
 
 class ConfigError(ValueError):
@@ -36,9 +36,7 @@ class ServingConfig:
     """Everything the service reads from its environment."""
 
     tracking_uri: str = DEFAULT_TRACKING_URI
-    win_model_name: str = WIN_MODEL_NAME
-    slip_model_name: str = SLIP_MODEL_NAME
-    alias: str = CHAMPION_ALIAS
+    names: RegisteredNames = field(default_factory=RegisteredNames)
     api_token: str | None = field(default=None, repr=False)
     max_deals: int = 2000
     max_body_bytes: int = 32 * 1024 * 1024
@@ -71,6 +69,10 @@ class ServingConfig:
             linger = -1.0
         if not 0 <= linger <= 1000:
             raise ConfigError(f"DEALRISK_BATCH_LINGER_MS must be a number of milliseconds from 0 to 1000, got {raw_linger!r}")
+        try:
+            names = RegisteredNames.from_env(env)
+        except RegisteredNameError as exc:
+            raise ConfigError(str(exc)) from None
         raw_thresholds = env.get("DEALRISK_WARNING_THRESHOLDS")
         try:
             thresholds = WarningThresholds.from_dict(json.loads(raw_thresholds) if raw_thresholds else None)
@@ -78,6 +80,7 @@ class ServingConfig:
             raise ConfigError(f"DEALRISK_WARNING_THRESHOLDS: {exc}") from None
         return cls(
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            names=names,
             api_token=env.get("DEALRISK_API_TOKEN") or None,
             max_deals=positive_int("DEALRISK_MAX_DEALS", cls.max_deals),
             max_body_bytes=positive_int("DEALRISK_MAX_BODY_BYTES", cls.max_body_bytes),

@@ -1,8 +1,8 @@
 """Load the champion win and slip models (with their fitted feature state) from the MLflow registry.
 
-The registry alias is the only hand-off from training: registered models ``deal-win`` and
-``deal-slip`` with alias ``champion``; each version's run holds the artifact folder ``bundle/``
-(``features.bundle``). MLflow is touched here and nowhere else in serving.
+The registry alias is the only hand-off from training: the registered win and slip models
+named by ``features.model.names`` (default ``deal-win`` and ``deal-slip``) with alias ``champion``; each version's run holds the artifact folder ``bundle/``
+(``features.model.bundle``). MLflow is touched here and nowhere else in serving.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from features.bundle import BundleError, ModelBundle, load_bundle_dir
+from features.model.bundle import BundleError, ModelBundle, load_bundle_dir
 from serving.config import ServingConfig
 
 
@@ -56,12 +56,13 @@ def load_champion(config: ServingConfig) -> ModelBundle:
 
     mlflow.set_tracking_uri(config.tracking_uri)
     client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
-    win_version = _champion_version(client, config.win_model_name, config.alias)
-    slip_version = _champion_version(client, config.slip_model_name, config.alias)
+    names = config.names
+    win_version = _champion_version(client, names.win_model, names.champion_alias)
+    slip_version = _champion_version(client, names.slip_model, names.champion_alias)
     with tempfile.TemporaryDirectory(prefix="dealrisk-champion-") as tmp:
-        bundle = _download_bundle(win_version.run_id, config.win_model_name, Path(tmp) / "win")
+        bundle = _download_bundle(win_version.run_id, names.win_model, Path(tmp) / "win")
         if slip_version.run_id != win_version.run_id:
-            slip = _download_bundle(slip_version.run_id, config.slip_model_name, Path(tmp) / "slip")
+            slip = _download_bundle(slip_version.run_id, names.slip_model, Path(tmp) / "slip")
             if slip.features != bundle.features or slip.feature_state != bundle.feature_state:
                 raise ChampionError(
                     f"champion win (run {win_version.run_id}) and slip (run {slip_version.run_id}) models were "
@@ -75,7 +76,7 @@ def load_champion(config: ServingConfig) -> ModelBundle:
         "slip": str(slip_version.version),
         "win_run_id": win_version.run_id,
         "slip_run_id": slip_version.run_id,
-        "win_name": config.win_model_name,
-        "slip_name": config.slip_model_name,
+        "win_name": names.win_model,
+        "slip_name": names.slip_model,
     }
     return bundle

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import TABLES
+from features.contract.schema import TABLES
 from serving.scoring import DEAL_COLUMNS, TABLE_COLUMNS
 
 
@@ -102,8 +102,8 @@ def _stage_at(export, deal_id: str, as_of: pd.Timestamp) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the request body for one or more deal ids (or the first N open deals)."""
-    from features.contract import check_tables
-    from features.io import read_raw_tables
+    from features.contract.check import check_tables
+    from features.contract.io import read_raw_tables
 
     parser = argparse.ArgumentParser(prog="python -m serving.request", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="export folder (CSV or Parquet)")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.args[0], file=sys.stderr)
         return 1
     if args.tables is not None:
-        from features.io import write_tables
+        from features.contract.io import write_tables
 
         folder = write_tables(tables_from_body(body), args.tables)
         (folder / "as_of.txt").write_text(body["as_of"] + "\n")

@@ -30,7 +30,7 @@ def check_champion() -> str:
         raise ServeError(f"dealrisk serve: cannot start: {exc}") from None
     v = model.versions
     return (
-        f"champion models: {config.win_model_name} v{v['win']}, {config.slip_model_name} v{v['slip']} "
+        f"{config.names.champion_alias} models: {config.names.win_model} v{v['win']}, {config.names.slip_model} v{v['slip']} "
         f"from {config.tracking_uri}"
     )
 

@@ -1,7 +1,7 @@
 """Request and response models of the scoring service (pydantic), with a complete example.
 
 A request carries one or many deals, each with its own history in the data contract's shape
-(``features.schema``): the deal's fields, ``stage_history``, ``field_history``, ``contacts`` and
+(``features.contract.schema``): the deal's fields, ``stage_history``, ``field_history``, ``contacts`` and
 ``activities``. Names of stages, roles, seniorities, activity types and directions may be the
 CRM's own (e.g. Salesforce's "Negotiation/Review"): the same mapping and contract check as file
 loads turn them into canonical names or reject them with a reason.
@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from features.schema import EVENT_TABLES
+from features.contract.schema import EVENT_TABLES
 
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True, str_max_length=1000)
 

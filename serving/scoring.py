@@ -7,8 +7,8 @@ The steps are plain functions so that the service stays thin and tests can call 
 - ``check_request``: the SAME contract check as file loads (``features.contract.check_tables``)
   plus the request's own rules (no event after ``as_of``, only open deals), every problem named
   by its request field;
-- ``score_request``: features with ``features.pipeline.build_features`` and the fitted state, then
-  ``features.explain.explain_scores`` (which predicts with ``features.scoring``), as one vectorised
+- ``score_request``: features with ``features.pointintime.pipeline.build_features`` and the fitted state, then
+  ``features.model.explain.explain_scores`` (which predicts with ``features.model.predict``), as one vectorised
   batch for all deals of the request.
 """
 
@@ -23,8 +23,14 @@ import numpy as np
 import pandas as pd
 import pydantic_core
 
-from features.explain import ExplainConfig, explain_scores, frame_from_blocks
-from features.schema import CLOSED_STAGES, EVENT_TABLES, TABLES, TIMESTAMP_DTYPE
+from features.contract.schema import (
+    CLOSED_STAGES,
+    EVENT_TABLES,
+    TABLES,
+    TIMESTAMP_DTYPE,
+)
+from features.model.explain import explain_scores, frame_from_blocks
+from features.model.grades import ExplainConfig
 from serving.schemas import ScoreRequest
 
 # as_of may lie at most this far in the future (clock skew between the CRM and the service).
@@ -67,9 +73,9 @@ class RequestError(ValueError):
 class LoadedModel:
     """The champion bundle with its fitted feature state and name mapping, built once at startup."""
 
-    bundle: object  # features.bundle.ModelBundle
-    state: object  # features.state.FeatureState
-    mapping: object = None  # features.mapping name mapping (None: the shipped default)
+    bundle: object  # features.model.bundle.ModelBundle
+    state: object  # features.pointintime.state.FeatureState
+    mapping: object = None  # features.contract.mapping name mapping (None: the shipped default)
     info: dict = field(default_factory=dict)
 
     @property
@@ -79,7 +85,7 @@ class LoadedModel:
 
 def load_model(bundle) -> LoadedModel:
     """Rebuild the fitted feature state of a bundle; ``ValueError`` names what is wrong."""
-    from features.state import FeatureState
+    from features.pointintime.state import FeatureState
 
     return LoadedModel(bundle=bundle, state=FeatureState.from_dict(bundle.feature_state))
 
@@ -206,7 +212,7 @@ def _field_of(paths: dict[str, RowPaths], table: str | None, column: str | None,
 
 def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], mapping=None):
     """Run the data contract on the request's tables; ``RequestError(422)`` naming every violation."""
-    from features.contract import check_tables
+    from features.contract.check import check_tables
 
     result = check_tables(raw, mapping=mapping)
     if result.violations:
@@ -226,7 +232,7 @@ def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], map
 
 def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None:
     """Reject closed deals and events after ``as_of`` (``RequestError(422)`` naming each field)."""
-    from features.pipeline import to_micros
+    from features.pointintime.events import to_micros
 
     problems: list[Problem] = []
     deals = export.deals
@@ -253,7 +259,7 @@ def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None
 
 
 def _micros(stamp: pd.Timestamp) -> int:
-    """A UTC timestamp as int64 microseconds since the epoch (``features.pipeline.to_micros`` units)."""
+    """A UTC timestamp as int64 microseconds since the epoch (``features.pointintime.pipeline.to_micros`` units)."""
     return int(stamp.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
 
 
@@ -273,7 +279,7 @@ def resolve_as_of(request: ScoreRequest | "TableRequest", now: pd.Timestamp | No
 
 def build_request_features(model: LoadedModel, export, as_of: pd.Timestamp) -> pd.DataFrame:
     """Point-in-time features of every deal of the request as of ``as_of`` (training's code)."""
-    from features.pipeline import build_features_as_of
+    from features.pointintime.pipeline import build_features_as_of
 
     return build_features_as_of(export, as_of, model.state)
 
@@ -410,7 +416,7 @@ def read_request_tables(request: TableRequest, max_deals: int) -> dict[str, pd.D
     Deals are open by definition here, so ``outcome`` and ``closed_at`` may be left out of the
     deals table (they are filled as open); when present they are checked like any export's.
     """
-    from features.io import read_table_bytes
+    from features.contract.io import read_table_bytes
 
     raw: dict[str, pd.DataFrame] = {}
     problems = []
@@ -474,7 +480,7 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
             raise RequestError(422, "the merged batch breaks the contract")
         as_of = pd.Series(np.array(as_ofs, dtype=object)[request_of], index=export.deals.index).astype(TIMESTAMP_DTYPE)
         _check_times_merged(export, as_of)
-        from features.pipeline import build_features
+        from features.pointintime.pipeline import build_features
 
         points = pd.DataFrame({"deal_id": export.deals["deal_id"], "as_of": as_of})
         explained = explain_scores(model.bundle, build_features(export, points, model.state), config)
@@ -500,7 +506,7 @@ def _answer_or_error(model: LoadedModel, request: ScoreRequest, config: ExplainC
 
 
 def _check(raw: dict[str, pd.DataFrame], mapping):
-    from features.contract import check_tables
+    from features.contract.check import check_tables
 
     result = check_tables(raw, mapping=mapping)
     return None if result.violations else result.export
@@ -508,7 +514,7 @@ def _check(raw: dict[str, pd.DataFrame], mapping):
 
 def _check_times_merged(export, as_of: pd.Series) -> None:
     """Any closed deal or event after its request's as_of: ``RequestError`` (the caller falls back)."""
-    from features.pipeline import Codebook, to_micros
+    from features.pointintime.events import Codebook, to_micros
 
     deals = export.deals
     limit = to_micros(as_of)

@@ -24,7 +24,12 @@ from starlette.responses import JSONResponse, Response
 
 from serving.batcher import ARRIVALS, Coalescer
 from serving.guard import RequestGuard
-from serving.schemas import TABLES_UPLOAD_OPENAPI, ModelInfo, ScoreRequest, ScoreResponse
+from serving.schemas import (
+    TABLES_UPLOAD_OPENAPI,
+    ModelInfo,
+    ScoreRequest,
+    ScoreResponse,
+)
 
 logger = logging.getLogger("dealrisk.serving")
 
@@ -61,8 +66,8 @@ class DealRiskService:
         freeze_startup_objects()
         logger.info(
             "dealrisk: serving %s v%s and %s v%s from %s",
-            self.config.win_model_name, self.model.versions["win"],
-            self.config.slip_model_name, self.model.versions["slip"], self.config.tracking_uri,
+            self.config.names.win_model, self.model.versions["win"],
+            self.config.names.slip_model, self.model.versions["slip"], self.config.tracking_uri,
         )
 
     @bentoml.api(route="/score")
@@ -342,7 +347,7 @@ def _where(exc: BaseException) -> str:
 
 def model_info(model, config) -> dict:
     """The ``GET /model`` answer for a loaded model."""
-    from features.registry import FEATURES_BY_NAME
+    from features.pointintime.definitions import FEATURES_BY_NAME
 
     bundle = model.bundle
     categorical = bundle.features.get("categorical", {}) or {}

@@ -1,6 +1,6 @@
 """Tiny typed exports for tests: one hand-checkable export, and a small random one.
 
-``make_export()`` returns a 4-deal ``features.schema.Export`` whose feature values are worked out
+``make_export()`` returns a 4-deal ``features.contract.schema.Export`` whose feature values are worked out
 by hand in tests/features/test_pipeline.py. ``random_export(n, seed)`` builds a consistent export
 of ``n`` deals (vectorised numpy) for property and batch tests.
 """
@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.schema import ACTIVITY_TYPES, OPEN_STAGES, ROLES, SENIORITIES, TABLES, TIMESTAMP_DTYPE, Export
+from features.contract.schema import (
+    ACTIVITY_TYPES,
+    OPEN_STAGES,
+    ROLES,
+    SENIORITIES,
+    TABLES,
+    TIMESTAMP_DTYPE,
+    Export,
+)
 
 
 def as_request_objects(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

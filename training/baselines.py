@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.linear import CategoricalTerm, LinearModel, NumericTerm
+from features.model.linear import CategoricalTerm, LinearModel, NumericTerm
 
 
 def predict_stage_table(stages: pd.Series, table: dict[str, float]) -> np.ndarray:
@@ -30,7 +30,7 @@ def fit_linear_model(
     max_iter: int = 500,
     clip_quantiles: tuple[float, float] = (0.01, 0.99),
 ) -> LinearModel:
-    """Weighted logistic regression on the encoded matrix (``features.matrix``), as a ``LinearModel``.
+    """Weighted logistic regression on the encoded matrix (``features.model.matrix``), as a ``LinearModel``.
 
     Numbers: clipped to their ``clip_quantiles`` (outliers do not extrapolate), median
     imputation, a missing indicator where training had missing values, both standardised.

@@ -1,11 +1,11 @@
-"""Isotonic probability calibration, stored as ``features.bundle.Calibration`` (a lookup table)."""
+"""Isotonic probability calibration, stored as ``features.model.bundle.Calibration`` (a lookup table)."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from features.bundle import Calibration
+from features.model.bundle import Calibration
 
 
 def fit_calibration(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibration:

@@ -1,4 +1,5 @@
-"""CLI commands for training: ``train``, ``promote``, ``models``. Wiring only."""
+"""CLI commands for training: ``train``, ``promote``, ``models``, and ``features`` (which can take a
+registered model's fitted state from MLflow). Wiring only."""
 
 from __future__ import annotations
 
@@ -9,9 +10,21 @@ from typing import Annotated, Optional
 
 import typer
 
+from features.model.names import RegisteredNameError, RegisteredNames
 from training.config import DEFAULT_TRACKING_URI, SplitConfig, TrainConfig
 
 MLFLOW_HELP = f"MLflow tracking URI comes from $MLFLOW_TRACKING_URI, default {DEFAULT_TRACKING_URI}."
+WIN_NAME_HELP = "Registered model name of the win model (default: $DEALRISK_WIN_MODEL or deal-win)."
+SLIP_NAME_HELP = "Registered model name of the slip model (default: $DEALRISK_SLIP_MODEL or deal-slip)."
+
+
+def _names(win_name: str | None, slip_name: str | None) -> RegisteredNames:
+    """Registered names from the environment (``features.model.names``), flags overriding."""
+    try:
+        names = RegisteredNames.from_env()
+        return replace(names, win_model=win_name or names.win_model, slip_model=slip_name or names.slip_model)
+    except RegisteredNameError as exc:
+        _fail(str(exc))
 
 
 def _quiet_downloads() -> None:
@@ -29,9 +42,9 @@ def _fail(message: str) -> None:
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
-    from features.bundle import BundleError
-    from features.contract import ContractError
-    from features.io import ExportFolderError
+    from features.contract.io import ExportFolderError
+    from features.contract.violations import ContractError
+    from features.model.bundle import BundleError
     from training.gate import PromotionError
     from training.pipeline import InsufficientDataError, TruthFileError
     from training.split import SplitError
@@ -49,26 +62,37 @@ def train(
     report: Annotated[Optional[Path], typer.Option(help="Write the evaluation as JSON to this file.")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Run the promotion gate after training.")] = False,
     cutoff: Annotated[
-        Optional[str], typer.Option(help="Training cutoff (UTC close date); default: 60% quantile of close dates.")
+        Optional[str],
+        typer.Option(help="Training cutoff (UTC): training deals closed before it; default: the moment that gives the "
+                          "training cohort half of the deals either side uses (SplitConfig.train_share)."),
     ] = None,
-    gap_days: Annotated[int, typer.Option(help="Days between the cutoff and the first validation close date.")] = 30,
+    gap_days: Annotated[
+        int, typer.Option(help="Days after the cutoff before the first validation/test deal's creation date.")
+    ] = 30,
     mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names.")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dealrisk",
-    win_name: Annotated[str, typer.Option(help="Registered model name of the win model.")] = "deal-win",
-    slip_name: Annotated[str, typer.Option(help="Registered model name of the slip model.")] = "deal-slip",
+    win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
+    slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
 ) -> None:
     """Train, evaluate and register the win and slip models (aliased 'challenger')."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from training.gate import run_promote
     from training.pipeline import run_train
     from training.report import print_report
 
     _quiet_downloads()
+    names = _names(win_name, slip_name)
     config = replace(
         TrainConfig(), split=replace(SplitConfig(), cutoff=cutoff, gap_days=gap_days),
-        experiment=experiment, win_model_name=win_name, slip_model_name=slip_name,
+        experiment=experiment, names=names,
     )
     console = Console()
     steps = 5
@@ -92,8 +116,8 @@ def train(
         console.print(f"[bold yellow]warning:[/] {warning}")
     print_report(result.report, console)
     console.print(
-        f"registered {win_name} v{result.registered.win_version} and {slip_name} v{result.registered.slip_version} "
-        f"(alias 'challenger') from run {result.registered.run_id}; seconds per step: {result.seconds}"
+        f"registered {names.win_model} v{result.registered.win_version} and {names.slip_model} "
+        f"v{result.registered.slip_version} (alias '{names.challenger_alias}') from run {result.registered.run_id}; seconds per step: {result.seconds}"
     )
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +125,7 @@ def train(
         console.print(f"report written to {report}")
     if promote:
         try:
-            decision = run_promote(data=data, win_name=win_name, slip_name=slip_name, config=config.gate,
+            decision = run_promote(data=data, names=names, config=config.gate,
                                    mapping=mapping, echo=console.print)
         except _expected_errors() as exc:
             _fail(str(exc))
@@ -120,8 +144,8 @@ def promote(
         bool, typer.Option("--force", help="Move 'champion' to --version without the gate (rollback).")
     ] = False,
     mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names.")] = None,
-    win_name: Annotated[str, typer.Option(help="Registered model name of the win model.")] = "deal-win",
-    slip_name: Annotated[str, typer.Option(help="Registered model name of the slip model.")] = "deal-slip",
+    win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
+    slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
 ) -> None:
     """Move 'champion' to the challenger if it is at least as good on the same test period; else exit 1."""
     from rich.console import Console
@@ -132,9 +156,10 @@ def promote(
     if force and version is None:
         _fail("--force needs --version N (the win-model version to make champion)")
     _quiet_downloads()
+    names = _names(win_name, slip_name)
     console = Console()
     try:
-        decision = run_promote(data=data, win_name=win_name, slip_name=slip_name, config=GateConfig(),
+        decision = run_promote(data=data, names=names, config=GateConfig(),
                                version=version, force=force, mapping=mapping, echo=console.print)
     except _expected_errors() as exc:
         _fail(str(exc))
@@ -143,8 +168,8 @@ def promote(
 
 
 def models(
-    win_name: Annotated[str, typer.Option(help="Registered model name of the win model.")] = "deal-win",
-    slip_name: Annotated[str, typer.Option(help="Registered model name of the slip model.")] = "deal-slip",
+    win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
+    slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
 ) -> None:
     """List registered versions with their aliases and headline test metrics."""
     from rich.console import Console
@@ -153,10 +178,11 @@ def models(
     from training.config import tracking_uri
     from training.gate import list_models
 
-    frame = list_models(win_name, slip_name, uri=tracking_uri())
+    names = _names(win_name, slip_name)
+    frame = list_models(names, uri=tracking_uri())
     console = Console()
     if frame.empty:
-        console.print(f"no registered versions of {win_name} / {slip_name} in {tracking_uri()}")
+        console.print(f"no registered versions of {names.win_model} / {names.slip_model} in {tracking_uri()}")
         return
     table = Table(title=f"registered models in {tracking_uri()} (test metrics of each version's run)", title_justify="left")
     for column in frame.columns:
@@ -166,8 +192,33 @@ def models(
     console.print(table)
 
 
+def features(
+    data: Annotated[Path, typer.Option(help="Export folder.")],
+    as_of: Annotated[str, typer.Option(help="UTC timestamp, e.g. 2026-06-30T00:00:00Z.")],
+    out: Annotated[Path, typer.Option(help="Output file, .parquet or .csv.")],
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="Take fitted feature state from this registered model URI (e.g. models:/deal-win@champion)."),
+    ] = None,
+    mapping: Annotated[Optional[Path], typer.Option(help="YAML name mapping.")] = None,
+) -> None:
+    """Write point-in-time features of every deal open at AS_OF."""
+    from features.commands import run_features
+    from features.pointintime.events import FeatureInputError
+    from training.tracking import load_model_feature_state
+
+    _quiet_downloads()
+    try:
+        state = load_model_feature_state(model) if model else None
+        written = run_features(data=data, as_of=as_of, out=out, state=state, mapping=mapping)
+    except (*_expected_errors(), FeatureInputError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote features to {written}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to the root app."""
     app.command(help=f"{train.__doc__} {MLFLOW_HELP}")(train)
     app.command(help=f"{promote.__doc__} {MLFLOW_HELP}")(promote)
     app.command(help=f"{models.__doc__} {MLFLOW_HELP}")(models)
+    app.command(help=f"{features.__doc__} {MLFLOW_HELP}")(features)

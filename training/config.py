@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from features.model.names import RegisteredNames
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 # Salesforce's default Opportunity stage probabilities, mapped onto the canonical stages:
@@ -92,7 +94,7 @@ class BoosterConfig:
 
 @dataclass(frozen=True)
 class LinearConfig:
-    """The logistic half of each model (``features.linear``) and its share of the blended log-odds.
+    """The logistic half of each model (``features.model.linear``) and its share of the blended log-odds.
 
     Each target's raw score is ``(1 - weight) * booster + weight * logistic regression`` in
     log-odds; explanations blend TreeSHAP and the linear terms the same way, so they stay exact.
@@ -152,8 +154,7 @@ class TrainConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     stage_probabilities: dict[str, float] = field(default_factory=lambda: dict(SALESFORCE_STAGE_PROBABILITIES))
     experiment: str = "dealrisk"
-    win_model_name: str = "deal-win"
-    slip_model_name: str = "deal-slip"
+    names: RegisteredNames = field(default_factory=RegisteredNames)  # registered model names and aliases
     ece_bins: int = 10
     shap_sample: int = 500
     seed: int = 0

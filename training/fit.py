@@ -89,7 +89,7 @@ def choose_blend_weight(
     >>> choose_blend_weight(np.array([-1.0, 1.0, 1.0, -1.0]), np.array([-2.0, 2.0, -2.0, 2.0]), y, np.ones(4), (0.0, 0.5, 1.0))
     1.0
     """
-    from features.linear import sigmoid
+    from features.model.linear import sigmoid
 
     def loss(share: float) -> float:
         p = np.clip(sigmoid((1.0 - share) * booster_logit + share * linear_logit), 1e-12, 1 - 1e-12)

@@ -12,12 +12,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from features.model.names import RegisteredNames
 from training.config import GateConfig
 from training.metrics import compute_metrics, per_deal_weights
-from training.tracking import CHALLENGER, CHAMPION
 
 TARGETS: dict[str, tuple[str, str]] = {"win": ("won", "win_probability"), "slip": ("slipped", "slip_probability")}
 
@@ -65,9 +64,9 @@ def decide_promotion(challenger: dict, champion: dict | None, config: GateConfig
 
 def score_bundle_on_points(bundle, export, points: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Re-score a bundle on labelled points (deal_id, as_of, won, slipped): per-deal weighted metrics."""
-    from features.pipeline import build_features
-    from features.scoring import predict_probabilities
-    from features.state import FeatureState
+    from features.model.predict import predict_probabilities
+    from features.pointintime.pipeline import build_features
+    from features.pointintime.state import FeatureState
 
     state = FeatureState.from_dict(bundle.feature_state)
     frame = build_features(export, points[["deal_id", "as_of"]], state)
@@ -85,8 +84,7 @@ def score_bundle_on_points(bundle, export, points: pd.DataFrame) -> dict[str, di
 def run_promote(
     *,
     data: Path | None,
-    win_name: str,
-    slip_name: str,
+    names: RegisteredNames,
     config: GateConfig,
     version: str | None = None,
     force: bool = False,
@@ -101,15 +99,22 @@ def run_promote(
     import mlflow
     from mlflow import MlflowClient
 
-    from training.tracking import download_bundle, download_table, run_id_of_version, version_by_alias, version_of_run
+    from training.tracking import (
+        download_bundle,
+        download_table,
+        run_id_of_version,
+        version_by_alias,
+        version_of_run,
+    )
 
     if uri:
         mlflow.set_tracking_uri(uri)
     client = MlflowClient()
+    win_name, slip_name = names.win_model, names.slip_model
     if version is None:
-        challenger = version_by_alias(client, win_name, CHALLENGER)
+        challenger = version_by_alias(client, win_name, names.challenger_alias)
         if challenger is None:
-            raise PromotionError(f"model {win_name} has no '{CHALLENGER}' version; run `dealrisk train` first")
+            raise PromotionError(f"model {win_name} has no '{names.challenger_alias}' version; run `dealrisk train` first")
         version = str(challenger.version)
     run_id = run_id_of_version(client, win_name, version)
     slip_version = version_of_run(client, slip_name, run_id)
@@ -117,14 +122,14 @@ def run_promote(
         raise PromotionError(f"no version of {slip_name} was registered by run {run_id} (of {win_name} v{version})")
 
     def move() -> None:
-        client.set_registered_model_alias(win_name, CHAMPION, version)
-        client.set_registered_model_alias(slip_name, CHAMPION, slip_version)
-        echo(f"'{CHAMPION}' -> {win_name} v{version}, {slip_name} v{slip_version} (run {run_id})")
+        client.set_registered_model_alias(win_name, names.champion_alias, version)
+        client.set_registered_model_alias(slip_name, names.champion_alias, slip_version)
+        echo(f"'{names.champion_alias}' -> {win_name} v{version}, {slip_name} v{slip_version} (run {run_id})")
 
     if force:
         move()
         return GateDecision(True, (f"forced: {win_name} v{version}",))
-    champion = version_by_alias(client, win_name, CHAMPION)
+    champion = version_by_alias(client, win_name, names.champion_alias)
     if champion is None:
         decision = decide_promotion({}, None, config)
         move()
@@ -138,7 +143,7 @@ def run_promote(
             "a champion exists, so the challenger must be compared with it on the same test period: "
             "pass --data EXPORT_FOLDER (the export the challenger was trained on)"
         )
-    from features.contract import load_export
+    from features.contract.load import load_export
 
     export = load_export(data, mapping=mapping)
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,7 +160,7 @@ def run_promote(
     return decision
 
 
-def list_models(win_name: str, slip_name: str, uri: str | None = None) -> pd.DataFrame:
+def list_models(names: RegisteredNames, uri: str | None = None) -> pd.DataFrame:
     """Registered versions of both models with aliases and headline test metrics of their run."""
     import mlflow
     from mlflow import MlflowClient
@@ -164,7 +169,7 @@ def list_models(win_name: str, slip_name: str, uri: str | None = None) -> pd.Dat
         mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     rows = []
-    for target, name in (("win", win_name), ("slip", slip_name)):
+    for target, name in (("win", names.win_model), ("slip", names.slip_model)):
         try:
             versions = client.search_model_versions(f"name = '{name}'")
             aliases = dict(client.get_registered_model(name).aliases) if versions else {}

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.bundle import ModelBundle
-from features.scoring import raw_probability
+from features.model.bundle import ModelBundle
+from features.model.predict import raw_probability
 from training.baselines import fit_linear_model, predict_stage_table
 from training.calibration import fit_calibration
 from training.config import MinimumData, TrainConfig
@@ -51,7 +51,7 @@ class TrainingData:
     """
 
     plan: SplitPlan
-    state: object  # features.state.FeatureState
+    state: object  # features.pointintime.state.FeatureState
     rows: pd.DataFrame
     features: pd.DataFrame
     feature_names: list[str]
@@ -62,8 +62,8 @@ class TrainingData:
 
 
 def label_points(export, sides: pd.Series) -> pd.DataFrame:
-    """Labelled snapshots (features.snapshots) of the deals that have a side, one side each."""
-    from features.snapshots import label_snapshots, sample_snapshots
+    """Labelled snapshots (features.pointintime.snapshots) of the deals that have a side, one side each."""
+    from features.pointintime.snapshots import label_snapshots, sample_snapshots
 
     points = sample_snapshots(export, deal_ids=sides.index)
     points = attach_sides(label_snapshots(export, points), sides)
@@ -92,7 +92,7 @@ def balance_cutoff(created: pd.Series, horizon_days: float, gap_days: int, matur
 
 
 def plan_periods(export, config: TrainConfig) -> SplitPlan:
-    """The split plan: maturity at the export end from ``features.snapshots``' horizon rule.
+    """The split plan: maturity at the export end from ``features.pointintime.snapshots``' horizon rule.
 
     With ``train_mature_at_cutoff`` the training horizon is measured on deals closed before the
     cutoff only, and the default cutoff balances the two cohorts (``balance_cutoff``) instead of
@@ -100,8 +100,8 @@ def plan_periods(export, config: TrainConfig) -> SplitPlan:
     """
     from dataclasses import replace
 
-    from features.pipeline import subset_export
-    from features.snapshots import SnapshotConfig, export_end, maturity_days
+    from features.pointintime.pipeline import subset_export
+    from features.pointintime.snapshots import SnapshotConfig, export_end, maturity_days
 
     quantile = SnapshotConfig().maturity_quantile
     horizon = maturity_days(export, quantile)
@@ -131,9 +131,9 @@ def add_weights(rows: pd.DataFrame) -> pd.DataFrame:
 
 def prepare_training_data(export, config: TrainConfig) -> TrainingData:
     """Split by close date, fit the feature state on the training period, build the features."""
-    from features.pipeline import build_features
-    from features.registry import FEATURE_NAMES
-    from features.state import fit_feature_state
+    from features.pointintime.definitions import FEATURE_NAMES
+    from features.pointintime.pipeline import build_features
+    from features.pointintime.state import fit_feature_state
 
     plan = plan_periods(export, config)
     state = fit_feature_state(export, plan.cutoff)
@@ -176,8 +176,8 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
     training rows, their blend weight (``config.linear``; by default the validation log-loss
     minimiser) and the isotonic calibration of the blend on validation.
     """
-    from features.matrix import encode_matrix, fit_matrix_spec
-    from features.registry import CATEGORICAL_FEATURES
+    from features.model.matrix import encode_matrix, fit_matrix_spec
+    from features.pointintime.definitions import CATEGORICAL_FEATURES
 
     train_rows, train_features = data.side("train")
     val_rows, val_features = data.side("validation")
@@ -258,7 +258,7 @@ def select_truth_points(truth: pd.DataFrame, export, test_deals: pd.Index) -> pd
 
 def predict_all(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     """Calibrated win and slip probabilities through the shared scoring path."""
-    from features.scoring import predict_probabilities
+    from features.model.predict import predict_probabilities
 
     return predict_probabilities(bundle, features)
 
@@ -271,7 +271,7 @@ def evaluate_run(
     The logistic-regression baseline is the model's own linear half alone (fitted on the same
     training rows and features).
     """
-    from features.scoring import encode_bundle_matrix
+    from features.model.predict import encode_bundle_matrix
 
     test_rows, test_features = data.side("test")
     test_probabilities = predict_all(bundle, test_features)
@@ -324,7 +324,7 @@ def evaluate_run(
 
 def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Brier and ECE on the validation period before and after calibration (fitted there)."""
-    from features.scoring import apply_calibration, predict_raw
+    from features.model.predict import apply_calibration, predict_raw
 
     rows, features = data.side("validation")
     raw = predict_raw(bundle, features)
@@ -344,7 +344,7 @@ def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainC
 
 def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle, config: TrainConfig, export) -> dict:
     """Truth (the generator's probability) vs the model and the stage table on the same points."""
-    from features.pipeline import build_features
+    from features.pointintime.pipeline import build_features
 
     test_deals = pd.Index(data.rows.loc[data.rows["side"] == "test", "deal_id"].unique())
     points = select_truth_points(truth, export, test_deals)
@@ -386,9 +386,14 @@ def bootstrap_auc_gap(
 
 def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Calibration, lift, forecast and SHAP summary figures, keyed by artifact path."""
-    from features.scoring import encode_bundle_matrix
-    from features.explain import model_contributions
-    from training.plots import plot_calibration, plot_forecast, plot_lift, plot_shap_summary
+    from features.model.contributions import model_contributions
+    from features.model.predict import encode_bundle_matrix
+    from training.plots import (
+        plot_calibration,
+        plot_forecast,
+        plot_lift,
+        plot_shap_summary,
+    )
 
     figures = {}
     for target in TARGETS:
@@ -422,10 +427,10 @@ def write_model_card(report: dict, fingerprint: dict, config: TrainConfig, featu
     rows = "\n".join(line(win, n) for n in ("model", "stage_table", "logistic_regression"))
     slip_rows = "\n".join(line(slip, n) for n in ("model", "stage_table", "logistic_regression"))
     split = report["split"]
-    return f"""# Model card: {config.win_model_name} / {config.slip_model_name}
+    return f"""# Model card: {config.names.win_model} / {config.names.slip_model}
 
 **What**: win model (P(deal is eventually won)) and slip model (P(not won by the expected
-close date known at scoring time)) on {len(feature_names)} point-in-time features (`features/registry.py`):
+close date known at scoring time)) on {len(feature_names)} point-in-time features (`features/pointintime/definitions.py`):
 LightGBM blended in log-odds with a logistic regression (linear share {_share(report, "win")} for win,
 {_share(report, "slip")} for slip; chosen on validation), isotonic-calibrated.
 
@@ -499,7 +504,7 @@ def run_train(
     uri: str | None = None,
 ) -> TrainResult:
     """Train, evaluate, log and register the win and slip models from an export folder."""
-    from features.contract import load_export
+    from features.contract.load import load_export
     from training.tracking import describe_export, fingerprint_files
 
     seconds: dict[str, float] = {}
@@ -558,11 +563,10 @@ def train_and_log(
         figures=figures,
         model_card=write_model_card(report, fingerprint, config, data.feature_names),
         tables={"evaluation/test_points.parquet": test_rows[["deal_id", "as_of", "won", "slipped"]]},
-        win_name=config.win_model_name,
-        slip_name=config.slip_model_name,
+        names=config.names,
     )
     lap("mlflow")
     report["run_id"] = registered.run_id
-    report["registered"] = {config.win_model_name: registered.win_version, config.slip_model_name: registered.slip_version}
+    report["registered"] = {config.names.win_model: registered.win_version, config.names.slip_model: registered.slip_version}
     report["seconds"] = seconds
     return TrainResult(report=report, bundle=bundle, registered=registered, warnings=warnings, seconds=seconds)

@@ -74,7 +74,7 @@ def plot_forecast(months: list[dict], names: list[str]):
 
 
 def plot_shap_summary(contributions: np.ndarray, matrix: np.ndarray, feature_names: list[str], max_display: int = 20):
-    """SHAP beeswarm of a model's contributions (``features.explain.model_contributions``) on a sample of rows.
+    """SHAP beeswarm of a model's contributions (``features.model.contributions.model_contributions``) on a sample of rows.
 
     The contributions are what serving explains with: TreeSHAP of the booster blended with the
     linear half's exact terms (the same values ``shap.TreeExplainer`` gives for the booster alone).

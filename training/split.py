@@ -10,7 +10,7 @@ Why creation date after the cutoff: choosing post-cutoff deals by *close* date k
 long-lived ones among those created before the cutoff (the quick ones closed before it), and
 choosing them near the export end keeps only the quick ones; either skews the win rate that
 calibration is fitted on and measured against. A creation cohort whose outcomes are all known
-(created at least the maturity horizon before the export end, see ``features.snapshots``) has no
+(created at least the maturity horizon before the export end, see ``features.pointintime.snapshots``) has no
 such skew. Deals created between ``cutoff - horizon`` and ``cutoff + gap`` that close after the
 cutoff are used by neither side.
 """

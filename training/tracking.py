@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.model.names import RegisteredNames
+from features.pointintime.state import FeatureState
 from training.config import tracking_uri
-
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def fingerprint_files(folder: Path) -> dict:
 
 def describe_export(export) -> dict:
     """Row counts per table and the time span of the export (first creation .. last event)."""
-    from features.schema import TABLES
+    from features.contract.schema import TABLES
 
     counts = {name: (None if export.table(name) is None else int(len(export.table(name)))) for name in TABLES}
     times = [export.deals["created_at"].min(), export.deals["created_at"].max(), export.deals["closed_at"].max()]
@@ -88,10 +87,9 @@ def log_training_run(
     figures: dict,
     model_card: str,
     tables: dict[str, pd.DataFrame],
-    win_name: str,
-    slip_name: str,
+    names: RegisteredNames,
 ) -> RegisteredPair:
-    """Log one training run and register its two boosters, aliased ``challenger``.
+    """Log one training run and register its two boosters under ``names``, aliased as its challenger.
 
     ``figures`` maps artifact file names (``plots/calibration.png``) to matplotlib figures;
     ``tables`` maps artifact file names (``evaluation/test_points.parquet``) to frames.
@@ -101,7 +99,7 @@ def log_training_run(
     import mlflow.lightgbm
     from mlflow import MlflowClient
 
-    from features.bundle import save_bundle_dir
+    from features.model.bundle import save_bundle_dir
 
     with mlflow.start_run() as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
@@ -134,8 +132,8 @@ def log_training_run(
         run_id = run.info.run_id
 
     client = MlflowClient()
-    win_version = _register(client, win_info.model_uri, win_name, run_id)
-    slip_version = _register(client, slip_info.model_uri, slip_name, run_id)
+    win_version = _register(client, win_info.model_uri, names.win_model, names.challenger_alias, run_id)
+    slip_version = _register(client, slip_info.model_uri, names.slip_model, names.challenger_alias, run_id)
     return RegisteredPair(run_id=run_id, win_version=win_version, slip_version=slip_version)
 
 
@@ -145,11 +143,11 @@ def _version(package: str) -> str:
     return version(package)
 
 
-def _register(client, model_uri: str, name: str, run_id: str) -> str:
+def _register(client, model_uri: str, name: str, alias: str, run_id: str) -> str:
     import mlflow
 
     version = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
 
 
@@ -182,7 +180,7 @@ def download_bundle(run_id: str, destination: Path):
     """Download and read the ``bundle/`` artifact of a training run."""
     import mlflow
 
-    from features.bundle import load_bundle_dir
+    from features.model.bundle import load_bundle_dir
 
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(destination))
     return load_bundle_dir(Path(local))
@@ -194,3 +192,31 @@ def download_table(run_id: str, artifact_path: str, destination: Path) -> pd.Dat
 
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(destination))
     return pd.read_parquet(local)
+
+
+def load_model_feature_state(model_uri: str) -> FeatureState:
+    """Read feature_state.json from the bundle/ artifacts of a registered model version's run.
+
+    ``model_uri`` is ``models:/<name>@<alias>`` or ``models:/<name>/<version>``; the tracking
+    and registry URIs come from the environment (MLFLOW_TRACKING_URI), as MLflow does.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    if not model_uri.startswith("models:/"):
+        raise ValueError(f"--model must look like models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
+    ref = model_uri[len("models:/"):]
+    client = MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in ref:
+        name, number = ref.split("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        raise ValueError(f"--model {model_uri!r}: give an alias (@champion) or a version (/3)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="bundle/feature_state.json", dst_path=tmp
+        )
+        return FeatureState.from_dict(json.loads(Path(path).read_text()))

@@ -13,18 +13,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from features.contract import (
+from features.contract.check import check_tables
+from features.contract.io import write_tables
+from features.contract.load import load_export
+from features.contract.report import run_validate
+from features.contract.schema import TABLES, TIMESTAMP_DTYPE
+from features.contract.violations import (
     DETAIL_LIMIT,
     CheckResult,
     ContractError,
     Violation,
-    check_tables,
     format_report,
-    load_export,
-    run_validate,
 )
-from features.io import write_tables
-from features.schema import TABLES, TIMESTAMP_DTYPE
 from tests.factories import as_request_objects, make_export, random_export
 
 DEALS = [
@@ -531,7 +531,7 @@ def test_run_validate_exit_codes(make_raw, tmp_path, capsys):
 
 
 def test_cli_validate_with_user_mapping(make_raw, tmp_path):
-    from training.cli import app
+    from dealrisk.cli import app
 
     folder = write_tables(make_raw(("deals", 1, "stage", "Discovery"), ("stage_history", 3, "stage", "Discovery")),
                           tmp_path / "export")
@@ -548,7 +548,7 @@ def test_cli_validate_with_user_mapping(make_raw, tmp_path):
 
 def test_cli_validate_subprocess_missing_folder(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "validate", str(tmp_path / "missing")],
+        [sys.executable, "-m", "dealrisk.cli", "validate", str(tmp_path / "missing")],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=120,
     )
     assert done.returncode == 1, done.stderr
@@ -634,7 +634,8 @@ TRICKY_TIMESTAMPS = [
 @pytest.mark.parametrize("value", TRICKY_TIMESTAMPS)
 def test_one_deal_and_batch_parse_timestamps_alike(value):
     """Short columns take a fast path; it must agree with the batch parser cell for cell."""
-    from features.contract import SMALL_COLUMN, _parse_timestamp_text
+    from features.contract.cells import _parse_timestamp_text
+    from features.contract.violations import SMALL_COLUMN
 
     simple = ["2026-03-01T00:00:00Z"]
     short = pd.Series([value, *simple], dtype="str")
@@ -646,9 +647,8 @@ def test_one_deal_and_batch_parse_timestamps_alike(value):
 
 def test_batch_equals_per_deal_on_csv_text(tmp_path):
     """The same law on text as read from CSV, where short columns take the fast paths."""
-    from features.io import read_raw_tables
-
-    from features.contract import SMALL_COLUMN
+    from features.contract.io import read_raw_tables
+    from features.contract.violations import SMALL_COLUMN
 
     export = random_export(40, seed=5)
     folder = write_tables({n: f for n, f in export.tables().items() if f is not None}, tmp_path / "e")
@@ -666,9 +666,8 @@ def test_batch_equals_per_deal_on_csv_text(tmp_path):
 def test_request_objects_check_like_csv_text(tmp_path):
     """Object columns (a JSON request) are converted by pyarrow in one call; the result must equal
     the text path's, for a whole export (batch paths) and for one deal (short-column paths)."""
-    from features.io import read_raw_tables
-
-    from features.contract import SMALL_COLUMN
+    from features.contract.io import read_raw_tables
+    from features.contract.violations import SMALL_COLUMN
 
     export = random_export(30, seed=11)
     folder = write_tables({n: f for n, f in export.tables().items() if f is not None}, tmp_path / "e")
@@ -699,7 +698,8 @@ def test_request_objects_report_like_csv_text(make_raw):
 @pytest.mark.parametrize("value", ["x", " x ", "", " ", "\t\n", "\u00a0", "\u2003", None])
 def test_one_deal_and_batch_find_blank_cells_alike(value):
     """Short columns find blank cells with a Python loop, long ones with pyarrow; they must agree."""
-    from features.contract import SMALL_COLUMN, _empty_mask
+    from features.contract.cells import _empty_mask
+    from features.contract.violations import SMALL_COLUMN
 
     short = pd.Series([value, "y"], dtype="str")
     long = pd.Series([value, *["y"] * (SMALL_COLUMN + 1)], dtype="str")

@@ -1,28 +1,26 @@
-"""features.explain on synthetic SHAP matrices and tiny feature frames (no model, no MLflow)."""
+"""features.model.explain on synthetic SHAP matrices and tiny feature frames (no model, no MLflow)."""
 
 from __future__ import annotations
 
 import json
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.explain import (
-    WARNING_CODES,
+from features.model.contributions import compute_contributions, select_top_factors
+from features.model.explain import explain_frame
+from features.model.grades import (
     ExplainConfig,
     WarningThresholds,
-    compute_contributions,
-    describe_factor,
-    describe_warnings,
-    explain_frame,
-    flag_warnings,
     grade_from_probability,
     risk_level_from_probabilities,
     score_from_probability,
-    select_top_factors,
     value_at_risk_from,
 )
+from features.model.risk_warnings import WARNING_CODES, describe_warnings, flag_warnings
+from features.model.sentences import describe_factor
 
 
 def make_features(**columns) -> pd.DataFrame:
@@ -179,7 +177,6 @@ def test_thresholds_are_configurable():
 
 
 def test_compute_contributions_sum_to_the_raw_score():
-    lgb = pytest.importorskip("lightgbm")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
     y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.5, size=200) > 0).astype(float)
@@ -195,9 +192,8 @@ def test_compute_contributions_sum_to_the_raw_score():
 
 def _blended_bundle(weight: float = 0.4):
     """A bundle whose models blend a small booster with a linear model (identity calibrations)."""
-    lgb = pytest.importorskip("lightgbm")
-    from features.bundle import Calibration, ModelBundle
-    from features.linear import CategoricalTerm, LinearModel, NumericTerm
+    from features.model.bundle import Calibration, ModelBundle
+    from features.model.linear import CategoricalTerm, LinearModel, NumericTerm
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3))
@@ -216,8 +212,8 @@ def _blended_bundle(weight: float = 0.4):
 
 
 def test_blended_contributions_sum_to_the_blended_score():
-    from features.explain import model_contributions
-    from features.scoring import predict_raw_matrix
+    from features.model.contributions import model_contributions
+    from features.model.predict import predict_raw_matrix
 
     bundle, x = _blended_bundle(weight=0.4)
     contributions = model_contributions(bundle, x[:5])
@@ -236,8 +232,8 @@ def test_blended_contributions_sum_to_the_blended_score():
 
 
 def test_bundle_folder_keeps_the_linear_half_and_reads_older_bundles(tmp_path):
-    from features.bundle import BundleError, load_bundle_dir, save_bundle_dir
-    from features.scoring import predict_raw_matrix
+    from features.model.bundle import BundleError, load_bundle_dir, save_bundle_dir
+    from features.model.predict import predict_raw_matrix
 
     bundle, x = _blended_bundle()
     again = load_bundle_dir(save_bundle_dir(bundle, tmp_path / "b"))
@@ -253,11 +249,11 @@ def test_warning_rules_read_features_that_exist():
     import inspect
     import re
 
-    from features import explain
-    from features.registry import FEATURE_NAMES
+    from features.model import risk_warnings
+    from features.pointintime.definitions import FEATURE_NAMES
 
-    used = set(re.findall(r'_column\(features, "(\w+)"\)', inspect.getsource(explain.flag_warnings)))
-    used |= set(explain.WARNING_COLUMNS)
+    used = set(re.findall(r'feature_column\(features, "(\w+)"\)', inspect.getsource(risk_warnings)))
+    used |= set(risk_warnings.WARNING_COLUMNS)
     assert used and used <= set(FEATURE_NAMES), sorted(used - set(FEATURE_NAMES))
 
 

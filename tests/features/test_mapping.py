@@ -1,12 +1,18 @@
-"""Tests for features.mapping: the shipped default, user overrides and malformed files."""
+"""Tests for features.contract.mapping: the shipped default, user overrides and malformed files."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from features.contract import check_tables
-from features.mapping import MappingError, apply_mapping, load_mapping, map_series, normalize_name
+from features.contract.check import check_tables
+from features.contract.mapping import (
+    MappingError,
+    apply_mapping,
+    load_mapping,
+    map_series,
+    normalize_name,
+)
 
 SALESFORCE_STAGES = {
     "Prospecting": "identify",

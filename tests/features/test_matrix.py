@@ -1,4 +1,4 @@
-"""Tests for features.matrix: the spec fitted on training features, and the float64 encoding."""
+"""Tests for features.model.matrix: the spec fitted on training features, and the float64 encoding."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.matrix import MatrixSpec, encode_matrix, fit_matrix_spec
-from features.pipeline import build_features
-from features.registry import FEATURE_NAMES
-from features.state import fit_feature_state
+from features.model.matrix import MatrixSpec, encode_matrix, fit_matrix_spec
+from features.pointintime.definitions import FEATURE_NAMES
+from features.pointintime.pipeline import build_features
+from features.pointintime.state import fit_feature_state
 from tests.factories import make_export, ts
 
 

@@ -1,4 +1,4 @@
-"""Tests for features.pipeline: hand-computed values per family, and laws that make leaks impossible to miss."""
+"""Tests for features.pointintime.pipeline: hand-computed values per family, and laws that make leaks impossible to miss."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.pipeline import (
+from features.contract.schema import (
+    ACTIVITY_TYPES,
+    OPEN_STAGES,
+    ROLES,
+    TIMESTAMP_DTYPE,
+    Export,
+)
+from features.pointintime.definitions import FEATURE_NAMES, FEATURES
+from features.pointintime.events import (
     FeatureInputError,
-    build_features,
-    build_features_as_of,
     forward_fill_last,
     group_cumcount,
+)
+from features.pointintime.pipeline import (
+    build_features,
+    build_features_as_of,
     select_open_deals,
     subset_export,
 )
-from features.registry import FEATURE_NAMES, FEATURES
-from features.schema import ACTIVITY_TYPES, OPEN_STAGES, ROLES, TIMESTAMP_DTYPE, Export
-from features.state import fit_feature_state
+from features.pointintime.state import fit_feature_state
 from tests.factories import make_export, random_export, ts
 
 UTC = "UTC"
@@ -455,7 +463,7 @@ def test_state_from_json_gives_identical_features(export, state):
 
 @pytest.fixture
 def export_folder(tmp_path):
-    from features.io import write_tables
+    from features.contract.io import write_tables
 
     tables = {name: table for name, table in make_export().tables().items() if table is not None}
     return write_tables(tables, tmp_path / "export")
@@ -464,8 +472,8 @@ def export_folder(tmp_path):
 def test_features_command_writes_open_deals_as_known_then(export_folder, tmp_path):
     from typer.testing import CliRunner
 
-    from features.contract import load_export
-    from training.cli import app
+    from dealrisk.cli import app
+    from features.contract.load import load_export
 
     out = tmp_path / "out" / "features.parquet"
     result = CliRunner().invoke(app, ["features", "--data", str(export_folder), "--as-of", "2026-03-01T00:00:00Z",
@@ -482,13 +490,13 @@ def test_features_command_writes_open_deals_as_known_then(export_folder, tmp_pat
 
 
 def test_features_command_reports_a_bad_as_of(export_folder, tmp_path):
-    from features.pipeline import run_features
+    from features.commands import run_features
 
     with pytest.raises(FeatureInputError, match="as_of: 'not a date' is not a timestamp"):
         run_features(export_folder, "not a date", tmp_path / "f.csv")
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from dealrisk.cli import app
 
     result = CliRunner().invoke(app, ["features", "--data", str(export_folder), "--as-of", "soon",
                                       "--out", str(tmp_path / "f.csv")])
@@ -496,35 +504,8 @@ def test_features_command_reports_a_bad_as_of(export_folder, tmp_path):
     assert not (tmp_path / "f.csv").exists()
 
 
-@pytest.mark.slow  # a real MLflow SQLite store: schema migrations take seconds
-def test_features_with_model_uses_the_bundle_state(export_folder, tmp_path, monkeypatch):
-    import mlflow
-    from mlflow import MlflowClient
-
-    from features.pipeline import run_features
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    bundle_state = fit_feature_state(make_export(), "2026-12-31")  # differs from the state fitted at as_of
-    mlflow.set_experiment("features-test")
-    with mlflow.start_run() as run:
-        mlflow.log_dict(bundle_state.to_dict(), "bundle/feature_state.json")
-    client = MlflowClient()
-    client.create_registered_model("deal-win")
-    version = client.create_model_version("deal-win", f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id)
-    client.set_registered_model_alias("deal-win", "champion", version.version)
-
-    out = run_features(export_folder, "2026-03-01T00:00:00Z", tmp_path / "f.csv", model="models:/deal-win@champion")
-    written = pd.read_csv(out)
-    assert written["days_in_stage_vs_won"].iloc[0] == pytest.approx(14 / 24.5)  # D1's median from the bundle
-    by_version = run_features(export_folder, "2026-03-01", tmp_path / "g.csv", model="models:/deal-win/1")
-    pd.testing.assert_frame_equal(pd.read_csv(by_version), written)
-    with pytest.raises(ValueError, match="give an alias"):
-        run_features(export_folder, "2026-03-01", tmp_path / "h.csv", model="models:/deal-win")
-
-
 def test_codebook_small_and_large_paths_agree():
-    from features.pipeline import Codebook
+    from features.pointintime.events import Codebook
 
     values = [f"D{i}" for i in range(5000)]  # above the dict-lookup size: the pd.Index path
     queries = pd.Series(["D4999", None, "nope", "D0", "D4999"], dtype="str")

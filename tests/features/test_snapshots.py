@@ -1,4 +1,4 @@
-"""Tests for features.snapshots: sampling strictly inside the open life, labels, and the maturity rule."""
+"""Tests for features.pointintime.snapshots: sampling strictly inside the open life, labels, and the maturity rule."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.schema import Export
-from features.snapshots import (
+from features.contract.schema import Export
+from features.pointintime.snapshots import (
     SnapshotConfig,
     export_end,
     label_snapshots,

@@ -1,4 +1,4 @@
-"""Tests for features.state: fitting on deals closed before the cutoff only, and the JSON round trip."""
+"""Tests for features.pointintime.state: fitting on deals closed before the cutoff only, and the JSON round trip."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from features.schema import Export
-from features.state import FeatureState, fit_feature_state
+from features.contract.schema import Export
+from features.pointintime.state import FeatureState, fit_feature_state
 from tests.factories import make_export, random_export
 
 

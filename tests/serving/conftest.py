@@ -28,8 +28,8 @@ ENV_KEYS = ("MLFLOW_TRACKING_URI", "DEALRISK_API_TOKEN", "DEALRISK_MAX_DEALS", "
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory) -> Path:
     """A generated export folder (CSV), as ``dealrisk generate`` writes it."""
-    from features.generator import generate_export
-    from features.io import write_tables
+    from features.contract.io import write_tables
+    from generator.export import generate_export
 
     generated = generate_export(n_deals=N_DEALS, seed=SEED, truth_snapshots=0)
     return write_tables(generated.tables, tmp_path_factory.mktemp("export") / "export")
@@ -37,7 +37,7 @@ def export_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def export(export_dir):
-    from features.contract import load_export
+    from features.contract.load import load_export
 
     return load_export(export_dir)
 
@@ -49,7 +49,7 @@ def register_bundle(bundle, uri: str, win_name: str = "deal-win", slip_name: str
     import mlflow
     from mlflow import MlflowClient
 
-    from features.bundle import save_bundle_dir
+    from features.model.bundle import save_bundle_dir
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -38,8 +38,8 @@ E2E_DEALS = 2500  # enough closed deals for training's minimum (40 won + 40 lost
 @pytest.fixture(scope="module")
 def e2e_export_dir(tmp_path_factory) -> Path:
     """A generated export as ``dealrisk generate`` writes it, big enough for ``dealrisk train``."""
-    from features.generator import generate_export
-    from features.io import write_tables
+    from features.contract.io import write_tables
+    from generator.export import generate_export
 
     generated = generate_export(n_deals=E2E_DEALS, seed=5, truth_snapshots=0)
     return write_tables(generated.tables, tmp_path_factory.mktemp("e2e-export") / "export")
@@ -47,7 +47,7 @@ def e2e_export_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def e2e_export(e2e_export_dir):
-    from features.contract import load_export
+    from features.contract.load import load_export
 
     return load_export(e2e_export_dir)
 
@@ -83,8 +83,8 @@ def server(trained_store, tmp_path_factory):
 
 
 def test_scores_over_http_equal_offline_scoring(server, e2e_export, trained_store):
-    from features.explain import explain_scores
-    from features.pipeline import build_features
+    from features.model.explain import explain_scores
+    from features.pointintime.pipeline import build_features
     from serving.config import ServingConfig
     from serving.loader import load_champion
     from serving.request import request_from_export

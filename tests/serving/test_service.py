@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.explain import ExplainConfig, explain_scores
+from features.model.explain import explain_scores
+from features.model.grades import ExplainConfig
 from serving.schemas import EXAMPLE_REQUEST, ModelInfo, ScoreResponse
 
 WARNING_CODES = {"no_activity", "ghosted", "single_threaded", "no_decision_maker", "stalled_in_stage",
@@ -89,7 +90,7 @@ def test_every_field_of_the_answer(client, open_request, loaded_model):
 
 
 def test_answer_equals_offline_scoring_of_the_same_deals(client, open_request, export, loaded_model):
-    from features.pipeline import build_features
+    from features.pointintime.pipeline import build_features
 
     answer = post(client, open_request).json()
     ids = [d["deal_id"] for d in open_request["deals"]]

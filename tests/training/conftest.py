@@ -31,8 +31,8 @@ class Trained:
 
 def write_generated(folder: Path, n_deals: int, seed: int, truth_snapshots: int = 300) -> Path:
     """Generate an export (and its truth file) into ``folder``; small Monte Carlo for speed."""
-    from features.generator import generate_export
-    from features.io import write_frame, write_tables
+    from features.contract.io import write_frame, write_tables
+    from generator.export import generate_export
 
     result = generate_export(n_deals, seed, truth_snapshots=truth_snapshots, n_paths=100)
     write_tables(result.tables, folder / "export")
@@ -49,7 +49,7 @@ def generated(tmp_path_factory) -> Path:
 def trained(generated, tmp_path_factory) -> Trained:
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from dealrisk.cli import app
 
     store = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{store}/mlflow.db"

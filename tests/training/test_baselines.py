@@ -5,11 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.linear import LinearModel
+from features.model.linear import LinearModel
 from training.baselines import fit_linear_model, predict_stage_table
-from training.config import SALESFORCE_STAGE_PROBABILITIES
+from training.config import SALESFORCE_STAGE_PROBABILITIES, MinimumData
 from training.pipeline import InsufficientDataError, check_minimum_data
-from training.config import MinimumData
 
 
 def test_stage_table_follows_salesforce_defaults():

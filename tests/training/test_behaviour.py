@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.schema import TIMESTAMP_DTYPE
+from features.contract.schema import TIMESTAMP_DTYPE
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def scored(trained, tmp_path_factory):
     """The export, the champion bundle, and one test point per test deal (up to 300 deals)."""
     import mlflow
 
-    from features.contract import load_export
+    from features.contract.load import load_export
     from training.tracking import download_bundle, download_table
 
     mlflow.set_tracking_uri(trained.uri)
@@ -31,9 +31,9 @@ def scored(trained, tmp_path_factory):
 
 
 def win_probability(export, bundle, points) -> np.ndarray:
-    from features.pipeline import build_features
-    from features.scoring import predict_probabilities
-    from features.state import FeatureState
+    from features.model.predict import predict_probabilities
+    from features.pointintime.pipeline import build_features
+    from features.pointintime.state import FeatureState
 
     frame = build_features(export, points, FeatureState.from_dict(bundle.feature_state))
     return predict_probabilities(bundle, frame)["win_probability"].to_numpy()
@@ -111,9 +111,9 @@ def test_renaming_ids_changes_nothing(scored):
 
 def test_more_close_date_pushes_never_raise_win_or_lower_slip(scored):
     """A monotone direction of both halves of the model (trees and logistic regression): exact per row."""
-    from features.pipeline import build_features
-    from features.scoring import predict_probabilities
-    from features.state import FeatureState
+    from features.model.predict import predict_probabilities
+    from features.pointintime.pipeline import build_features
+    from features.pointintime.state import FeatureState
 
     export, bundle, points = scored
     frame = build_features(export, points, FeatureState.from_dict(bundle.feature_state))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from features.bundle import Calibration
+from features.model.bundle import Calibration
 from training.calibration import fit_calibration
 from training.metrics import compute_metrics
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from training.cli import app
+from dealrisk.cli import app
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def invoke(trained, *args):
 
 def train_on_shuffled_labels(trained):
     """Register a challenger trained on labels shuffled across deals (no signal left)."""
-    from features.contract import load_export
+    from features.contract.load import load_export
     from training.config import TrainConfig
     from training.pipeline import prepare_training_data, train_and_log
     from training.tracking import describe_export, fingerprint_files

@@ -22,7 +22,7 @@ def rewrite_after(export, cutoff: pd.Timestamp):
 
 
 def test_training_rows_features_and_state_ignore_everything_after_the_cutoff(generated):
-    from features.contract import load_export
+    from features.contract.load import load_export
     from training.pipeline import prepare_training_data
 
     export = load_export(generated / "export")
@@ -48,8 +48,8 @@ def test_training_rows_features_and_state_ignore_everything_after_the_cutoff(gen
 def test_training_refuses_below_the_minimum_of_won_and_lost_deals(tmp_path):
     from typer.testing import CliRunner
 
+    from dealrisk.cli import app
     from tests.training.conftest import write_generated
-    from training.cli import app
 
     folder = write_generated(tmp_path, n_deals=150, seed=2, truth_snapshots=0)
     result = CliRunner().invoke(

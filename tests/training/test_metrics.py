@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.metrics import compute_metrics, expected_calibration_error, forecast_by_month, per_deal_weights
+from training.metrics import (
+    compute_metrics,
+    expected_calibration_error,
+    forecast_by_month,
+    per_deal_weights,
+)
 
 
 def test_per_deal_weights_sum_to_one_per_deal():

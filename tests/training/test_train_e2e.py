@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.bundle import load_bundle_dir
+from features.model.bundle import load_bundle_dir
 from training.config import TrainConfig
 
 BUNDLE_FILES = {

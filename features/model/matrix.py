@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.registry import CATEGORICAL_FEATURES, FEATURE_NAMES
+from features.pointintime.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def encode_matrix(features_frame: pd.DataFrame, spec) -> np.ndarray:
     >>> encode_matrix(pd.DataFrame({"amount": [5.0, None], "segment": ["smb", "new"]}), spec).tolist()
     [[5.0, 1.0], [nan, nan]]
     """
-    from features.pipeline import column_array, text_values
+    from features.pointintime.events import column_array, text_values
 
     names, categorical = _compile_spec(_spec_key(spec))
     columns = text_values(features_frame.columns)
@@ -146,7 +146,7 @@ def encode_levels(column, levels: tuple[str, ...]) -> np.ndarray:
     >>> encode_levels(pd.Series(["smb", None, "galactic", "ent"]), ("ent", "smb")).tolist()
     [1.0, nan, nan, 0.0]
     """
-    from features.pipeline import SMALL_COLUMN, text_values
+    from features.pointintime.events import SMALL_COLUMN, text_values
 
     lookup = _level_codes(tuple(levels))
     values = column.array if isinstance(column, pd.Series) else column

@@ -2,7 +2,7 @@
 
 The engine works on whole arrays of deals at once (numpy, no per-deal loops). The same
 ``advance_day`` step drives the main simulation (which also turns the state into observable
-CRM events, in ``features.generator``) and the Monte Carlo continuations that give the true
+CRM events, in ``generator.export``) and the Monte Carlo continuations that give the true
 win probability of a state. Arrays inside a ``DealState`` are updated in place: this is the
 simulator's working memory, never a frame handed to callers.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from features.schema import OPEN_STAGES, ROLES
+from features.contract.schema import OPEN_STAGES, ROLES
 
 ROLE_CODE: dict[str, int] = {role: i for i, role in enumerate(ROLES)}
 DECISION_MAKER = ROLE_CODE["decision_maker"]

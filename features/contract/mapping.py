@@ -1,7 +1,7 @@
 """User-editable mapping of a CRM's own stage, role and other names onto the canonical ones.
 
 The mapping is data: a YAML file with one section per kind of name. The shipped default
-(``features/mappings/default.yaml``) covers the canonical names and Salesforce's standard
+(``features/contract/mappings/default.yaml``) covers the canonical names and Salesforce's standard
 picklist values; a user's file passed with ``--mapping`` extends or overrides it. Matching is
 case- and whitespace-insensitive (``"  closed   WON "`` matches ``Closed Won``).
 """
@@ -20,7 +20,13 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-from features.schema import ACTIVITY_TYPES, DIRECTIONS, ROLES, SENIORITIES, STAGES
+from features.contract.schema import (
+    ACTIVITY_TYPES,
+    DIRECTIONS,
+    ROLES,
+    SENIORITIES,
+    STAGES,
+)
 
 # Section name in the YAML file -> the canonical names it may map to.
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -145,8 +151,8 @@ def read_mapping_file(path: Path) -> dict[str, dict[str, str]]:
 @functools.lru_cache(maxsize=1)
 def load_default_sections() -> dict[str, dict[str, str]]:
     """Read the shipped default mapping once (it is package data and never changes at run time)."""
-    text = resources.files("features").joinpath("mappings", DEFAULT_MAPPING_RESOURCE).read_text(encoding="utf-8")
-    return parse_mapping(yaml.safe_load(text), f"features/mappings/{DEFAULT_MAPPING_RESOURCE}")
+    text = resources.files("features.contract").joinpath("mappings", DEFAULT_MAPPING_RESOURCE).read_text(encoding="utf-8")
+    return parse_mapping(yaml.safe_load(text), f"features/contract/mappings/{DEFAULT_MAPPING_RESOURCE}")
 
 
 def merge_sections(*layers: dict[str, dict[str, str]]) -> NameMapping:

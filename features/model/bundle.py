@@ -7,7 +7,7 @@ Bundle folder layout (artifact path ``bundle/`` of the training run)::
 
     bundle/
       features.json          ordered feature names, categorical features and their levels
-      feature_state.json     fitted feature state (features.state.FeatureState.to_dict())
+      feature_state.json     fitted feature state (features.pointintime.state.FeatureState.to_dict())
       calibration_win.json   Calibration.to_dict() for the win model
       calibration_slip.json  Calibration.to_dict() for the slip model
       linear_win.json        LinearModel.to_dict(): the logistic half of the win model and its blend
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.linear import LinearModel
+from features.model.linear import LinearModel
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Calibration:
 class ModelBundle:
     """Everything needed to score a deal: two boosters, their linear halves, calibrations, feature state and list.
 
-    Each target's raw score is the blend ``features.linear.blend_logits`` of its booster and its
+    Each target's raw score is the blend ``features.model.linear.blend_logits`` of its booster and its
     linear model (``None``: the booster alone), then the target's calibration.
     """
 
@@ -74,7 +74,7 @@ class ModelBundle:
     slip_model: object  # lightgbm.Booster
     win_calibration: Calibration
     slip_calibration: Calibration
-    feature_state: dict  # FeatureState.to_dict(); rebuilt by features.state.FeatureState.from_dict
+    feature_state: dict  # FeatureState.to_dict(); rebuilt by features.pointintime.state.FeatureState.from_dict
     features: dict  # {"names": [...], "categorical": {name: [levels...]}}
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)  # filled by the loader: {"win": "3", "slip": "3"}

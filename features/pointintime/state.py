@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.schema import OPEN_STAGES, TIMESTAMP_DTYPE, Export
+from features.contract.schema import OPEN_STAGES, TIMESTAMP_DTYPE, Export
 
 STATE_VERSION = 1
 
@@ -149,7 +149,7 @@ def compute_won_stage_days(export: Export, won_deal_ids: pd.Series) -> dict[str,
 
 
 def compute_first_amounts(export: Export, deal_ids: pd.Series) -> np.ndarray:
-    """Amount of each given deal at its creation (``features.pipeline.reconstruct_field``'s
+    """Amount of each given deal at its creation (``features.pointintime.events.reconstruct_field``'s
     ``initial``: the old_value of its first amount change, else the deals row); NaN for all
     without a field_history table (unknown).
 
@@ -157,7 +157,7 @@ def compute_first_amounts(export: Export, deal_ids: pd.Series) -> np.ndarray:
     >>> compute_first_amounts(make_export(), pd.Series(["D1", "D2"])).tolist()
     [1000.0, 500.0]
     """
-    from features.pipeline import prepare_points, reconstruct_field
+    from features.pointintime.events import prepare_points, reconstruct_field
 
     if len(deal_ids) == 0:
         return np.zeros(0)

@@ -1,4 +1,4 @@
-"""Tests for features.registry: the ordered feature list, phrasing, and docs/features.md in sync."""
+"""Tests for features.pointintime.definitions: the ordered feature list, phrasing, and docs/features.md in sync."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from features.registry import (
+from features.pointintime.definitions import (
     CATEGORICAL_FEATURES,
     FEATURE_NAMES,
     FEATURES,
@@ -36,11 +36,11 @@ def test_every_feature_has_a_description_unit_and_missing_phrase():
 
 def test_docs_file_is_in_sync_with_the_registry():
     committed = (ROOT / "docs" / "features.md").read_text()
-    assert committed == render_docs() + "\n", "run: python -m features.registry > docs/features.md"
+    assert committed == render_docs() + "\n", "run: python -m features.pointintime.definitions > docs/features.md"
 
 
 def test_module_main_prints_the_docs():
-    printed = subprocess.run([sys.executable, "-m", "features.registry"], capture_output=True, text=True, check=True,
+    printed = subprocess.run([sys.executable, "-m", "features.pointintime.definitions"], capture_output=True, text=True, check=True,
                              cwd=ROOT).stdout
     assert printed == render_docs() + "\n"
     assert f"## The features ({len(FEATURES)}, in model order)" in printed
@@ -89,8 +89,8 @@ def test_feature_rejects_unknown_family_or_kind():
         Feature("x", "stage", "d", "u", kind="text")
 
 
-@pytest.mark.parametrize("module", ["features.registry", "features.pipeline", "features.state",
-                                    "features.snapshots", "features.matrix"])
+@pytest.mark.parametrize("module", ["features.pointintime.definitions", "features.pointintime.pipeline", "features.pointintime.state",
+                                    "features.pointintime.snapshots", "features.model.matrix"])
 def test_docstring_examples_hold(module):
     import doctest
     import importlib

@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.bundle import ModelBundle
-from features.linear import LinearModel, blend_logits, sigmoid
+from features.model.bundle import ModelBundle
+from features.model.linear import LinearModel, blend_logits, sigmoid
 
 PROBABILITY_COLUMNS: tuple[str, str] = ("win_probability", "slip_probability")
 
 
 def encode_bundle_matrix(bundle: ModelBundle, features_frame: pd.DataFrame) -> np.ndarray:
     """Encode a feature frame into the numeric matrix the bundle's boosters were trained on."""
-    from features.matrix import encode_matrix
+    from features.model.matrix import encode_matrix
 
     return encode_matrix(features_frame, bundle.features)  # the spec dict: compiled once per content, not per call
 
@@ -67,7 +67,7 @@ def apply_calibration(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
 def predict_probabilities(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFrame:
     """Calibrated win and slip probabilities, one row per input row (same index).
 
-    ``features_frame`` is what ``features.pipeline.build_features`` returns (deal_id, as_of,
+    ``features_frame`` is what ``features.pointintime.pipeline.build_features`` returns (deal_id, as_of,
     then the registry's features); extra columns are ignored by ``encode_matrix``.
     """
     return apply_calibration(bundle, predict_raw(bundle, features_frame))

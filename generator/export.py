@@ -1,7 +1,7 @@
 """Realistic CRM export generator: a forward simulation of deals, with its ground truth kept apart.
 
 ``generate_export`` is the pure core: it simulates ``n_deals`` deals day by day (vectorised over
-all open deals, see ``features.generator_sim``), records what a CRM would record (stage changes,
+all open deals, see ``generator.simulation``), records what a CRM would record (stage changes,
 close-date and amount changes, contacts, activities) and returns the five contract tables in
 the raw shape written to disk, plus the true win probabilities (``truth``) and, for messy
 exports, the list of planted problems. ``run_generate`` is the CLI edge: files, progress, summary.
@@ -19,8 +19,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.generator_messy import plant_problems
-from features.generator_sim import (
+from features.contract.schema import (
+    ACTIVITY_TYPES,
+    DEAL_TYPES,
+    ROLES,
+    SENIORITIES,
+    STAGES,
+    TABLES,
+)
+from generator.messy import plant_problems
+from generator.simulation import (
     LOST,
     MAX_CONTACTS,
     N_OPEN,
@@ -34,7 +42,6 @@ from features.generator_sim import (
     open_deals,
     sigmoid,
 )
-from features.schema import ACTIVITY_TYPES, DEAL_TYPES, ROLES, SENIORITIES, STAGES, TABLES
 
 DEFAULT_EXPORT_DATE = pd.Timestamp("2026-07-01T00:00:00Z")
 TRUTH_COLUMNS = ["deal_id", "as_of", "true_win_probability", "kind"]
@@ -740,10 +747,11 @@ def run_generate(
 ) -> GeneratedExport:
     """CLI edge: generate, write the export (atomically) and the truth file beside it, print a summary."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
     from rich.table import Table as RichTable
 
-    from features.io import write_frame, write_tables
+    from features.contract.io import write_frame, write_tables
 
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"format must be csv or parquet, got {fmt!r}")

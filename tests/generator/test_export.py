@@ -1,18 +1,28 @@
-"""Tests for the CRM export generator (features.generator): contract shape, marginals, truth."""
+"""Tests for the CRM export generator (generator.export): contract shape, marginals, truth."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from features.generator import (
+from features.contract.check import check_tables
+from features.contract.schema import (
+    ACTIVITY_TYPES,
+    DEAL_TYPES,
+    OPEN_STAGES,
+    ROLES,
+    SENIORITIES,
+    STAGE_ORDER,
+    STAGES,
+    TABLES,
+)
+from generator.export import (
     TRUTH_COLUMNS,
     generate_export,
     resolve_truth_path,
     run_generate,
     summarize_export,
 )
-from features.schema import ACTIVITY_TYPES, DEAL_TYPES, OPEN_STAGES, ROLES, SENIORITIES, STAGES, STAGE_ORDER, TABLES
 
 ISO_UTC = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 EXPORT_DATE = pd.Timestamp("2026-07-01T00:00:00Z")
@@ -203,15 +213,13 @@ def test_truth_file_is_written_beside_never_inside_the_export(tmp_path):
 
 
 def test_generated_export_passes_the_contract(generated):
-    contract = pytest.importorskip("features.contract", reason="features.contract (check_tables) not written yet")
-    result = contract.check_tables(generated.tables)
+    result = check_tables(generated.tables)
     assert result.violations == [] and result.ok
 
 
 def test_contract_reports_every_planted_problem():
-    contract = pytest.importorskip("features.contract", reason="features.contract (check_tables) not written yet")
     messy = generate_export(200, seed=4, truth_snapshots=10, n_paths=20, messy=True)
-    result = contract.check_tables(messy.tables)
+    result = check_tables(messy.tables)
     reported = {(v.table, v.column, v.row.split(" (")[0]) for v in result.violations}
     missed = [
         (p.table, p.column, p.row_key, p.kind)

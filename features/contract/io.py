@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.schema import TABLES
+from features.contract.schema import TABLES
 
 SUFFIXES = (".csv", ".parquet")
 

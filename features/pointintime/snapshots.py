@@ -13,8 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.pipeline import DAY_US, prepare_points, reconstruct_field, to_micros
-from features.schema import OPEN_STAGES, TIMESTAMP_DTYPE, Export
+from features.contract.schema import OPEN_STAGES, TIMESTAMP_DTYPE, Export
+from features.pointintime.events import (
+    DAY_US,
+    prepare_points,
+    reconstruct_field,
+    to_micros,
+)
 
 DAY = pd.Timedelta(days=1)
 

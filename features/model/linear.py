@@ -1,6 +1,6 @@
 """The linear (logistic) half of a model: log-odds and exact per-feature contributions from the matrix.
 
-A ``LinearModel`` reads the same float matrix the boosters read (``features.matrix.encode_matrix``:
+A ``LinearModel`` reads the same float matrix the boosters read (``features.model.matrix.encode_matrix``:
 numbers, NaN for missing, categorical levels as codes). Each numeric feature adds
 ``slope * (value - center)``, the value first clipped to ``[low, high]`` (the training data's 1st
 and 99th percentiles, so an outlier - a close date pushed 15 times - cannot dominate a score or
@@ -11,9 +11,9 @@ rare level). The model's log-odds is ``base`` plus those per-feature terms, so t
 exact SHAP values of the linear model against its (per-deal weighted) training data as
 background: every centre is a training mean.
 
-Training (``training.baselines.fit_linear_model``) fits it; scoring (``features.scoring``) blends
+Training (``training.baselines.fit_linear_model``) fits it; scoring (``features.model.predict``) blends
 its log-odds with the booster's (``weight`` is the linear model's share of the blend) and
-``features.explain`` blends the contributions the same way. Pure NumPy, no scikit-learn.
+``features.model.explain`` blends the contributions the same way. Pure NumPy, no scikit-learn.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The ``dealrisk`` command line (``dealrisk.cli``): the one module above training and serving."""

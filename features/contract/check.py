@@ -1,0 +1,168 @@
+"""Checking a CRM export against the data contract in ``features.contract.schema``.
+
+``check_tables`` takes raw tables (CSV read as text, Parquet typed, or frames built from a JSON
+request) and returns either a typed ``Export`` or the full list of violations, each naming the
+table, column, row and reason. It does no file I/O, so the serving code calls it on every request;
+``features.contract.load`` and ``features.contract.report`` add the reading of export folders at the edge.
+
+Row numbers count data rows from 1, the header not counted (in a spreadsheet that shows the
+header as row 1, the same row is one lower). Nothing is silently dropped or coerced: a row either
+passes as it is or is reported.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pandas.api.internals import create_dataframe_from_blocks
+
+from features.contract.cells import (
+    NAT,
+    OUTPUT_DTYPE_OBJECTS,
+    Parsed,
+    frame_columns,
+    parse_column,
+    string_array,
+    timestamps_of,
+)
+from features.contract.mapping import NameMapping, load_mapping
+from features.contract.rules import (
+    check_activity_contacts,
+    check_columns,
+    check_deals,
+    check_events,
+    check_field_values,
+    check_stage_history,
+    check_unique_key,
+    index_deals,
+)
+from features.contract.schema import (
+    EVENT_TABLES,
+    TABLES,
+    Export,
+    Table,
+)
+from features.contract.violations import LARGE_STRING, CheckResult, Collector, Violation
+
+# ---------------------------------------------------------------------------------------------
+# Composition.
+
+
+def _absent_column(kind: str, n_rows: int) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """An optional column the input did not have: all missing, in the export dtype."""
+    if kind == "number":
+        return np.full(n_rows, np.nan)
+    if kind == "flag":
+        return pd.arrays.BooleanArray(np.zeros(n_rows, dtype=bool), np.ones(n_rows, dtype=bool))
+    if kind == "timestamp":
+        return timestamps_of(np.full(n_rows, NAT, dtype=np.int64))
+    return string_array(pa.nulls(n_rows, type=LARGE_STRING))
+
+
+@functools.lru_cache(maxsize=None)
+def _column_index(table_name: str) -> pd.Index:
+    """A table's column labels as a pandas Index, built once per process."""
+    return pd.Index(TABLES[table_name].column_names)
+
+
+def build_frame(table: Table, parsed: dict[str, Parsed], n_rows: int) -> pd.DataFrame:
+    """Assemble the typed table in contract column order; optional absent columns are all-missing.
+
+    Each column is handed to pandas as its own block, as it is: ``pd.DataFrame(dict)`` infers
+    the column labels' dtype and sanitizes every array again, half of a one-deal check's cost.
+    """
+    blocks = []
+    numbers, number_positions = [], []
+    for position, column in enumerate(table.columns):
+        if column.name in parsed:
+            values = parsed[column.name].array
+            dtype = OUTPUT_DTYPE_OBJECTS[column.kind]
+            values = values if values.dtype == dtype else values.astype(dtype)
+        else:
+            values = _absent_column(column.kind, n_rows)
+        if isinstance(values, np.ndarray):
+            numbers.append(values)
+            number_positions.append(position)
+        else:
+            blocks.append((values, np.array([position])))
+    if numbers:
+        # One float block (rows as columns), a copy: owned and writable, not a view of the input
+        # or of read-only arrow memory.
+        blocks.append((np.vstack(numbers), np.array(number_positions)))
+    # A shallow copy of the built labels (~8 us, not ~100 us): an Index's name can be set in place.
+    columns = _column_index(table.name).copy()
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(n_rows), columns=columns)
+
+
+def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = None) -> CheckResult:
+    """Check raw tables against the contract; return the typed export or every violation.
+
+    ``raw`` maps table names to frames: text from CSV, typed from Parquet, or Python values from a
+    JSON request. ``mapping`` renames CRM stage/role/... names (default: canonical + Salesforce).
+    No file I/O beyond reading the shipped default mapping once per process.
+    """
+    mapping = mapping if mapping is not None else load_mapping()
+    out = Collector()
+    notes: list[str] = []
+    for name in raw:
+        if name not in TABLES:
+            notes.append(f"table {name!r} is not part of the contract and was ignored")
+    present = {name: raw[name] for name in TABLES if raw.get(name) is not None}
+    for table in TABLES.values():
+        if table.required and table.name not in present:
+            out.add(
+                table.name, "-", "missing_table", "whole table",
+                f"required table {table.name} is missing; tables found: {', '.join(present) or '(none)'}",
+            )
+
+    frames: dict[str, pd.DataFrame] = {}
+    parsed: dict[str, dict[str, Parsed]] = {}
+    for name, frame in present.items():
+        table = TABLES[name]
+        if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
+            frame = frame.reset_index(drop=True)
+        frames[name] = frame
+        usable = check_columns(table, frame, out, notes)
+        cells = frame_columns(frame, usable)
+        parsed[name] = {
+            column: parse_column(cells[column], table, table.column(column), mapping, out, frame)
+            for column in usable
+        }
+        check_unique_key(table, frame, parsed[name], out)
+
+    deal_rows: dict[str, np.ndarray | None] = {}
+    if "deals" in parsed:
+        check_deals(frames["deals"], parsed["deals"], out)
+        deals = index_deals(parsed["deals"])
+        if deals is not None:
+            for name in EVENT_TABLES:
+                if name not in parsed:
+                    continue
+                where = deal_rows[name] = check_events(TABLES[name], frames[name], parsed[name], deals, out)
+                if name == "stage_history" and where is not None:
+                    check_stage_history(frames[name], parsed[name], deals, where, out)
+    if "activities" in parsed:
+        check_activity_contacts(
+            frames["activities"], parsed["activities"], parsed.get("contacts"), out,
+            (deal_rows.get("activities"), deal_rows.get("contacts")),
+        )
+    if "field_history" in parsed:
+        check_field_values(frames["field_history"], parsed["field_history"], out)
+
+    if out.counts:
+        return CheckResult(None, _ordered(out.violations), out.counts, notes)
+    export = Export(
+        **{name: build_frame(TABLES[name], parsed[name], len(frames[name])) for name in present}
+    )
+    return CheckResult(export, [], {}, notes)
+
+
+def _ordered(violations: list[Violation]) -> list[Violation]:
+    """Order violations by table (contract order), keeping the order found within a table."""
+    rank = {name: i for i, name in enumerate(TABLES)}
+    return sorted(violations, key=lambda v: rank.get(v.table, -1))
+
+

@@ -1,0 +1,34 @@
+"""The ``dealrisk generate`` command: a simulated CRM export and its hidden truth. Wiring only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from generator.export import run_generate
+
+
+def generate(
+    deals: Annotated[int, typer.Option(help="Number of deals to simulate.", min=1)] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same export.")] = 0,
+    out: Annotated[Path, typer.Option(help="Export folder to write (replaced atomically).")] = Path("data/export"),
+    truth: Annotated[
+        Optional[Path], typer.Option(help="Ground-truth file; default truth.csv beside the export folder.")
+    ] = None,
+    span_days: Annotated[int, typer.Option(help="Days over which deals are created; the export date is the end.")] = 730,
+    truth_snapshots: Annotated[int, typer.Option(help="Snapshot moments sampled for the truth file.")] = 2000,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    messy: Annotated[bool, typer.Option(help="Plant realistic dirt (duplicates, bad dates, unknown names).")] = False,
+) -> None:
+    """Simulate a realistic CRM export (and its hidden ground truth, kept apart)."""
+    run_generate(
+        n_deals=deals, seed=seed, out=out, truth=truth, span_days=span_days,
+        truth_snapshots=truth_snapshots, fmt=fmt, messy=messy,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``generate`` to the root app."""
+    app.command()(generate)
