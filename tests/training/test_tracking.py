@@ -24,7 +24,9 @@ def export_folder(tmp_path):
 
 @pytest.mark.slow  # a real MLflow SQLite store: schema migrations take seconds
 def test_features_with_model_uses_the_bundle_state(export_folder, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # an earlier test of this process may have set another store globally
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     bundle_state = fit_feature_state(make_export(), "2026-12-31")  # differs from the state fitted at as_of
     artifacts = (tmp_path / "artifacts").as_uri()  # not ./mlruns of the checkout
