@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table as RichTable
 
+from features.contract.io import write_frame, write_tables
 from features.contract.schema import (
     ACTIVITY_TYPES,
     DEAL_TYPES,
@@ -746,13 +751,6 @@ def run_generate(
     messy: bool = False,
 ) -> GeneratedExport:
     """CLI edge: generate, write the export (atomically) and the truth file beside it, print a summary."""
-    from rich.console import Console
-    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as RichProgress
-    from rich.table import Table as RichTable
-
-    from features.contract.io import write_frame, write_tables
-
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"format must be csv or parquet, got {fmt!r}")
     truth_path = resolve_truth_path(out, truth)

@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 
 from features.model.linear import LinearModel
@@ -108,8 +109,6 @@ def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
 
 def load_bundle_dir(folder: Path) -> ModelBundle:
     """Read a bundle folder; raises ``BundleError`` naming the file that is missing or unreadable."""
-    import lightgbm as lgb
-
     folder = Path(folder)
 
     def read(name: str, parse=None):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.model.linear import blend_contributions
+
 # --- SHAP contributions ----------------------------------------------------------------------
 
 
@@ -33,8 +35,6 @@ def model_contributions(bundle, matrix: np.ndarray, target: str = "win") -> np.n
     its contributions: TreeSHAP of the booster and the linear model's exact terms, mixed with
     the same weight, so each row still sums (with the blended bias) to the raw score.
     """
-    from features.model.linear import blend_contributions
-
     booster, linear = bundle.halves(target)
     return blend_contributions(compute_contributions(booster, matrix), linear, matrix)
 

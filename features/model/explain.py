@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
 
 from features.model.contributions import model_contributions, select_top_factors
 from features.model.grades import (
@@ -28,6 +29,7 @@ from features.model.grades import (
     score_from_probability,
     value_at_risk_from,
 )
+from features.model.predict import encode_bundle_matrix, predict_matrix_probabilities
 from features.model.risk_warnings import (
     FeatureCells,
     describe_fired,
@@ -157,8 +159,6 @@ def frame_from_blocks(columns: dict, index: pd.Index) -> pd.DataFrame:
          a       b  c
     0  1.0  [1, 2]  x
     """
-    from pandas.api.internals import create_dataframe_from_blocks
-
     n = len(index)
     groups: dict = {}
     blocks = []
@@ -222,11 +222,6 @@ def explain_scores(bundle, features_frame: pd.DataFrame, config: ExplainConfig =
     ``explain_frame``, same index. Probabilities come from ``features.model.predict`` (calibrated);
     contributions from the win booster on the same encoded matrix.
     """
-    from features.model.predict import (
-        encode_bundle_matrix,
-        predict_matrix_probabilities,
-    )
-
     names = list(bundle.features["names"])
     matrix = encode_bundle_matrix(bundle, features_frame)  # once, for the boosters and TreeSHAP
     probabilities = predict_matrix_probabilities(bundle, matrix, features_frame.index)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.pointintime.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
+from features.pointintime.events import SMALL_COLUMN, column_array, text_values
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,6 @@ def encode_matrix(features_frame: pd.DataFrame, spec) -> np.ndarray:
     >>> encode_matrix(pd.DataFrame({"amount": [5.0, None], "segment": ["smb", "new"]}), spec).tolist()
     [[5.0, 1.0], [nan, nan]]
     """
-    from features.pointintime.events import column_array, text_values
-
     names, categorical = _compile_spec(_spec_key(spec))
     columns = text_values(features_frame.columns)
     present = set(columns)
@@ -146,8 +145,6 @@ def encode_levels(column, levels: tuple[str, ...]) -> np.ndarray:
     >>> encode_levels(pd.Series(["smb", None, "galactic", "ent"]), ("ent", "smb")).tolist()
     [1.0, nan, nan, 0.0]
     """
-    from features.pointintime.events import SMALL_COLUMN, text_values
-
     lookup = _level_codes(tuple(levels))
     values = column.array if isinstance(column, pd.Series) else column
     if len(values) <= SMALL_COLUMN:

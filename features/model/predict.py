@@ -13,14 +13,13 @@ import pandas as pd
 
 from features.model.bundle import ModelBundle
 from features.model.linear import LinearModel, blend_logits, sigmoid
+from features.model.matrix import encode_matrix
 
 PROBABILITY_COLUMNS: tuple[str, str] = ("win_probability", "slip_probability")
 
 
 def encode_bundle_matrix(bundle: ModelBundle, features_frame: pd.DataFrame) -> np.ndarray:
     """Encode a feature frame into the numeric matrix the bundle's boosters were trained on."""
-    from features.model.matrix import encode_matrix
-
     return encode_matrix(features_frame, bundle.features)  # the spec dict: compiled once per content, not per call
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from features.model.grades import WarningThresholds
+from features.pointintime.events import column_array, text_values
 
 # --- warnings --------------------------------------------------------------------------------
 
@@ -29,8 +30,6 @@ class FeatureCells:
     """
 
     def __init__(self, frame: pd.DataFrame):
-        from features.pointintime.events import text_values
-
         self.frame = frame
         self.names = text_values(frame.columns)
         self.present = frozenset(self.names)
@@ -51,8 +50,6 @@ class FeatureCells:
     def array(self, name: str):
         """The column's numpy or extension array (``frame[name].array``)."""
         if name not in self._arrays:
-            from features.pointintime.events import column_array
-
             self._arrays[name] = column_array(self.frame, name, self.names)
         return self._arrays[name]
 
@@ -82,8 +79,6 @@ class FeatureCells:
             if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
                 out = values.tolist()
             elif values.dtype == _STR_DTYPE:
-                from features.pointintime.events import text_values
-
                 out = [np.nan if v is None else v for v in text_values(values)]  # "str" holds NaN for missing
             else:
                 out = pd.Series(values, copy=False).to_numpy(dtype=object).tolist()

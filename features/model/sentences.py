@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import string
 
+from features.pointintime.definitions import FEATURE_NAMES, FEATURES_BY_NAME, TEMPLATE_BUILTINS, describe_feature
+
 # --- sentences -------------------------------------------------------------------------------
 
 
@@ -24,8 +26,6 @@ def describe_factor(feature: str, value, row: dict) -> str:
     try:
         return _cached_sentence(feature, value, tuple((f, row.get(f)) for f in fields))
     except TypeError:  # an unhashable value: phrase it without the cache
-        from features.pointintime.definitions import describe_feature
-
         return describe_feature(feature, value, row)
 
 
@@ -34,16 +34,12 @@ def factor_phrase(feature: str, value, context: tuple) -> str:
     try:
         return _cached_sentence(feature, value, context)
     except TypeError:  # an unhashable value: phrase it without the cache
-        from features.pointintime.definitions import describe_feature
-
         return describe_feature(feature, value, dict(context))
 
 
 @functools.lru_cache(maxsize=None)
 def template_fields_of(feature: str) -> tuple[str, ...] | None:
     """Other features that ``feature``'s templates use; None for a feature not in the registry."""
-    from features.pointintime.definitions import FEATURES_BY_NAME, TEMPLATE_BUILTINS
-
     if feature not in FEATURES_BY_NAME:
         return None
     return tuple(sorted({
@@ -57,8 +53,6 @@ def template_fields_of(feature: str) -> tuple[str, ...] | None:
 @functools.lru_cache(maxsize=65536)
 def _cached_sentence(feature: str, value, context: tuple) -> str:
     # Counts, flags and categories repeat across deals: each sentence is phrased once.
-    from features.pointintime.definitions import describe_feature
-
     return describe_feature(feature, value, dict(context))
 
 
@@ -69,8 +63,6 @@ def template_fields() -> frozenset[str]:
     >>> "current_stage" in template_fields()
     True
     """
-    from features.pointintime.definitions import FEATURE_NAMES
-
     return frozenset(field for name in FEATURE_NAMES for field in template_fields_of(name))
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract.schema import OPEN_STAGES, TIMESTAMP_DTYPE, Export
+from features.pointintime.events import prepare_points, reconstruct_field
 
 STATE_VERSION = 1
 
@@ -157,8 +158,6 @@ def compute_first_amounts(export: Export, deal_ids: pd.Series) -> np.ndarray:
     >>> compute_first_amounts(make_export(), pd.Series(["D1", "D2"])).tolist()
     [1000.0, 500.0]
     """
-    from features.pointintime.events import prepare_points, reconstruct_field
-
     if len(deal_ids) == 0:
         return np.zeros(0)
     created = deal_ids.map(export.deals.set_index("deal_id")["created_at"])
