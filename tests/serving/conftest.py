@@ -23,6 +23,7 @@ N_DEALS = 900
 SEED = 11
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "DEALRISK_API_TOKEN", "DEALRISK_MAX_DEALS", "DEALRISK_MAX_BODY_BYTES",
             "DEALRISK_WARNING_THRESHOLDS", "DEALRISK_LOG_REQUESTS", "DEALRISK_BATCH_LINGER_MS")
+TEST_EXPERIMENT = "dealrisk-serving-tests"
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +44,11 @@ def export(export_dir):
 
 
 def register_bundle(bundle, uri: str, win_name: str = "deal-win", slip_name: str = "deal-slip") -> str:
-    """Log ``bundle/`` in a run of the store at ``uri`` and register it as both champions; return run id."""
+    """Log ``bundle/`` in a run of the store at ``uri`` and register it as both champions; return run id.
+
+    The run goes to an experiment whose artifacts sit beside the SQLite file: MLflow's default
+    experiment would put them in ``./mlruns`` of the working directory, i.e. the checkout.
+    """
     import tempfile
 
     import mlflow
@@ -53,7 +58,13 @@ def register_bundle(bundle, uri: str, win_name: str = "deal-win", slip_name: str
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    experiment = client.get_experiment_by_name(TEST_EXPERIMENT)
+    if experiment is None:
+        artifacts = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+        experiment_id = client.create_experiment(TEST_EXPERIMENT, artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
         save_bundle_dir(bundle, Path(tmp) / "bundle")
         mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
     for name in (win_name, slip_name):
