@@ -20,7 +20,7 @@ class ChampionError(RuntimeError):
 
 def _champion_version(client, name: str, alias: str):
     """The model version behind ``name@alias``; ``ChampionError`` when there is none."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # lazy, like every mlflow import here: see load_champion
 
     try:
         return client.get_model_version_by_alias(name, alias)
@@ -32,7 +32,7 @@ def _champion_version(client, name: str, alias: str):
 
 
 def _download_bundle(run_id: str, name: str, dst: Path) -> ModelBundle:
-    import mlflow.artifacts
+    import mlflow.artifacts  # lazy: see load_champion
     from mlflow.exceptions import MlflowException
 
     try:
@@ -51,6 +51,9 @@ def load_champion(config: ServingConfig) -> ModelBundle:
     When the two aliases point at different runs, the slip booster and calibration come from the
     slip run; both runs must then share the same feature list and feature state.
     """
+    # mlflow takes ~1.5 s to import and only loading a champion needs it: the service module
+    # imports this one in processes that never load a model (the ``bentoml serve`` parent that
+    # reads the service's settings, ``bentoml build``).
     import mlflow
     from mlflow import MlflowClient
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.contract.check import check_tables
+from features.contract.io import read_raw_tables, write_tables
 from features.contract.schema import TABLES
 from serving.scoring import DEAL_COLUMNS, TABLE_COLUMNS
 
@@ -102,9 +104,6 @@ def _stage_at(export, deal_id: str, as_of: pd.Timestamp) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the request body for one or more deal ids (or the first N open deals)."""
-    from features.contract.check import check_tables
-    from features.contract.io import read_raw_tables
-
     parser = argparse.ArgumentParser(prog="python -m serving.request", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="export folder (CSV or Parquet)")
     parser.add_argument("--deal-id", action="append", default=[], help="deal id; repeat for several")
@@ -130,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.args[0], file=sys.stderr)
         return 1
     if args.tables is not None:
-        from features.contract.io import write_tables
-
         folder = write_tables(tables_from_body(body), args.tables)
         (folder / "as_of.txt").write_text(body["as_of"] + "\n")
         print(f"wrote {len(body['deals'])} deals as tables to {folder}", file=sys.stderr)

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from serving.config import ConfigError, ServingConfig
+
 SERVICE = "serving.service:DealRiskService"
 
 
@@ -19,7 +21,8 @@ def check_champion() -> str:
 
     Returns a one-line description of what will be served.
     """
-    from serving.config import ConfigError, ServingConfig
+    # Imported here, not at module level: the ``dealrisk`` CLI imports this module for every
+    # command, and these pull in LightGBM and the feature code (~1.5 s); only ``serve`` needs them.
     from serving.loader import ChampionError, load_champion
     from serving.scoring import load_model
 

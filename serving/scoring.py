@@ -22,7 +22,10 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pydantic_core
+from pydantic import TypeAdapter
 
+from features.contract.check import check_tables
+from features.contract.io import read_table_bytes
 from features.contract.schema import (
     CLOSED_STAGES,
     EVENT_TABLES,
@@ -31,6 +34,9 @@ from features.contract.schema import (
 )
 from features.model.explain import explain_scores, frame_from_blocks
 from features.model.grades import ExplainConfig
+from features.pointintime.events import Codebook, to_micros
+from features.pointintime.pipeline import build_features, build_features_as_of
+from features.pointintime.state import FeatureState
 from serving.schemas import ScoreRequest
 
 # as_of may lie at most this far in the future (clock skew between the CRM and the service).
@@ -85,8 +91,6 @@ class LoadedModel:
 
 def load_model(bundle) -> LoadedModel:
     """Rebuild the fitted feature state of a bundle; ``ValueError`` names what is wrong."""
-    from features.pointintime.state import FeatureState
-
     return LoadedModel(bundle=bundle, state=FeatureState.from_dict(bundle.feature_state))
 
 
@@ -212,8 +216,6 @@ def _field_of(paths: dict[str, RowPaths], table: str | None, column: str | None,
 
 def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], mapping=None):
     """Run the data contract on the request's tables; ``RequestError(422)`` naming every violation."""
-    from features.contract.check import check_tables
-
     result = check_tables(raw, mapping=mapping)
     if result.violations:
         problems = [
@@ -232,8 +234,6 @@ def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], map
 
 def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None:
     """Reject closed deals and events after ``as_of`` (``RequestError(422)`` naming each field)."""
-    from features.pointintime.events import to_micros
-
     problems: list[Problem] = []
     deals = export.deals
     limit = _micros(as_of)
@@ -279,8 +279,6 @@ def resolve_as_of(request: ScoreRequest | "TableRequest", now: pd.Timestamp | No
 
 def build_request_features(model: LoadedModel, export, as_of: pd.Timestamp) -> pd.DataFrame:
     """Point-in-time features of every deal of the request as of ``as_of`` (training's code)."""
-    from features.pointintime.pipeline import build_features_as_of
-
     return build_features_as_of(export, as_of, model.state)
 
 
@@ -405,8 +403,6 @@ def table_request(files: dict[str, bytes], as_of: str | None) -> TableRequest:
 @functools.cache
 def _datetime_parser():
     """pydantic's date-time parser, the one that reads the JSON request's ``as_of``."""
-    from pydantic import TypeAdapter
-
     return TypeAdapter(datetime)
 
 
@@ -416,8 +412,6 @@ def read_request_tables(request: TableRequest, max_deals: int) -> dict[str, pd.D
     Deals are open by definition here, so ``outcome`` and ``closed_at`` may be left out of the
     deals table (they are filled as open); when present they are checked like any export's.
     """
-    from features.contract.io import read_table_bytes
-
     raw: dict[str, pd.DataFrame] = {}
     problems = []
     for name in TABLE_PARTS:
@@ -480,8 +474,6 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
             raise RequestError(422, "the merged batch breaks the contract")
         as_of = pd.Series(np.array(as_ofs, dtype=object)[request_of], index=export.deals.index).astype(TIMESTAMP_DTYPE)
         _check_times_merged(export, as_of)
-        from features.pointintime.pipeline import build_features
-
         points = pd.DataFrame({"deal_id": export.deals["deal_id"], "as_of": as_of})
         explained = explain_scores(model.bundle, build_features(export, points, model.state), config)
     except RequestError:
@@ -506,16 +498,12 @@ def _answer_or_error(model: LoadedModel, request: ScoreRequest, config: ExplainC
 
 
 def _check(raw: dict[str, pd.DataFrame], mapping):
-    from features.contract.check import check_tables
-
     result = check_tables(raw, mapping=mapping)
     return None if result.violations else result.export
 
 
 def _check_times_merged(export, as_of: pd.Series) -> None:
     """Any closed deal or event after its request's as_of: ``RequestError`` (the caller falls back)."""
-    from features.pointintime.events import Codebook, to_micros
-
     deals = export.deals
     limit = to_micros(as_of)
     if np.isin(deals["stage"].to_numpy(dtype=object), CLOSED_STAGES).any() or (to_micros(deals["created_at"]) > limit).any():
