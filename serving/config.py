@@ -13,6 +13,7 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.model.grades.WarningThresholds`` |
 | ``DEALRISK_LOG_REQUESTS`` | ``false`` | log deal ids of scored requests (contents are never logged) |
 | ``DEALRISK_BATCH_LINGER_MS`` | ``3`` | under concurrent load, how long a batch may wait for more requests (0: never) |
+| ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from features.model.grades import ExplainConfig, WarningThresholds
 from features.model.names import RegisteredNameError, RegisteredNames
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# Spellings accepted for an on/off setting.
+SWITCHES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 
 
 class ConfigError(ValueError):
@@ -43,6 +46,7 @@ class ServingConfig:
     max_batch_deals: int = 1000  # concurrent requests are scored together up to this many deals
     batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer
     log_requests: bool = False
+    fair_accept: bool = True  # see serving.service.fair_accept
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
     @classmethod
@@ -69,6 +73,10 @@ class ServingConfig:
             linger = -1.0
         if not 0 <= linger <= 1000:
             raise ConfigError(f"DEALRISK_BATCH_LINGER_MS must be a number of milliseconds from 0 to 1000, got {raw_linger!r}")
+        raw_fair = env.get("DEALRISK_FAIR_ACCEPT")
+        fair = cls.fair_accept if raw_fair in (None, "") else SWITCHES.get(raw_fair.strip().lower())
+        if fair is None:
+            raise ConfigError(f"DEALRISK_FAIR_ACCEPT must be on or off, got {raw_fair!r}")
         try:
             names = RegisteredNames.from_env(env)
         except RegisteredNameError as exc:
@@ -86,5 +94,6 @@ class ServingConfig:
             max_body_bytes=positive_int("DEALRISK_MAX_BODY_BYTES", cls.max_body_bytes),
             log_requests=(env.get("DEALRISK_LOG_REQUESTS", "").lower() in ("1", "true", "yes")),
             batch_linger_ms=linger,
+            fair_accept=fair,
             explain=ExplainConfig(warnings=thresholds),
         )

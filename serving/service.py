@@ -14,21 +14,46 @@ endpoint: BentoML's adaptive batching sheds load with 503s and hangs on DataFram
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import gc
+import inspect
 import logging
+import os
+import signal
+import sys
+from asyncio.base_events import Server
+from asyncio.selector_events import BaseSelectorEventLoop
 
 import bentoml
+from bentoml._internal.context import server_context
 from fastapi import FastAPI
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from features.pointintime.definitions import FEATURES_BY_NAME
 from serving.batcher import ARRIVALS, Coalescer
+from serving.config import ConfigError, ServingConfig
 from serving.guard import RequestGuard
+from serving.loader import ChampionError, load_champion
 from serving.schemas import (
     TABLES_UPLOAD_OPENAPI,
     ModelInfo,
     ScoreRequest,
     ScoreResponse,
+)
+from serving.scoring import (
+    TABLE_PARTS,
+    Problem,
+    RequestError,
+    TableRequest,
+    dump_response,
+    load_model,
+    score_request,
+    score_requests,
+    score_tables,
+    table_request,
 )
 
 logger = logging.getLogger("dealrisk.serving")
@@ -47,10 +72,6 @@ class DealRiskService:
     """Explained win-probability and slip-risk scores for open deals."""
 
     def __init__(self) -> None:
-        from serving.config import ConfigError, ServingConfig
-        from serving.loader import ChampionError, load_champion
-        from serving.scoring import load_model
-
         try:
             self.config = ServingConfig.from_env()
             self.model = load_model(load_champion(self.config))
@@ -69,6 +90,8 @@ class DealRiskService:
             self.config.names.win_model, self.model.versions["win"],
             self.config.names.slip_model, self.model.versions["slip"], self.config.tracking_uri,
         )
+        if server_context.worker_index is not None:
+            log_fair_accept(self.config.fair_accept, server_context.worker_index, running_loop())
 
     @bentoml.api(route="/score")
     async def score(self, request: ScoreRequest, /) -> ScoreResponse:
@@ -97,8 +120,6 @@ class DealRiskService:
         explanations as ``POST /score``; problems name the table, column and 0-based row, e.g.
         ``activities[17].type``. The answer is the same as ``/score``'s, deals in table order.
         """
-        from serving.scoring import RequestError, table_request
-
         try:
             upload = table_request(*await read_upload(request, self.config.max_body_bytes))
         except RequestError as exc:
@@ -114,6 +135,8 @@ class DealRiskService:
 @functools.cache
 def _batch_metrics() -> tuple:
     """Prometheus histograms of the scoring batches (on ``/metrics``), created once per process."""
+    # Imported here, not at module level: prometheus_client reads PROMETHEUS_MULTIPROC_DIR when it
+    # is imported, and BentoML must set that up first (see bentoml's PrometheusClient).
     from prometheus_client import Histogram
 
     sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000)
@@ -141,8 +164,6 @@ def freeze_startup_objects() -> None:
     scoring, which showed as 200 ms outliers in the latency benchmark. Frozen, they are never
     collected (they live as long as the worker anyway) and a full collection takes ~1 ms.
     """
-    import gc
-
     gc.collect()
     gc.freeze()
 
@@ -155,34 +176,94 @@ GIL_SWITCH_SECONDS = 0.001
 
 
 def configure_worker_process() -> None:
-    """Settings for a BentoML worker process; nothing happens elsewhere (tests, scripts).
+    """Settings for a BentoML worker process, at import; nothing happens elsewhere (tests, scripts).
 
-    - New connections go to the worker holding fewer (``fair_accept``). The workers share one
-      listening socket and the kernel wakes them all for a new connection; the one that runs
-      first takes it, and asyncio's accept handler takes every connection waiting in one go.
-      Clients keep their connections open, so a pool opened at once, or one connection after
-      another (the last worker to answer is awake and wins), stayed on one worker: with 8
-      connections on 2 workers, 8-0 in 7 of 8 trials opened together and 6-2 or 7-1 in 6 of 8
-      opened one by one, one core idle. With ``fair_accept``: 4-4 or 5-3 in 15 of 16 trials.
+    - New connections go to the worker holding fewer (``fair_accept``, unless
+      ``DEALRISK_FAIR_ACCEPT=off``). The workers share one listening socket and the kernel wakes
+      them all for a new connection; the one that runs first takes it, and asyncio's accept
+      handler takes every connection waiting in one go. Clients keep their connections open, so
+      a pool opened at once, or one connection after another (the last worker to answer is awake
+      and wins), stayed on one worker: with 8 connections on 2 workers, 8-0 in 7 of 8 trials
+      opened together and 6-2 or 7-1 in 6 of 8 opened one by one, one core idle. With
+      ``fair_accept``: 4-4 or 5-3 in 15 of 16 trials. Installed here, at import, because the
+      worker's server must not have started listening yet; ``DealRiskService.__init__`` logs
+      whether it is active in the running loop (``log_fair_accept``).
     - The GIL is handed over every 1 ms instead of 5 ms. While the scoring thread runs a batch,
       the event loop waits for the GIL to read the next requests and write answers; with 5 ms
       those waits made the tail. Single-deal p99 at 8 clients, 7 interleaved rounds: 36-45 ms
       (all under 50) against 37-56 ms (3 of 7 over 50) with the default; throughput within the
       noise (mean 283 vs 286 req/s at 8 clients, 480 vs 502 at 32).
+    - The service's own INFO lines reach the server log: BentoML sets the root logger to WARNING,
+      which would drop the start-up lines and ``DEALRISK_LOG_REQUESTS``' counts.
     """
-    import asyncio.selector_events
-    import sys
-
-    from bentoml._internal.context import server_context
-
     if server_context.worker_index is None:
         return
+    logging.getLogger("dealrisk").setLevel(logging.INFO)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    loop_class = asyncio.selector_events.BaseSelectorEventLoop
     try:
-        loop_class._accept_connection = fair_accept(loop_class._accept_connection)
+        enabled = ServingConfig.from_env().fair_accept
+    except ConfigError:
+        return  # DealRiskService.__init__ reads the settings again and stops the server naming the bad one
+    install_fair_accept(enabled)
+
+
+def install_fair_accept(enabled: bool) -> None:
+    """Put ``fair_accept`` on asyncio's selector event loops when ``enabled``; a no-op when already there.
+
+    A handler ``fair_accept`` refuses (asyncio's private API changed) is left as it is;
+    ``fair_accept_status`` names the reason in the start-up log.
+    """
+    if not enabled:
+        return
+    try:
+        BaseSelectorEventLoop._accept_connection = fair_accept(BaseSelectorEventLoop._accept_connection)
+    except TypeError:
+        pass  # reported by log_fair_accept at start-up
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def fair_accept_status(enabled: bool, loop: asyncio.AbstractEventLoop | None) -> tuple[bool, str]:
+    """Whether ``fair_accept`` handles the connections of ``loop``, and a sentence saying so or why not.
+
+    The patch lives on asyncio's private selector-loop API, so it is silently bypassed by another
+    event loop (uvicorn picks uvloop whenever uvloop is installed) or a changed asyncio; this
+    names which.
+    """
+    if not enabled:
+        return False, "fair_accept inactive (DEALRISK_FAIR_ACCEPT=off): asyncio's own accept, connections unbalanced"
+    if loop is None:
+        return False, "fair_accept inactive (no event loop running at start-up)"
+    loop_class = type(loop)
+    name = f"{loop_class.__module__}.{loop_class.__qualname__}"
+    if not isinstance(loop, BaseSelectorEventLoop):
+        return False, (f"fair_accept inactive (the event loop is {name}, not asyncio's selector loop; "
+                       "uvicorn runs uvloop when it is installed): connections unbalanced")
+    handler = loop_class._accept_connection
+    if getattr(handler, "fair", False):
+        return True, f"fair_accept active on {name}: the workers take turns accepting connections"
+    try:
+        fair_accept(handler)
     except TypeError as exc:
-        logger.warning("dealrisk: workers accept connections unbalanced: %s", exc)
+        return False, f"fair_accept inactive (asyncio's private accept API changed: {exc}): connections unbalanced"
+    return False, f"fair_accept inactive ({name} has its own accept handler): connections unbalanced"
+
+
+def log_fair_accept(enabled: bool, worker_index: int, loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Log once per worker, at start-up, whether ``fair_accept`` is active and why not; return whether it is.
+
+    A warning when the setting is on but the patch does not apply, an info line otherwise.
+    """
+    active, status = fair_accept_status(enabled, loop)
+    level = logging.WARNING if enabled and not active else logging.INFO
+    logger.log(level, "dealrisk: worker %s: %s", worker_index, status)
+    return active
 
 
 def fair_accept(accept):
@@ -192,16 +273,17 @@ def fair_accept(accept):
     ``ACCEPT_DELAY_PER_CONNECTION`` for each connection it already holds (``asyncio.Server``'s
     count; at most ``ACCEPT_DELAY_CAP``), so of the workers woken together the one with fewer
     connections gets there first. A worker holding none accepts at once; the kernel's listen
-    queue is not touched. ``TypeError`` if ``accept`` does not have the expected parameters.
+    queue is not touched. ``TypeError`` if ``accept`` does not have the expected parameters or
+    ``asyncio.Server`` no longer counts its connections (both private to asyncio).
     """
-    import inspect
-
     if getattr(accept, "fair", False):
         return accept
     if list(inspect.signature(accept).parameters)[:6] != [
         "self", "protocol_factory", "sock", "sslcontext", "server", "backlog",
     ]:
         raise TypeError(f"unexpected accept handler {accept!r}")
+    if "_active_count" not in Server.__init__.__code__.co_names:
+        raise TypeError("asyncio.Server no longer counts its connections in _active_count")
 
     @functools.wraps(accept)
     def accept_fairly(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs):
@@ -232,18 +314,11 @@ def stop_server_on_startup_failure() -> None:
     appear by itself, so the worker asks its parent (the ``bentoml serve`` process) to stop.
     In-process use (tests, ``to_asgi``) has no worker index and only gets the exception.
     """
-    import os
-    import signal
-
-    from bentoml._internal.context import server_context
-
     if server_context.worker_index is not None:
         os.kill(os.getppid(), signal.SIGTERM)
 
 
 def too_many_deals(count: int, limit: int) -> Response:
-    from serving.scoring import RequestError
-
     error = RequestError(413, f"too many deals: {count} > limit {limit}; split them over several requests")
     return JSONResponse(error.to_dict(), status_code=413)
 
@@ -253,10 +328,6 @@ async def read_upload(request: Request, max_part_bytes: int) -> tuple[dict[str, 
 
     ``RequestError(400)`` for a body that is not multipart/form-data or repeats a part.
     """
-    from starlette.datastructures import UploadFile
-
-    from serving.scoring import TABLE_PARTS, Problem, RequestError
-
     limit = len(TABLE_PARTS) + 1
     try:
         form = await request.form(max_files=limit, max_fields=limit, max_part_size=max_part_bytes)
@@ -285,8 +356,6 @@ def score_batch(model, config, requests: list) -> list:
     A failure of the merged batch is retried request by request, so only the request that
     causes it gets an error (never a crash).
     """
-    from serving.scoring import TableRequest, dump_response, score_requests
-
     outcomes: list = [None] * len(requests)
     merged = [k for k, request in enumerate(requests) if not isinstance(request, TableRequest)]
     if merged:
@@ -311,8 +380,6 @@ def score_batch(model, config, requests: list) -> list:
 
 
 def _score_alone(model, config, request):
-    from serving.scoring import RequestError, TableRequest, score_request, score_tables
-
     try:
         if isinstance(request, TableRequest):
             return score_tables(model, request, config.explain, config.max_deals)
@@ -325,8 +392,6 @@ def _score_alone(model, config, request):
 
 def http_response(outcome, config, n_deals: int) -> Response:
     """Answer bytes -> 200; a RequestError -> its 4xx; any other exception -> a logged 500."""
-    from serving.scoring import RequestError
-
     if isinstance(outcome, RequestError):
         return JSONResponse(outcome.to_dict(), status_code=outcome.status)
     if isinstance(outcome, BaseException):
@@ -347,8 +412,6 @@ def _where(exc: BaseException) -> str:
 
 def model_info(model, config) -> dict:
     """The ``GET /model`` answer for a loaded model."""
-    from features.pointintime.definitions import FEATURES_BY_NAME
-
     bundle = model.bundle
     categorical = bundle.features.get("categorical", {}) or {}
     metrics = dict(bundle.metrics or {})
