@@ -10,6 +10,7 @@ import typer
 
 from features import commands as data_commands
 from generator import commands as generator_commands
+from portfolio import commands as portfolio_commands
 from serving import commands as serving_commands
 from training import commands as training_commands
 
@@ -26,6 +27,7 @@ def build_app() -> typer.Typer:
     data_commands.register(root)
     training_commands.register(root)
     serving_commands.register(root)
+    portfolio_commands.register(root)
     return root
 
 
