@@ -1,53 +1,91 @@
 """CLI commands for training: ``train``, ``promote``, ``models``, and ``features`` (which can take a
-registered model's fitted state from MLflow). Wiring only."""
+registered model's fitted state from MLflow). Wiring only.
+
+``training.pipeline``, ``training.gate`` and ``training.tracking`` are imported inside the commands
+that use them: they load LightGBM and scikit-learn (and MLflow when called), about 1 s that every
+other ``dealrisk`` command (``generate``, ``validate``, ``--help``) would otherwise pay.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import IO, Annotated, Optional
 
 import typer
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from features.model.names import RegisteredNameError, RegisteredNames
-from training.config import DEFAULT_TRACKING_URI, SplitConfig, TrainConfig
+from features.commands import run_features
+from features.contract.io import ExportFolderError
+from features.contract.violations import ContractError
+from features.pointintime.events import FeatureInputError
+from training.config import (
+    DEFAULT_TRACKING_URI,
+    ConfigError,
+    TrainConfig,
+    read_config_file,
+    resolve_train_config,
+    tracking_uri,
+)
+from training.report import print_report, render_report
+from training.split import SplitError
 
 MLFLOW_HELP = f"MLflow tracking URI comes from $MLFLOW_TRACKING_URI, default {DEFAULT_TRACKING_URI}."
-WIN_NAME_HELP = "Registered model name of the win model (default: $DEALRISK_WIN_MODEL or deal-win)."
-SLIP_NAME_HELP = "Registered model name of the slip model (default: $DEALRISK_SLIP_MODEL or deal-slip)."
+WIN_NAME_HELP = "Registered model name of the win model (default: the --config file, else $DEALRISK_WIN_MODEL or deal-win)."
+SLIP_NAME_HELP = "Registered model name of the slip model (default: the --config file, else $DEALRISK_SLIP_MODEL or deal-slip)."
+CONFIG_HELP = (
+    "YAML file of training settings (every key and its default: docs/train.example.yaml); "
+    "flags given on the command line override it."
+)
+# Wider than any table we print: measuring against it gives a table's natural width.
+_UNBOUNDED_WIDTH = 10_000
 
 
-def _names(win_name: str | None, slip_name: str | None) -> RegisteredNames:
-    """Registered names from the environment (``features.model.names``), flags overriding."""
+def _settings(config: Path | None, flags: dict) -> TrainConfig:
+    """Defaults < registered names from the environment < the ``--config`` file < the flags given."""
     try:
-        names = RegisteredNames.from_env()
-        return replace(names, win_model=win_name or names.win_model, slip_model=slip_name or names.slip_model)
-    except RegisteredNameError as exc:
+        return resolve_train_config(read_config_file(config) if config is not None else None, flags)
+    except ConfigError as exc:
         _fail(str(exc))
+
+
+def _names_flags(win_name: str | None, slip_name: str | None) -> dict:
+    return {"names": {"win_model": win_name, "slip_model": slip_name}}
 
 
 def _quiet_downloads() -> None:
     """No per-file MLflow download bars in the CLI's output (the user can still turn them on)."""
-    import os
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: one line however long, as scripts and log searches expect (rich wraps at 80 columns)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(1)
 
 
+def fitting_console(*renderables: RenderableType, file: IO[str] | None = None) -> Console:
+    """A console as wide as ``renderables`` need when the output is not a terminal.
+
+    Piped or redirected (``dealrisk models | cat``), rich assumes 80 columns and cuts table cells
+    ("predi..."); a terminal keeps its own width.
+    """
+    console = Console(file=file)
+    if console.is_terminal:
+        return console
+    options = console.options.update_width(_UNBOUNDED_WIDTH)
+    needed = max((console.measure(renderable, options=options).maximum for renderable in renderables), default=0)
+    return Console(file=file, width=max(console.width, needed))
+
+
 def _expected_errors() -> tuple[type[Exception], ...]:
-    from features.contract.io import ExportFolderError
-    from features.contract.violations import ContractError
+    # LightGBM and scikit-learn behind these modules: see the module docstring.
     from features.model.bundle import BundleError
     from training.gate import PromotionError
     from training.pipeline import InsufficientDataError, TruthFileError
-    from training.split import SplitError
 
     return (
         ContractError, ExportFolderError, InsufficientDataError, SplitError, PromotionError, BundleError, TruthFileError,
@@ -61,44 +99,44 @@ def train(
     ] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the evaluation as JSON to this file.")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Run the promotion gate after training.")] = False,
+    config: Annotated[Optional[Path], typer.Option(help=CONFIG_HELP)] = None,
     cutoff: Annotated[
         Optional[str],
-        typer.Option(help="Training cutoff (UTC): training deals closed before it; default: the moment that gives the "
-                          "training cohort half of the deals either side uses (SplitConfig.train_share)."),
+        typer.Option(help="Training cutoff (UTC): training deals closed before it (overrides split.cutoff; default: the moment "
+                          "that gives the training cohort half of the deals either side uses)."),
     ] = None,
     gap_days: Annotated[
-        int, typer.Option(help="Days after the cutoff before the first validation/test deal's creation date.")
-    ] = 30,
+        Optional[int],
+        typer.Option(help="Days after the cutoff before the first validation/test deal's creation date "
+                          "(overrides split.gap_days; default 30)."),
+    ] = None,
     mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names.")] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dealrisk",
+    experiment: Annotated[
+        Optional[str], typer.Option(help="MLflow experiment name (overrides experiment; default dealrisk).")
+    ] = None,
     win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
     slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
 ) -> None:
     """Train, evaluate and register the win and slip models (aliased 'challenger')."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
+    # LightGBM, scikit-learn and MLflow behind these: see the module docstring.
     from training.gate import run_promote
     from training.pipeline import run_train
-    from training.report import print_report
 
     _quiet_downloads()
-    names = _names(win_name, slip_name)
-    config = replace(
-        TrainConfig(), split=replace(SplitConfig(), cutoff=cutoff, gap_days=gap_days),
-        experiment=experiment, names=names,
-    )
-    console = Console()
+    config_file = None
+    try:
+        config_file = read_config_file(config) if config is not None else None
+        settings = resolve_train_config(config_file, {
+            "split": {"cutoff": cutoff, "gap_days": gap_days}, "experiment": experiment,
+            **_names_flags(win_name, slip_name),
+        })
+    except ConfigError as exc:
+        _fail(str(exc))
+    names = settings.names
     steps = 5
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
+                      console=Console(), transient=False) as progress:
             task = progress.add_task("training", total=steps)
             started = {"n": 0}
 
@@ -108,10 +146,11 @@ def train(
                 started["n"] += 1
                 progress.update(task, description=description)
 
-            result = run_train(data, config, truth_path=truth, mapping=mapping, step=step)
+            result = run_train(data, settings, truth_path=truth, mapping=mapping, step=step, config_file=config_file)
             progress.update(task, completed=steps, description="done")
     except _expected_errors() as exc:
         _fail(str(exc))
+    console = fitting_console(render_report(result.report))
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}")
     print_report(result.report, console)
@@ -125,7 +164,7 @@ def train(
         console.print(f"report written to {report}")
     if promote:
         try:
-            decision = run_promote(data=data, names=names, config=config.gate,
+            decision = run_promote(data=data, names=names, config=settings.gate,
                                    mapping=mapping, echo=console.print)
         except _expected_errors() as exc:
             _fail(str(exc))
@@ -143,23 +182,24 @@ def promote(
     force: Annotated[
         bool, typer.Option("--force", help="Move 'champion' to --version without the gate (rollback).")
     ] = False,
+    config: Annotated[
+        Optional[Path], typer.Option(help="YAML file of training settings: its gate tolerances and names are used.")
+    ] = None,
     mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names.")] = None,
     win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
     slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
 ) -> None:
     """Move 'champion' to the challenger if it is at least as good on the same test period; else exit 1."""
-    from rich.console import Console
-
-    from training.config import GateConfig
+    # LightGBM, scikit-learn and MLflow behind it: see the module docstring.
     from training.gate import run_promote
 
     if force and version is None:
         _fail("--force needs --version N (the win-model version to make champion)")
     _quiet_downloads()
-    names = _names(win_name, slip_name)
+    settings = _settings(config, _names_flags(win_name, slip_name))
     console = Console()
     try:
-        decision = run_promote(data=data, names=names, config=GateConfig(),
+        decision = run_promote(data=data, names=settings.names, config=settings.gate,
                                version=version, force=force, mapping=mapping, echo=console.print)
     except _expected_errors() as exc:
         _fail(str(exc))
@@ -168,28 +208,27 @@ def promote(
 
 
 def models(
+    config: Annotated[
+        Optional[Path], typer.Option(help="YAML file of training settings: its registered names are listed.")
+    ] = None,
     win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
     slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
 ) -> None:
     """List registered versions with their aliases and headline test metrics."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from training.config import tracking_uri
+    # scikit-learn and MLflow behind it: see the module docstring.
     from training.gate import list_models
 
-    names = _names(win_name, slip_name)
+    names = _settings(config, _names_flags(win_name, slip_name)).names
     frame = list_models(names, uri=tracking_uri())
-    console = Console()
     if frame.empty:
-        console.print(f"no registered versions of {names.win_model} / {names.slip_model} in {tracking_uri()}")
+        Console().print(f"no registered versions of {names.win_model} / {names.slip_model} in {tracking_uri()}")
         return
     table = Table(title=f"registered models in {tracking_uri()} (test metrics of each version's run)", title_justify="left")
     for column in frame.columns:
         table.add_column(column, justify="right" if frame[column].dtype.kind in "fi" else "left", no_wrap=True)
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
+    fitting_console(table).print(table)
 
 
 def features(
@@ -203,8 +242,7 @@ def features(
     mapping: Annotated[Optional[Path], typer.Option(help="YAML name mapping.")] = None,
 ) -> None:
     """Write point-in-time features of every deal open at AS_OF."""
-    from features.commands import run_features
-    from features.pointintime.events import FeatureInputError
+    # LightGBM (through the bundle) and MLflow behind it: see the module docstring.
     from training.tracking import load_model_feature_state
 
     _quiet_downloads()

@@ -16,12 +16,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
+from features.contract.load import load_export
 from features.model.bundle import ModelBundle
-from features.model.predict import raw_probability
+from features.model.contributions import model_contributions
+from features.model.matrix import encode_matrix, fit_matrix_spec
+from features.model.predict import (
+    apply_calibration,
+    encode_bundle_matrix,
+    predict_probabilities,
+    predict_raw,
+    raw_probability,
+)
+from features.pointintime.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
+from features.pointintime.pipeline import build_features, subset_export
+from features.pointintime.snapshots import (
+    SnapshotConfig,
+    export_end,
+    label_snapshots,
+    maturity_days,
+    sample_snapshots,
+)
+from features.pointintime.state import fit_feature_state
 from training.baselines import fit_linear_model, predict_stage_table
 from training.calibration import fit_calibration
-from training.config import MinimumData, TrainConfig
+from training.config import ConfigFile, MinimumData, TrainConfig
 from training.evaluate import (
     clean_for_json,
     evaluate_forecast,
@@ -31,7 +51,14 @@ from training.evaluate import (
 )
 from training.fit import choose_blend_weight, fit_booster, monotone_vector
 from training.metrics import compute_metrics, per_deal_weights
+from training.plots import plot_calibration, plot_forecast, plot_lift, plot_shap_summary
 from training.split import SplitError, SplitPlan, assign_sides, attach_sides, plan_split
+from training.tracking import (
+    describe_export,
+    fingerprint_files,
+    log_training_run,
+    setup_mlflow,
+)
 
 STAGE_FEATURE = "current_stage"
 SLICE_FEATURES: tuple[str, ...] = ("current_stage", "segment", "deal_type")
@@ -63,8 +90,6 @@ class TrainingData:
 
 def label_points(export, sides: pd.Series) -> pd.DataFrame:
     """Labelled snapshots (features.pointintime.snapshots) of the deals that have a side, one side each."""
-    from features.pointintime.snapshots import label_snapshots, sample_snapshots
-
     points = sample_snapshots(export, deal_ids=sides.index)
     points = attach_sides(label_snapshots(export, points), sides)
     deals = export.deals.set_index("deal_id")
@@ -98,11 +123,6 @@ def plan_periods(export, config: TrainConfig) -> SplitPlan:
     cutoff only, and the default cutoff balances the two cohorts (``balance_cutoff``) instead of
     taking a plain quantile, so the horizon does not starve training.
     """
-    from dataclasses import replace
-
-    from features.pointintime.pipeline import subset_export
-    from features.pointintime.snapshots import SnapshotConfig, export_end, maturity_days
-
     quantile = SnapshotConfig().maturity_quantile
     horizon = maturity_days(export, quantile)
     if np.isnan(horizon):
@@ -131,10 +151,6 @@ def add_weights(rows: pd.DataFrame) -> pd.DataFrame:
 
 def prepare_training_data(export, config: TrainConfig) -> TrainingData:
     """Split by close date, fit the feature state on the training period, build the features."""
-    from features.pointintime.definitions import FEATURE_NAMES
-    from features.pointintime.pipeline import build_features
-    from features.pointintime.state import fit_feature_state
-
     plan = plan_periods(export, config)
     state = fit_feature_state(export, plan.cutoff)
     rows = add_weights(label_points(export, assign_sides(export.deals, plan)))
@@ -176,9 +192,6 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
     training rows, their blend weight (``config.linear``; by default the validation log-loss
     minimiser) and the isotonic calibration of the blend on validation.
     """
-    from features.model.matrix import encode_matrix, fit_matrix_spec
-    from features.pointintime.definitions import CATEGORICAL_FEATURES
-
     train_rows, train_features = data.side("train")
     val_rows, val_features = data.side("validation")
     spec = fit_matrix_spec(train_features)
@@ -258,8 +271,6 @@ def select_truth_points(truth: pd.DataFrame, export, test_deals: pd.Index) -> pd
 
 def predict_all(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
     """Calibrated win and slip probabilities through the shared scoring path."""
-    from features.model.predict import predict_probabilities
-
     return predict_probabilities(bundle, features)
 
 
@@ -271,8 +282,6 @@ def evaluate_run(
     The logistic-regression baseline is the model's own linear half alone (fitted on the same
     training rows and features).
     """
-    from features.model.predict import encode_bundle_matrix
-
     test_rows, test_features = data.side("test")
     test_probabilities = predict_all(bundle, test_features)
     test_matrix = encode_bundle_matrix(bundle, test_features)
@@ -324,8 +333,6 @@ def evaluate_run(
 
 def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Brier and ECE on the validation period before and after calibration (fitted there)."""
-    from features.model.predict import apply_calibration, predict_raw
-
     rows, features = data.side("validation")
     raw = predict_raw(bundle, features)
     calibrated = apply_calibration(bundle, raw)
@@ -344,8 +351,6 @@ def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainC
 
 def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle, config: TrainConfig, export) -> dict:
     """Truth (the generator's probability) vs the model and the stage table on the same points."""
-    from features.pointintime.pipeline import build_features
-
     test_deals = pd.Index(data.rows.loc[data.rows["side"] == "test", "deal_id"].unique())
     points = select_truth_points(truth, export, test_deals)
     if points.empty:
@@ -366,8 +371,6 @@ def bootstrap_auc_gap(
     deal_ids: pd.Series, y: np.ndarray, w: np.ndarray, truth: np.ndarray, model: np.ndarray, seed: int, rounds: int = 300
 ) -> tuple[float, float]:
     """90% interval of AUC(truth) - AUC(model), resampling deals (not snapshots) with replacement."""
-    from sklearn.metrics import roc_auc_score
-
     codes, uniques = pd.factorize(deal_ids)
     rng = np.random.default_rng(seed)
     gaps = []
@@ -386,15 +389,6 @@ def bootstrap_auc_gap(
 
 def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Calibration, lift, forecast and SHAP summary figures, keyed by artifact path."""
-    from features.model.contributions import model_contributions
-    from features.model.predict import encode_bundle_matrix
-    from training.plots import (
-        plot_calibration,
-        plot_forecast,
-        plot_lift,
-        plot_shap_summary,
-    )
-
     figures = {}
     for target in TARGETS:
         p = plots[target]
@@ -502,11 +496,12 @@ def run_train(
     mapping: Path | None = None,
     step: Callable[[str], None] = lambda description: None,
     uri: str | None = None,
+    config_file: ConfigFile | None = None,
 ) -> TrainResult:
-    """Train, evaluate, log and register the win and slip models from an export folder."""
-    from features.contract.load import load_export
-    from training.tracking import describe_export, fingerprint_files
+    """Train, evaluate, log and register the win and slip models from an export folder.
 
+    ``config_file``: the file ``config`` was read from (``dealrisk train --config``); the run keeps it.
+    """
     seconds: dict[str, float] = {}
     lap = lap_timer(seconds)
 
@@ -519,7 +514,7 @@ def run_train(
     data = prepare_training_data(export, config)
     warnings = check_minimum_data(data.rows, config.minimum)
     lap("features")
-    return train_and_log(export, data, config, fingerprint, truth, warnings, step, uri, seconds)
+    return train_and_log(export, data, config, fingerprint, truth, warnings, step, uri, seconds, config_file)
 
 
 def train_and_log(
@@ -532,10 +527,9 @@ def train_and_log(
     step: Callable[[str], None] = lambda description: None,
     uri: str | None = None,
     seconds: dict[str, float] | None = None,
+    config_file: ConfigFile | None = None,
 ) -> TrainResult:
     """Fit, evaluate, log and register from prepared training data (the second half of ``run_train``)."""
-    from training.tracking import log_training_run, setup_mlflow
-
     seconds = dict(seconds or {})
     warnings = list(warnings or [])
     lap = lap_timer(seconds)
@@ -564,6 +558,8 @@ def train_and_log(
         model_card=write_model_card(report, fingerprint, config, data.feature_names),
         tables={"evaluation/test_points.parquet": test_rows[["deal_id", "as_of", "won", "slipped"]]},
         names=config.names,
+        resolved_config=config.to_yaml(),
+        config_file=config_file,
     )
     lap("mlflow")
     report["run_id"] = registered.run_id
