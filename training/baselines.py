@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
 from features.model.linear import CategoricalTerm, LinearModel, NumericTerm
 
@@ -40,8 +41,6 @@ def fit_linear_model(
     ``monotone`` (name -> +1/-1) forbids the wrong sign: a numeric feature whose slope comes out
     against its direction is dropped and the model refitted (its missing indicator stays).
     """
-    from sklearn.linear_model import LogisticRegression
-
     matrix = np.asarray(matrix, dtype=float)
     w = np.asarray(w, dtype=float)
     wn = w / w.sum()

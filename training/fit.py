@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
+from features.model.linear import sigmoid
 from training.config import BoosterConfig
 
 
@@ -89,8 +90,6 @@ def choose_blend_weight(
     >>> choose_blend_weight(np.array([-1.0, 1.0, 1.0, -1.0]), np.array([-2.0, 2.0, -2.0, 2.0]), y, np.ones(4), (0.0, 0.5, 1.0))
     1.0
     """
-    from features.model.linear import sigmoid
-
     def loss(share: float) -> float:
         p = np.clip(sigmoid((1.0 - share) * booster_logit + share * linear_logit), 1e-12, 1 - 1e-12)
         return float(-(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum())
