@@ -25,23 +25,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from features.contract.schema import OPEN_STAGES
+from features.contract.schema import DEFAULT_STAGE_PROBABILITIES, OPEN_STAGES
 from features.model.names import RegisteredNameError, RegisteredNames
 from features.pointintime.definitions import FEATURE_NAMES
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-# Salesforce's default Opportunity stage probabilities, mapped onto the canonical stages:
-# Prospecting 10% -> identify; Qualification 10% / Needs Analysis 20% -> qualify;
-# Value Proposition 50%, Id. Decision Makers 60%, Perception Analysis 70% -> propose;
-# Proposal/Price Quote 75%, Negotiation/Review 90% -> negotiate; contract (verbal yes) 90%.
-SALESFORCE_STAGE_PROBABILITIES: dict[str, float] = {
-    "identify": 0.10,
-    "qualify": 0.20,
-    "propose": 0.60,
-    "negotiate": 0.80,
-    "contract": 0.90,
-}
+# Salesforce's default stage probabilities (the stage table): the data contract holds it, so portfolio's forecast shares it.
+SALESFORCE_STAGE_PROBABILITIES: dict[str, float] = DEFAULT_STAGE_PROBABILITIES
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,20 @@ CLOSED_STAGES: tuple[str, ...] = ("won", "lost")
 STAGES: tuple[str, ...] = OPEN_STAGES + CLOSED_STAGES
 STAGE_ORDER: dict[str, int] = {stage: i for i, stage in enumerate(OPEN_STAGES)}
 
+# The stage table: the probability a CRM shows for a deal in each open stage. Salesforce's default
+# Opportunity stage probabilities, mapped onto the canonical stages: Prospecting 10% -> identify;
+# Qualification 10% / Needs Analysis 20% -> qualify; Value Proposition 50%, Id. Decision Makers 60%,
+# Perception Analysis 70% -> propose; Proposal/Price Quote 75%, Negotiation/Review 90% -> negotiate;
+# contract (verbal yes) 90%. The baseline the models must beat (training) and the forecast's
+# "stage-table estimate" beside the model's (portfolio), so both read it from here.
+DEFAULT_STAGE_PROBABILITIES: dict[str, float] = {
+    "identify": 0.10,
+    "qualify": 0.20,
+    "propose": 0.60,
+    "negotiate": 0.80,
+    "contract": 0.90,
+}
+
 ROLES: tuple[str, ...] = (
     "decision_maker",
     "economic_buyer",
