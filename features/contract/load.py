@@ -7,7 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from features.contract.check import check_tables
-from features.contract.mapping import NameMapping, load_mapping
+from features.contract.io import (
+    ExportFolderError,
+    find_table_files,
+    read_raw_tables,
+)
+from features.contract.mapping import MappingError, NameMapping, load_mapping
 from features.contract.schema import (
     TABLES,
     Export,
@@ -21,12 +26,6 @@ def _folder_violation(folder: Path, reason: str) -> Violation:
 
 def read_export_tables(folder: Path) -> dict[str, pd.DataFrame]:
     """Read an export folder's raw tables, turning folder and file problems into ``ContractError``."""
-    from features.contract.io import (
-        ExportFolderError,
-        find_table_files,
-        read_raw_tables,
-    )
-
     folder = Path(folder)
     try:
         files = find_table_files(folder)
@@ -56,8 +55,6 @@ def load_export(folder: Path, mapping: NameMapping | Path | None = None) -> Expo
     ``mapping`` is a loaded ``NameMapping``, a YAML file to load, or None for the default; an
     unusable mapping file is also a ``ContractError``.
     """
-    from features.contract.mapping import MappingError
-
     if not isinstance(mapping, NameMapping):
         try:
             mapping = load_mapping(mapping)

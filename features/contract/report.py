@@ -6,7 +6,7 @@ from pathlib import Path
 
 from features.contract.check import check_tables
 from features.contract.load import read_export_tables
-from features.contract.mapping import load_mapping
+from features.contract.mapping import MappingError, load_mapping
 from features.contract.violations import (
     DEFAULT_MAX_PER_RULE,
     ContractError,
@@ -20,8 +20,6 @@ def run_validate(data: Path, mapping: Path | None = None, max_errors: int = DEFA
     0: the export passes (one summary line); 1: it breaks the contract (full report);
     2: the mapping file itself is unusable.
     """
-    from features.contract.mapping import MappingError
-
     try:
         name_mapping = load_mapping(mapping)
     except MappingError as exc:
