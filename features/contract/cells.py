@@ -2,6 +2,11 @@
 
 A column arrives as CSV text, typed Parquet or a JSON request's Python objects; each parser
 returns the typed column and reports every cell it cannot read, with its row and the reason.
+
+Not pandera's dtype coercion (``bench/bench_contract.py``; details in ``features.contract.check``):
+coercing a column fails or passes as a whole, so one unparseable number hides the column's other
+rows from its range checks, and a non-UTC offset is converted without a word; a one-column pandera
+schema costs 1.4-4 ms per call against 8-92 us here on one deal's column.
 """
 
 from __future__ import annotations
