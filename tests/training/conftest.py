@@ -27,6 +27,21 @@ class Trained:
     uri: str
     report: dict
     output: str
+    aliases: dict  # "deal-win@champion" -> run id, as the store stood right after training
+
+
+MODEL_ALIASES = tuple(f"{model}@{alias}" for model in ("deal-win", "deal-slip") for alias in ("challenger", "champion"))
+
+
+def read_aliases(uri: str) -> dict[str, str | None]:
+    """Run id behind each model@alias of the store (None where the alias is not set)."""
+    from mlflow import MlflowClient
+
+    from training.tracking import version_by_alias
+
+    client = MlflowClient(tracking_uri=uri)
+    found = {key: version_by_alias(client, *key.split("@")) for key in MODEL_ALIASES}
+    return {key: None if version is None else (version.run_id or version.tags.get("run_id")) for key, version in found.items()}
 
 
 def write_generated(folder: Path, n_deals: int, seed: int, truth_snapshots: int = 300) -> Path:
@@ -63,7 +78,7 @@ def trained(generated, tmp_path_factory) -> Trained:
     assert result.exit_code == 0, result.output + repr(result.exception)
     return Trained(
         folder=generated, export=generated / "export", truth=generated / "truth.csv", uri=uri,
-        report=json.loads(report.read_text()), output=result.output,
+        report=json.loads(report.read_text()), output=result.output, aliases=read_aliases(uri),
     )
 
 

@@ -74,15 +74,49 @@ def test_gate_refuses_worse_model_and_accepts_better_one(store):
     assert listed.exit_code == 0 and "champion" in listed.output and "challenger" in listed.output, listed.output
 
 
+def register_challenger_from_another_run(trained, client) -> str:
+    """Make a new run's versions of both models the challenger; the session's run stays champion.
+
+    The versions point at the session's logged bundle, so no second training is needed: the
+    gate tells runs apart by run id, and without --data it fails before reading any artefact.
+    """
+    session_run = client.get_run(trained.report["run_id"])
+    run = client.create_run(session_run.info.experiment_id)
+    client.set_terminated(run.info.run_id)
+    for name in ("deal-win", "deal-slip"):
+        version = client.create_model_version(name, f"{session_run.info.artifact_uri}/bundle", run_id=run.info.run_id)
+        client.set_registered_model_alias(name, "challenger", version.version)
+    return run.info.run_id
+
+
+def aliases(client) -> dict[str, str]:
+    return {f"{name}@{alias}": str(client.get_model_version_by_alias(name, alias).version)
+            for name in ("deal-win", "deal-slip") for alias in ("challenger", "champion")}
+
+
 def test_promote_without_data_explains_what_is_needed(store):
     trained, mlflow_client = store
-    # a champion exists (set by the session's --promote), so re-evaluation needs the export
+    other_run = register_challenger_from_another_run(trained, mlflow_client)
+    assert mlflow_client.get_model_version_by_alias("deal-win", "champion").run_id == trained.report["run_id"] != other_run
+    before = aliases(mlflow_client)
+
     result = invoke(trained, "promote")
-    if mlflow_client.get_model_version_by_alias("deal-win", "challenger").version == \
-            mlflow_client.get_model_version_by_alias("deal-win", "champion").version:
-        assert result.exit_code == 0 and "already the champion" in result.output
-    else:
-        assert result.exit_code == 1 and "--data" in result.output
+    assert result.exit_code == 1, result.output
+    assert "a champion exists" in result.output and "--data" in result.output
+    assert aliases(mlflow_client) == before  # nothing moved
+
+
+def test_promote_when_the_challenger_already_is_the_champion_moves_nothing(store):
+    trained, mlflow_client = store
+    for name in ("deal-win", "deal-slip"):  # set here, not taken on trust from the session's --promote
+        challenger = mlflow_client.get_model_version_by_alias(name, "challenger")
+        mlflow_client.set_registered_model_alias(name, "champion", challenger.version)
+    before = aliases(mlflow_client)
+
+    result = invoke(trained, "promote")
+    assert result.exit_code == 0, result.output
+    assert "already the champion" in result.output
+    assert aliases(mlflow_client) == before
 
 
 def test_force_needs_a_version(trained):
