@@ -29,10 +29,19 @@ def test_weighting_stops_a_long_lived_deal_from_dominating():
 
 
 def test_perfectly_calibrated_bins_have_zero_ece():
+    # 1 of 4 won at 0.25, 3 of 4 won at 0.75: every bin's observed rate equals its prediction.
+    p = np.r_[np.full(4, 0.25), np.full(4, 0.75)]
+    y = np.r_[np.ones(1), np.zeros(3), np.ones(3), np.zeros(1)]
+    assert expected_calibration_error(y, p, np.ones(8)) == pytest.approx(0.0)
+
+
+def test_ece_gaps_of_opposite_sign_in_two_bins_add_up_not_cancel():
+    # Bin 0.25 wins 3 of 10 (0.05 above), bin 0.75 wins 7 of 10 (0.05 below): overall the mean
+    # prediction equals the mean outcome, yet each bin is 0.05 off, so the ECE is 0.05.
     p = np.r_[np.full(10, 0.25), np.full(10, 0.75)]
     y = np.r_[np.ones(3), np.zeros(7), np.ones(7), np.zeros(3)]
+    assert y.mean() == pytest.approx(p.mean())
     assert expected_calibration_error(y, p, np.ones(20)) == pytest.approx(0.05)
-    assert expected_calibration_error(np.r_[np.ones(1), np.zeros(3)], np.full(4, 0.25), np.ones(4)) == pytest.approx(0.0)
 
 
 def test_single_class_gives_nan_auc_not_an_error():
