@@ -3,9 +3,10 @@
 Tests write into temporary folders only. MLflow's defaults make that easy to get wrong (a run in
 the default experiment puts its artifacts into ``./mlruns`` of the working directory), and such a
 leak passes every test, so the session compares ``git status`` of the checkout before and after
-and fails the run when new paths appeared, naming them. Ignored files count (``--ignored``):
-``mlruns/`` is in .gitignore precisely because it kept appearing. Caches that Python, pytest and
-the linters keep are left out.
+and fails the run when new files appeared, naming them. Untracked and ignored files count
+(``--ignored``: ``mlruns/`` is in .gitignore precisely because it kept appearing); edits of
+tracked files do not, since in a working tree shared by several people those are someone's work
+in progress. Caches that Python, pytest and the linters keep are left out.
 
 The state is kept on the config object, not in pytest's cache, so the guard also runs under
 ``-p no:cacheprovider``. Without git, or outside a git checkout, the guard is skipped with a note.
@@ -38,24 +39,23 @@ def is_cache(path: str) -> bool:
 
 
 def parse_porcelain(output: str) -> frozenset:
-    """Paths of ``git status --porcelain -z`` output (``XY path``; a rename adds its old path).
+    """Untracked (``??``) and ignored (``!!``) paths of ``git status --porcelain -z`` output.
 
-    >>> sorted(parse_porcelain("?? a b.txt\\0!! mlruns/0/x\\0R  new.py\\0old.py\\0"))
-    ['a b.txt', 'mlruns/0/x', 'new.py']
+    >>> sorted(parse_porcelain("?? a b.txt\\0!! mlruns/0/x\\0 M edited.py\\0R  new.py\\0old.py\\0"))
+    ['a b.txt', 'mlruns/0/x']
     """
     paths = set()
     entries = iter(output.split("\0"))
     for entry in entries:
-        if not entry:
-            continue
-        paths.add(entry[3:])
-        if entry[0] in "RC":
-            next(entries, None)  # the rename's source path follows as its own field
+        if entry[:2] in ("??", "!!"):
+            paths.add(entry[3:])
+        elif "R" in entry[:2] or "C" in entry[:2]:
+            next(entries, None)  # a rename's source path follows as its own field
     return frozenset(paths)
 
 
 def checkout_paths(root: Path) -> frozenset | str:
-    """Changed, untracked and ignored paths of the checkout at ``root``, caches left out; or why not."""
+    """Untracked and ignored paths of the checkout at ``root``, caches left out; or why not."""
     git = shutil.which("git")
     if git is None:
         return "git not found on PATH"
@@ -91,7 +91,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     shown = new[:50] + ([f"... and {len(new) - 50} more"] if len(new) > 50 else [])
     session.config.stash[REPORT] = [
-        f"the test run left {len(new)} new path(s) in the checkout {ROOT} "
+        f"the test run left {len(new)} new file(s) in the checkout {ROOT} "
         "(tests must write under tmp_path; MLflow runs need an experiment whose artifact_location is there):",
         *(f"  {path}" for path in shown),
     ]

@@ -59,7 +59,7 @@ def test_a_file_left_in_the_checkout_fails_the_run_and_is_named(checkout):
     result = run_pytest(checkout, PROBE_LEAK="mlruns.tmp")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 passed" in result.stdout  # the test itself passed: the guard failed the run
-    assert "left 1 new path(s)" in result.stdout and "  mlruns.tmp" in result.stdout
+    assert "left 1 new file(s)" in result.stdout and "  mlruns.tmp" in result.stdout
 
 
 def test_caches_do_not_count(checkout):
