@@ -37,7 +37,7 @@ the frames ``ScoreStore.history()``, ``latest()`` and ``snapshots()`` return (``
 | ``scored_at`` | datetime64[us, UTC] | when it was written |
 | ``source`` | str | ``batch`` or ``api`` (the run's) |
 | ``owner_id`` | str | the deal's owner as the export or request has it (not tracked over time) |
-| ``stage`` | str | canonical stage as of ``as_of`` (from the stage history) |
+| ``stage`` | str | canonical stage as of ``as_of`` (from the stage history; the deals row's without one) |
 | ``amount`` | float64 | amount as of ``as_of`` (from the field history); NaN when unknown |
 | ``expected_close_date`` | datetime64[us, UTC] | expected close date known at ``as_of``; NaT when unknown |
 | ``segment``, ``lead_source`` | str | the deal's segment and lead source (channel) |
@@ -175,7 +175,12 @@ def score_rows(explained: pd.DataFrame, features: pd.DataFrame, deals: pd.DataFr
         raise ValueError(f"score_rows: {len(actions)} action lists for {n} deals")
     as_of = _utc_series(explained["as_of"])
     days = pd.to_numeric(pd.Series(np.asarray(features["days_to_expected_close"], dtype=float)), errors="coerce")
-    close = as_of + pd.to_timedelta(days.to_numpy(), unit="D")
+    # Back from days to a time: rounded to the second, what float days lose (23:59:59.999999).
+    close = (as_of + pd.to_timedelta(days.to_numpy(), unit="D")).dt.round("s")
+    # The stage history's stage at as_of; the deals row's stage when the export has no history.
+    stage = pd.Series(np.asarray(features["current_stage"], dtype=object))
+    if "stage" in deals:
+        stage = stage.fillna(pd.Series(np.asarray(deals["stage"], dtype=object)))
     factors_down = explained["factors_down"].tolist()
     warnings = explained["warnings"].tolist()
     columns = {
@@ -184,7 +189,7 @@ def score_rows(explained: pd.DataFrame, features: pd.DataFrame, deals: pd.DataFr
         "win_version": np.full(n, str(versions.get("win", "")), dtype=object),
         "slip_version": np.full(n, str(versions.get("slip", "")), dtype=object),
         "owner_id": _texts(deals["owner_id"]),
-        "stage": _texts(features["current_stage"]),
+        "stage": _texts(stage),
         "amount": explained["amount"].to_numpy(dtype=float, na_value=np.nan),
         "expected_close_date": close.to_numpy(),
         "segment": _texts(deals["segment"]),
@@ -288,6 +293,10 @@ class ScoreStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def describe(self) -> str:
+        """The store's URL for messages, password hidden."""
+        return describe_url(self.url)
 
     # --- writing ---
 
