@@ -261,11 +261,13 @@ class ScoreStore:
     url: str
 
     @classmethod
-    def open(cls, url: str | None = None) -> "ScoreStore":
-        """Connect, create the tables if missing, check an existing store's layout.
+    def open(cls, url: str | None = None, create: bool = True) -> "ScoreStore":
+        """Connect, create the tables if missing (``create``), check an existing store's layout.
 
         A SQLite file's folder is created; SQLite runs in WAL mode so ``rank`` can read while
         ``score`` or the service writes, and waits up to 30 s for another writer's lock.
+        ``create=False`` (readers) never creates anything: a store that does not exist yet is a
+        ``StoreError`` saying how to fill it.
         """
         url = url or store_url()
         shown = describe_url(url)
@@ -273,15 +275,23 @@ class ScoreStore:
             parsed = make_url(url)
         except ArgumentError as exc:
             raise StoreError(f"score store URL {url!r} is not a database URL: {exc}") from None
+        empty = StoreError(f"the score store {shown} holds no scores yet; fill it with 'dealrisk score --data EXPORT_FOLDER'")
         try:
             if parsed.get_backend_name() == "sqlite":
-                if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+                on_disk = parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:")
+                if on_disk and not create and not Path(parsed.database).exists():
+                    raise empty
+                if on_disk:
                     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 engine = sa.create_engine(parsed, connect_args={"timeout": 30})
                 sa.event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = sa.create_engine(parsed, pool_pre_ping=True)
-            metadata.create_all(engine)
+            if create:
+                metadata.create_all(engine)
+            elif not all(sa.inspect(engine).has_table(table.name) for table in (scoring_runs, deal_scores)):
+                engine.dispose()
+                raise empty
             _check_layout(engine)
         except (NoSuchModuleError, ModuleNotFoundError) as exc:
             raise StoreError(f"score store {shown}: no driver for this database ({exc})") from None

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from pydantic import TypeAdapter
 
 from features.contract.check import check_tables
 from features.contract.io import read_table_bytes
+from features.contract.load import read_export_tables
 from features.contract.schema import (
     CLOSED_STAGES,
     EVENT_TABLES,
@@ -35,8 +38,11 @@ from features.contract.schema import (
 from features.model.explain import explain_scores, frame_from_blocks
 from features.model.grades import ExplainConfig
 from features.pointintime.events import Codebook, to_micros
-from features.pointintime.pipeline import build_features, build_features_as_of
+from features.pointintime.events import parse_as_of
+from features.pointintime.pipeline import build_features, build_features_as_of, select_open_deals
+from features.pointintime.snapshots import export_end
 from features.pointintime.state import FeatureState
+from portfolio.store import score_rows
 from serving.schemas import ScoreRequest
 
 # as_of may lie at most this far in the future (clock skew between the CRM and the service).
@@ -282,7 +288,33 @@ def build_request_features(model: LoadedModel, export, as_of: pd.Timestamp) -> p
     return build_features_as_of(export, as_of, model.state)
 
 
-def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConfig = ExplainConfig()) -> dict:
+def explain_export(model: LoadedModel, export, as_of: pd.Timestamp,
+                   config: ExplainConfig = ExplainConfig()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features of every deal of a checked export as of ``as_of``, and their explained scores.
+
+    The one scoring path after the contract check: ``POST /score``, ``/score/tables`` and
+    ``dealrisk score`` all call it. Returns ``(features, explained)``, both in the order of
+    ``export.deals``.
+    """
+    features = build_request_features(model, export, as_of)
+    return features, explain_scores(model.bundle, features, config)
+
+
+# Called with the store rows of every scored batch when the service writes to the score store
+# (``DEALRISK_STORE_WRITE``); None: nothing is built. A sink must not raise: the answer is sent
+# whatever becomes of the write (the service's sink logs a failed write).
+ScoreSink = Callable[[pd.DataFrame], None]
+
+
+def sink_rows(sink: ScoreSink | None, model: LoadedModel, explained: pd.DataFrame, features: pd.DataFrame,
+              deals: pd.DataFrame) -> None:
+    """Hand a scored batch's store rows (``portfolio.store.score_rows``) to ``sink``, if any."""
+    if sink is not None:
+        sink(score_rows(explained, features, deals, model.versions))
+
+
+def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConfig = ExplainConfig(),
+                  sink: ScoreSink | None = None) -> dict:
     """The JSON-ready answer for a request: one explained score per deal, in request order.
 
     Raises ``RequestError`` (4xx) for anything wrong with the request itself.
@@ -291,8 +323,8 @@ def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConf
     raw, paths = frames_from_request(request)
     export = check_contract(raw, paths, model.mapping)
     check_times(export, paths, as_of)
-    features = build_request_features(model, export, as_of)
-    explained = explain_scores(model.bundle, features, config)
+    features, explained = explain_export(model, export, as_of, config)
+    sink_rows(sink, model, explained, features, export.deals)
     return response_from_explained(explained, request, as_of, model.versions)
 
 
@@ -435,7 +467,7 @@ def read_request_tables(request: TableRequest, max_deals: int) -> dict[str, pd.D
 
 
 def score_tables(model: LoadedModel, request: TableRequest, config: ExplainConfig = ExplainConfig(),
-                 max_deals: int = 2000) -> dict:
+                 max_deals: int = 2000, sink: ScoreSink | None = None) -> dict:
     """The answer for an upload of contract tables: the same checks, features and explanations as
     ``score_request``, deals in the order of the deals table; ``RequestError`` for a bad upload."""
     as_of = resolve_as_of(request)
@@ -443,15 +475,16 @@ def score_tables(model: LoadedModel, request: TableRequest, config: ExplainConfi
     paths = {name: TablePaths(name, len(frame)) for name, frame in raw.items()}
     export = check_contract(raw, paths, model.mapping)
     check_times(export, paths, as_of)
-    features = build_request_features(model, export, as_of)
-    explained = explain_scores(model.bundle, features, config)
+    features, explained = explain_export(model, export, as_of, config)
+    sink_rows(sink, model, explained, features, export.deals)
     records = records_from_explained(explained, model.versions)
     return {"as_of": as_of.isoformat(), "model_versions": model.versions, "deals": records}
 
 
 # --- several requests as one batch ----------------------------------------------------------------
 
-def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: ExplainConfig = ExplainConfig()) -> list:
+def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: ExplainConfig = ExplainConfig(),
+                   sink: ScoreSink | None = None) -> list:
     """Score several requests as ONE vectorised batch; one answer (dict) or RequestError each.
 
     This is how concurrent single-deal requests share one feature and model pass: their deals
@@ -462,7 +495,7 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
     answer, or the error, it would get alone.
     """
     if len(requests) == 1:
-        return [_answer_or_error(model, requests[0], config)]
+        return [_answer_or_error(model, requests[0], config, sink)]
     try:
         as_ofs = [resolve_as_of(request) for request in requests]
         deals = [deal for request in requests for deal in request.deals]
@@ -475,11 +508,14 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
         as_of = pd.Series(np.array(as_ofs, dtype=object)[request_of], index=export.deals.index).astype(TIMESTAMP_DTYPE)
         _check_times_merged(export, as_of)
         points = pd.DataFrame({"deal_id": export.deals["deal_id"], "as_of": as_of})
-        explained = explain_scores(model.bundle, build_features(export, points, model.state), config)
+        features = build_features(export, points, model.state)
+        explained = explain_scores(model.bundle, features, config)
     except RequestError:
-        return [_answer_or_error(model, request, config) for request in requests]
+        return [_answer_or_error(model, request, config, sink) for request in requests]
     # build_features keeps the points' order, which is the order of the deals in the requests.
-    records = records_from_explained(explained.assign(deal_id=[d.deal_id for d in deals]), model.versions)
+    explained = explained.assign(deal_id=[d.deal_id for d in deals])
+    sink_rows(sink, model, explained, features, export.deals)
+    records = records_from_explained(explained, model.versions)
     starts = np.concatenate([[0], np.cumsum([len(request.deals) for request in requests])]).tolist()
     return [
         response_from_records(records[starts[k]:starts[k + 1]], request, as_ofs[k], model.versions)
@@ -490,9 +526,9 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
 _SEPARATOR = "\x1f"  # unit separator: keeps request number and deal id apart in merged batches
 
 
-def _answer_or_error(model: LoadedModel, request: ScoreRequest, config: ExplainConfig):
+def _answer_or_error(model: LoadedModel, request: ScoreRequest, config: ExplainConfig, sink: ScoreSink | None = None):
     try:
-        return score_request(model, request, config)
+        return score_request(model, request, config, sink)
     except RequestError as exc:
         return exc
 
@@ -518,3 +554,86 @@ def _check_times_merged(export, as_of: pd.Series) -> None:
         # An event whose deal is unknown has no as_of to respect: the contract reports it.
         if (to_micros(frame[column]) > np.where(row >= 0, limit[row], np.iinfo(np.int64).max)).any():
             raise RequestError(422, f"event after as_of in {table}")
+
+
+# --- a whole export (dealrisk score) --------------------------------------------------------------
+
+# Deals per scoring batch of a whole export: the service's largest request (DEALRISK_MAX_DEALS),
+# so the batch command runs exactly the batches the service runs, and the progress bar moves.
+EXPORT_BATCH_DEALS = 2000
+
+
+def read_export_checked(folder: Path, mapping=None):
+    """An export folder through the service's contract check (``check_contract``).
+
+    The tables are read as ``/score/tables`` reads an upload, so problems are named like its
+    (``deals[17].stage``: table, 0-based data row, column). ``ContractError`` for a missing
+    folder or an unreadable file, ``RequestError`` for contract violations.
+    """
+    raw = read_export_tables(Path(folder))
+    paths = {name: TablePaths(name, len(frame)) for name, frame in raw.items()}
+    return check_contract(raw, paths, mapping)
+
+
+def resolve_export_as_of(export, as_of=None) -> pd.Timestamp:
+    """The moment to score an export as of: ``as_of`` if given, else the export's last event.
+
+    ``ValueError`` when ``as_of`` is not a time or lies more than a day after the last event
+    (the export cannot know what happened since).
+    """
+    end = export_end(export)
+    if as_of is None:
+        return end
+    moment = parse_as_of(as_of)
+    if moment > end + MAX_AS_OF_AHEAD:
+        raise ValueError(f"as_of {moment.isoformat()} is after the export's last event ({end.isoformat()}); "
+                         "the export cannot know what happened since")
+    return moment
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One batch of an export's open deals, scored: the frames ``portfolio.store.score_rows`` takes."""
+
+    export: object  # features.contract.schema.Export of the batch's deals only
+    features: pd.DataFrame
+    explained: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.explained)
+
+
+def split_open_deals(export, as_of: pd.Timestamp, batch_deals: int = EXPORT_BATCH_DEALS) -> list:
+    """The deals open at ``as_of``, as exports of at most ``batch_deals`` deals each.
+
+    Each table is sorted by batch once (no per-batch scan of the whole export). A deal's
+    features depend only on its own rows and the fitted state, so scoring the batches apart
+    gives what scoring them together gives.
+    """
+    open_ids = select_open_deals(export, as_of)["deal_id"].to_numpy(dtype=object)
+    batch_of = pd.Series(np.arange(len(open_ids)) // batch_deals, index=pd.Index(open_ids, dtype=object))
+    n_batches = int(batch_of.max()) + 1 if len(open_ids) else 0
+    pieces: dict[str, list] = {}
+    for name, table in export.tables().items():
+        if table is None:
+            pieces[name] = [None] * n_batches
+            continue
+        batch = table["deal_id"].map(batch_of).to_numpy(dtype=float, na_value=np.nan)
+        keep = np.flatnonzero(~np.isnan(batch))
+        order = keep[np.argsort(batch[keep], kind="stable")]
+        bounds = np.searchsorted(batch[order], np.arange(n_batches + 1))
+        ordered = table.iloc[order]
+        pieces[name] = [ordered.iloc[bounds[k]:bounds[k + 1]].reset_index(drop=True) for k in range(n_batches)]
+    return [type(export)(**{name: parts[k] for name, parts in pieces.items()}) for k in range(n_batches)]
+
+
+def score_export(model: LoadedModel, export, as_of: pd.Timestamp, config: ExplainConfig = ExplainConfig(),
+                 batch_deals: int = EXPORT_BATCH_DEALS) -> Iterator[ScoredBatch]:
+    """Score every deal open at ``as_of`` with the service's path (``explain_export``), batch by batch.
+
+    A generator, so the caller can show progress and store each batch; the deals of the export
+    that are not open at ``as_of`` (closed by then, or created later) are left out.
+    """
+    for batch in split_open_deals(export, as_of, batch_deals):
+        features, explained = explain_export(model, batch, as_of, config)
+        yield ScoredBatch(export=batch, features=features, explained=explained)
