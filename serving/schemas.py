@@ -216,7 +216,10 @@ class Factor(BaseModel):
 class DealWarning(BaseModel):
     """A rule-based warning worth showing (thresholds: see the README)."""
 
-    code: Literal["no_activity", "ghosted", "single_threaded", "no_decision_maker", "stalled_in_stage", "close_date_pushed"]
+    code: Literal[
+        "no_activity", "ghosted", "single_threaded", "no_decision_maker", "stalled_in_stage", "close_date_pushed",
+        "close_date_passed",
+    ]
     message: str
 
 
@@ -242,7 +245,9 @@ class DealScore(BaseModel):
         ge=0, le=1, description="Calibrated probability that the deal is not won by its current expected close date."
     )
     risk_level: Literal["low", "medium", "high"] = Field(
-        description="high: win < 0.20 or slip >= 0.70; medium: win < 0.40 or slip >= 0.40; else low."
+        description="What the deal puts at stake, value at risk counted in typical deals of its segment (value at risk "
+        "/ the segment's median amount): high: win < 0.30 and >= 1.0 typical deal at risk; medium: win < 0.50 and "
+        ">= 0.5; else low. A deal that cannot be sized is levelled by win alone. Slip is not part of it."
     )
     amount: float
     value_at_risk: float = Field(description="amount x (1 - win_probability).")

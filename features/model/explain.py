@@ -28,6 +28,7 @@ from features.model.grades import (
     risk_codes,
     score_from_probability,
     value_at_risk_from,
+    value_at_risk_ratio_from,
 )
 from features.model.predict import encode_bundle_matrix, predict_matrix_probabilities
 from features.model.risk_warnings import (
@@ -199,7 +200,9 @@ def _explain_columns(features, contributions, feature_names, win_probability, sl
         "score": score_from_probability(win),
         "grade": _labels(grades).take(grade),
         "slip_probability": slip,
-        "risk_level": _labels(RISK_LEVELS).take(risk_codes(win, slip, config)),
+        "risk_level": _labels(RISK_LEVELS).take(
+            risk_codes(win, value_at_risk_ratio_from(feature_column(features, "amount_vs_segment_median"), win), config)
+        ),
         "value_at_risk": value_at_risk_from(amount, win),
         "factors_up": factors_up,
         "factors_down": factors_down,

@@ -19,6 +19,7 @@ WARNING_CODES: tuple[str, ...] = (
     "no_decision_maker",
     "stalled_in_stage",
     "close_date_pushed",
+    "close_date_passed",
 )
 
 
@@ -97,7 +98,7 @@ def feature_column(features, name: str) -> np.ndarray:
 # Features the warning messages quote.
 WARNING_COLUMNS: tuple[str, ...] = (
     "current_stage", "days_in_stage", "days_in_stage_vs_won", "days_since_last_activity", "days_since_last_inbound",
-    "activities_30d", "contacts_engaged", "top_contact_share", "close_date_pushes",
+    "activities_30d", "contacts_engaged", "top_contact_share", "close_date_pushes", "days_to_expected_close",
 )
 
 
@@ -130,6 +131,7 @@ def flag_arrays(features, thresholds: WarningThresholds) -> dict[str, np.ndarray
     eb_days = feature_column(features, "days_since_economic_buyer_engaged")
     ratio = feature_column(features, "days_in_stage_vs_won")
     pushes = feature_column(features, "close_date_pushes")
+    to_close = feature_column(features, "days_to_expected_close")  # negative: the date has passed
 
     with np.errstate(invalid="ignore"):
         silent = (last_activity >= t.no_activity_days) | (
@@ -147,6 +149,8 @@ def flag_arrays(features, thresholds: WarningThresholds) -> dict[str, np.ndarray
             "no_decision_maker": ~np.isnan(dm_flag) & dm_absent,
             "stalled_in_stage": ratio >= t.stalled_ratio,
             "close_date_pushed": pushes >= t.close_date_pushes,
+            # A stale expected close date is a warning, not a risk level (ExplainConfig says why).
+            "close_date_passed": to_close < -t.close_date_overdue_days,
         }
 
 
@@ -198,6 +202,9 @@ def _warning_messages(code: str, features: "FeatureCells", rows: np.ndarray, t: 
         picked = [stages[i] for i in rows.tolist()] if stages is not None else ["stage"] * len(rows)
         return [f"Stalled in {stage}: {days:.0f} days, {ratio:.1f}x what won deals take"
                 for stage, days, ratio in zip(picked, numbers("days_in_stage"), numbers("days_in_stage_vs_won"))]
+    if code == "close_date_passed":
+        return [f"Expected close date passed {-days:.0f} days ago" if days <= -1 else "Expected close date passed today"
+                for days in numbers("days_to_expected_close")]
     return [f"Close date pushed {pushes:.0f} times" for pushes in numbers("close_date_pushes")]
 
 

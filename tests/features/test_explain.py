@@ -15,9 +15,10 @@ from features.model.grades import (
     ExplainConfig,
     WarningThresholds,
     grade_from_probability,
-    risk_level_from_probabilities,
+    risk_level_from,
     score_from_probability,
     value_at_risk_from,
+    value_at_risk_ratio_from,
 )
 from features.model.risk_warnings import WARNING_CODES, describe_warnings, flag_warnings
 from features.model.sentences import describe_factor
@@ -51,12 +52,23 @@ def test_score_grade_risk_and_value_at_risk_cutoffs():
     p = np.array([0.0001, 0.199, 0.2, 0.399, 0.4, 0.599, 0.6, 0.9999])
     assert score_from_probability(p).tolist() == [1, 20, 20, 40, 40, 60, 60, 99]
     assert grade_from_probability(p).tolist() == ["D", "D", "C", "C", "B", "B", "A", "A"]
-    slip = np.full(len(p), 0.1)
-    assert risk_level_from_probabilities(p, slip).tolist() == [
-        "high", "high", "medium", "medium", "low", "low", "low", "low"
-    ]
-    assert risk_level_from_probabilities(np.array([0.9, 0.9]), np.array([0.7, 0.4])).tolist() == ["high", "medium"]
     assert value_at_risk_from(np.array([200.0]), np.array([0.25])).tolist() == [150.0]
+
+
+def test_risk_level_cutoffs_on_win_and_value_at_risk_in_typical_deals():
+    win = np.array([0.299, 0.299, 0.30, 0.499, 0.499, 0.50, 0.05, 0.05, 0.9])
+    ratio = np.array([1.0, 0.999, 5.0, 0.5, 0.499, 9.0, 0.2, np.nan, np.nan])  # NaN: cannot be sized
+    assert risk_level_from(win, ratio).tolist() == [
+        "high", "medium", "medium", "medium", "low", "low", "low", "high", "low"
+    ]
+    # A deal twice the segment's typical amount at win 0.25 puts 1.5 typical deals at risk: high.
+    assert value_at_risk_ratio_from(np.array([2.0]), np.array([0.25])).tolist() == [1.5]
+    assert risk_level_from(np.array([0.25]), value_at_risk_ratio_from(np.array([2.0]), np.array([0.25]))).tolist() == [
+        "high"
+    ]
+    # Slip takes no part: the same deal is high whatever its slip (ExplainConfig says why).
+    config = ExplainConfig(high_risk_win_below=0.1, medium_risk_win_below=0.2)
+    assert risk_level_from(np.array([0.15, 0.15]), np.array([1.0, 0.3]), config).tolist() == ["medium", "low"]
 
 
 def test_custom_grade_cutoffs_are_used():
@@ -106,6 +118,21 @@ def test_explain_frame_on_a_synthetic_shap_matrix():
     assert (second["grade"], second["risk_level"]) == ("A", "low")
 
 
+def test_explain_frame_levels_risk_by_the_value_at_risk_in_typical_deals():
+    features = make_features(amount=[4000.0, 500.0, 4000.0], amount_vs_segment_median=[2.0, 0.25, 2.0])
+    out = explain_frame(features, np.zeros((3, 1)), ["amount"], np.array([0.2, 0.2, 0.6]), np.array([0.99, 0.99, 0.99]))
+    # 0.8 x 2.0 = 1.6 typical deals at risk; 0.8 x 0.25 = 0.2; a likely win: low whatever the slip.
+    assert out["risk_level"].tolist() == ["high", "low", "low"]
+    assert out["value_at_risk"].tolist() == pytest.approx([3200.0, 400.0, 1600.0])
+
+
+def test_a_passed_close_date_is_a_warning_not_a_level():
+    features = make_features(days_to_expected_close=[-0.4, 3.0], amount_vs_segment_median=[1.0, 1.0])
+    out = explain_frame(features, np.zeros((2, 1)), ["amount"], np.array([0.7, 0.7]), np.array([0.95, 0.95]))
+    assert out["warnings"].tolist() == [[{"code": "close_date_passed", "message": "Expected close date passed today"}], []]
+    assert out["risk_level"].tolist() == ["low", "low"]
+
+
 def test_explain_frame_rejects_a_misshapen_matrix():
     with pytest.raises(ValueError, match=r"contributions have shape \(1, 2\), expected \(1, 3\)"):
         explain_frame(make_features(), np.zeros((1, 2)), ["a", "b", "c"], np.array([0.5]), np.array([0.5]))
@@ -136,6 +163,7 @@ def test_describe_factor_falls_back_for_unknown_features():
         ("stalled_in_stage", {"days_in_stage_vs_won": [2.5], "days_in_stage": [50.0]},
          "Stalled in negotiate: 50 days, 2.5x what won deals take"),
         ("close_date_pushed", {"close_date_pushes": [3.0]}, "Close date pushed 3 times"),
+        ("close_date_passed", {"days_to_expected_close": [-12.3]}, "Expected close date passed 12 days ago"),
     ],
 )
 def test_each_warning_fires_alone_with_its_message(code, columns, message):

@@ -15,7 +15,7 @@ from features.model.grades import ExplainConfig
 from serving.schemas import EXAMPLE_REQUEST, ModelInfo, ScoreResponse
 
 WARNING_CODES = {"no_activity", "ghosted", "single_threaded", "no_decision_maker", "stalled_in_stage",
-                 "close_date_pushed"}
+                 "close_date_pushed", "close_date_passed"}
 
 
 def body(request: dict) -> dict:
@@ -56,7 +56,13 @@ def test_example_request_in_the_spec_scores_200(client):
     assert [d["deal_id"] for d in response.json()["deals"]] == ["D-1001"]
 
 
-def test_every_field_of_the_answer(client, open_request, loaded_model):
+def test_every_field_of_the_answer(client, open_request, loaded_model, export):
+    from features.pointintime.pipeline import build_features
+
+    ids = [d["deal_id"] for d in open_request["deals"]]
+    points = pd.DataFrame({"deal_id": ids, "as_of": pd.Series([pd.Timestamp(open_request["as_of"])] * len(ids),
+                                                               dtype="datetime64[us, UTC]")})
+    amounts_vs_segment = dict(zip(ids, build_features(export, points, loaded_model.state)["amount_vs_segment_median"]))
     response = post(client, open_request)
     assert response.status_code == 200, response.text
     answer = ScoreResponse.model_validate(response.json())
@@ -70,8 +76,10 @@ def test_every_field_of_the_answer(client, open_request, loaded_model):
         assert deal.score == int(np.clip(round(p * 100), 1, 99))
         expected_grade = next((g for g, cut in config.grade_cutoffs if p >= cut), "D")
         assert deal.grade == expected_grade
-        high = p < 0.20 or deal.slip_probability >= 0.70
-        medium = p < 0.40 or deal.slip_probability >= 0.40
+        typical = (1 - p) * amounts_vs_segment[deal.deal_id]  # value at risk in typical deals of the segment
+        sized = np.isfinite(typical)
+        high = p < 0.30 and (not sized or typical >= 1.0)
+        medium = p < 0.50 and (not sized or typical >= 0.5)
         assert deal.risk_level == ("high" if high else "medium" if medium else "low")
         assert deal.amount == pytest.approx(sent["amount"])
         assert deal.value_at_risk == pytest.approx(sent["amount"] * (1 - p))
