@@ -13,6 +13,8 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.model.grades.WarningThresholds`` |
 | ``DEALRISK_LOG_REQUESTS`` | ``false`` | log deal ids of scored requests (contents are never logged) |
 | ``DEALRISK_BATCH_LINGER_MS`` | ``3`` | under concurrent load, how long a batch may wait for more requests (0: never) |
+| ``DEALRISK_STORE_WRITE`` | ``off`` | ``on``: every scored batch of ``/score`` and ``/score/tables`` is also written to the score store (``portfolio.store``), so CRM calls build the history ``dealrisk rank`` reads; the service refuses to start when the store cannot be opened |
+| ``DEALRISK_STORE_URL`` | ``sqlite:///data/scores.db`` | the score store (SQLAlchemy URL; ``postgresql://...`` for a server) |
 | ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
 """
 
@@ -47,6 +49,8 @@ class ServingConfig:
     batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer
     log_requests: bool = False
     fair_accept: bool = True  # see serving.service.fair_accept
+    store_write: bool = False  # see serving.service.store_sink
+    store_url: str | None = field(default=None, repr=False)  # None: portfolio.store's default; may hold a password
     explain: ExplainConfig = field(default_factory=ExplainConfig)
 
     @classmethod
@@ -77,6 +81,10 @@ class ServingConfig:
         fair = cls.fair_accept if raw_fair in (None, "") else SWITCHES.get(raw_fair.strip().lower())
         if fair is None:
             raise ConfigError(f"DEALRISK_FAIR_ACCEPT must be on or off, got {raw_fair!r}")
+        raw_store = env.get("DEALRISK_STORE_WRITE")
+        store_write = cls.store_write if raw_store in (None, "") else SWITCHES.get(raw_store.strip().lower())
+        if store_write is None:
+            raise ConfigError(f"DEALRISK_STORE_WRITE must be on or off, got {raw_store!r}")
         try:
             names = RegisteredNames.from_env(env)
         except RegisteredNameError as exc:
@@ -95,5 +103,7 @@ class ServingConfig:
             log_requests=(env.get("DEALRISK_LOG_REQUESTS", "").lower() in ("1", "true", "yes")),
             batch_linger_ms=linger,
             fair_accept=fair,
+            store_write=store_write,
+            store_url=(env.get("DEALRISK_STORE_URL") or "").strip() or None,
             explain=ExplainConfig(warnings=thresholds),
         )

@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from features.pointintime.definitions import FEATURES_BY_NAME
+from portfolio.store import ScoreStore, StoreError
 from serving.batcher import ARRIVALS, Coalescer
 from serving.config import ConfigError, ServingConfig
 from serving.guard import RequestGuard
@@ -47,6 +48,7 @@ from serving.scoring import (
     TABLE_PARTS,
     Problem,
     RequestError,
+    ScoreSink,
     TableRequest,
     dump_response,
     load_model,
@@ -75,13 +77,15 @@ class DealRiskService:
         try:
             self.config = ServingConfig.from_env()
             self.model = load_model(load_champion(self.config))
-        except (ChampionError, ConfigError, ValueError) as exc:
+            self.sink = store_sink(self.config)
+        except (ChampionError, ConfigError, StoreError, ValueError) as exc:
             logger.critical("dealrisk: cannot start: %s", exc)
             stop_server_on_startup_failure()
             raise
         self.info = model_info(self.model, self.config)
         self.batcher = Coalescer(
-            functools.partial(score_batch, self.model, self.config), self.config.max_batch_deals, on_batch=record_batch,
+            functools.partial(score_batch, self.model, self.config, sink=self.sink), self.config.max_batch_deals,
+            on_batch=record_batch,
             arrivals=ARRIVALS, linger_seconds=self.config.batch_linger_ms / 1000,
         )
         freeze_startup_objects()
@@ -349,25 +353,49 @@ async def read_upload(request: Request, max_part_bytes: int) -> tuple[dict[str, 
     return files, as_of
 
 
-def score_batch(model, config, requests: list) -> list:
+def store_sink(config) -> ScoreSink | None:
+    """With ``DEALRISK_STORE_WRITE=on``, the sink that writes every scored batch to the score store.
+
+    The store is opened here, at start-up, so a wrong URL or an unreachable database stops the
+    service with the reason (``StoreError``) instead of losing every write. Each batch is one
+    ``api`` run, written in one transaction in the scoring thread (a SQLite commit takes a few
+    milliseconds). A write that fails later is logged, without deal contents, and the answers
+    still go out: the scores are right even when the history misses them.
+    """
+    if not config.store_write:
+        return None
+    store = ScoreStore.open(config.store_url)
+    logger.info("dealrisk: writing scores to the score store %s", store.describe())
+
+    def write(rows) -> None:
+        try:
+            store.write(rows, source="api", origin="service")
+        except Exception as exc:  # noqa: BLE001 - never fail an answer for the history
+            logger.error("dealrisk: %d scores not stored: %s", len(rows), exc)
+
+    return write
+
+
+def score_batch(model, config, requests: list, sink: ScoreSink | None = None) -> list:
     """Score requests as one batch, answers serialised to JSON bytes (in the scoring thread).
 
     JSON requests are merged into one vectorised batch; table uploads are scored on their own.
     A failure of the merged batch is retried request by request, so only the request that
-    causes it gets an error (never a crash).
+    causes it gets an error (never a crash). ``sink`` (``store_sink``) gets each scored
+    batch's store rows.
     """
     outcomes: list = [None] * len(requests)
     merged = [k for k, request in enumerate(requests) if not isinstance(request, TableRequest)]
     if merged:
         try:
-            answers = score_requests(model, [requests[k] for k in merged], config.explain)
+            answers = score_requests(model, [requests[k] for k in merged], config.explain, sink)
         except Exception:  # noqa: BLE001 - isolate the failing request below
-            answers = [_score_alone(model, config, requests[k]) for k in merged]
+            answers = [_score_alone(model, config, requests[k], sink) for k in merged]
         for k, answer in zip(merged, answers):
             outcomes[k] = answer
     for k, request in enumerate(requests):
         if isinstance(request, TableRequest):
-            outcomes[k] = _score_alone(model, config, request)
+            outcomes[k] = _score_alone(model, config, request, sink)
     out = []
     for outcome in outcomes:
         if isinstance(outcome, dict):
@@ -379,11 +407,11 @@ def score_batch(model, config, requests: list) -> list:
     return out
 
 
-def _score_alone(model, config, request):
+def _score_alone(model, config, request, sink: ScoreSink | None = None):
     try:
         if isinstance(request, TableRequest):
-            return score_tables(model, request, config.explain, config.max_deals)
-        return score_request(model, request, config.explain)
+            return score_tables(model, request, config.explain, config.max_deals, sink)
+        return score_request(model, request, config.explain, sink)
     except RequestError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - reported as a 500 by http_response, logged without contents
