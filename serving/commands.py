@@ -7,6 +7,7 @@ the score store (``portfolio.store``) and optionally written to a file.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -85,6 +86,7 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
     )
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is the one to read
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines would bury the one-line errors
     if out is not None and out.suffix not in (".csv", ".parquet"):
         _fail(f"--out {out}: the file must end in .csv or .parquet")
     try:
