@@ -35,8 +35,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from features.contract.schema import DEFAULT_STAGE_PROBABILITIES
+from portfolio.rank import money
 
 PERIODS: dict[str, str] = {"month": "M", "quarter": "Q"}
 OVERDUE = "overdue"
@@ -261,3 +263,53 @@ def summarise_accuracy(accuracy: pd.DataFrame) -> pd.DataFrame:
     ).groupby("periods_ahead", sort=True)
     return grouped.agg(forecasts=("model", "size"), model_mape=("model", "mean"), on_time_mape=("on_time", "mean"),
                        stage_mape=("stage", "mean")).reset_index()
+
+
+def _percent(value) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:+.0f}%"
+
+
+def forecast_table(forecast: pd.DataFrame, title: str = "") -> Table:
+    """``with_total(forecast_bookings(...))`` as a rich table."""
+    table = Table(title=title or None, title_justify="left")
+    for name, justify in (("period", "left"), ("deals", "right"), ("pipeline", "right"),
+                          ("expected (win x amount)", "right"), ("on time ((1 - slip) x amount)", "right"),
+                          ("stage table", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in forecast.itertuples(index=False):
+        if row.period == "total":
+            table.add_section()
+        table.add_row(str(row.period), f"{row.deals:,}", money(row.pipeline), money(row.expected),
+                      money(row.expected_on_time), money(row.stage_table),
+                      style="bold" if row.period == "total" else ("dim" if row.period in (OVERDUE, UNDATED) else None))
+    return table
+
+
+def accuracy_table(accuracy: pd.DataFrame, title: str = "") -> Table:
+    """``forecast_accuracy`` rows as a rich table, one section per period."""
+    table = Table(title=title or None, title_justify="left")
+    for name, justify in (("period", "left"), ("forecast as of", "left"), ("ahead", "right"), ("booked", "right"),
+                          ("model", "right"), ("err", "right"), ("on time", "right"), ("err", "right"),
+                          ("stage table", "right"), ("err", "right"), ("won", "right"), ("won deals", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    previous = None
+    for row in accuracy.itertuples(index=False):
+        if previous is not None and row.period != previous:
+            table.add_section()
+        previous = row.period
+        table.add_row(str(row.period), f"{pd.Timestamp(row.as_of):%Y-%m-%d %H:%M}", str(row.periods_ahead),
+                      money(row.booked), money(row.forecast), _percent(row.error_pct), money(row.forecast_on_time),
+                      _percent(row.on_time_error_pct), money(row.stage_forecast), _percent(row.stage_error_pct),
+                      money(row.won), f"{row.won_deals:,}")
+    return table
+
+
+def accuracy_summary_table(summary: pd.DataFrame, period: str) -> Table:
+    """``summarise_accuracy`` as a rich table: mean absolute error by periods ahead."""
+    table = Table(title=f"mean absolute error of the stored forecasts, by {period}s ahead", title_justify="left")
+    for name in (f"{period}s ahead", "forecasts", "model", "on time", "stage table"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in summary.itertuples(index=False):
+        table.add_row(str(row.periods_ahead), f"{row.forecasts:,}",
+                      *["-" if not np.isfinite(v) else f"{v:.0f}%" for v in (row.model_mape, row.on_time_mape, row.stage_mape)])
+    return table

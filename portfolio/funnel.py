@@ -41,6 +41,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from features.contract.schema import OPEN_STAGES, Export
 
@@ -183,7 +184,8 @@ def summarise_funnel(
         advanced = moved_on & within(reach[next_stage])
         lost = stopped & lost_at.notna().to_numpy() & within(lost_at)
         is_open = stopped & lost_at.isna().to_numpy()
-        days = completed.xs(stage, level="stage").reindex(reach.index).to_numpy()
+        days = completed[completed.index.get_level_values("stage") == stage].droplevel("stage")
+        days = days.reindex(reach.index).to_numpy(dtype=float)
         frame = groups.assign(
             advanced=advanced.astype(int), lost=lost.astype(int), open=is_open.astype(int),
             days=np.where(advanced | lost, days, np.nan),
@@ -204,3 +206,24 @@ def summarise_funnel(
     order = {stage: i for i, stage in enumerate(OPEN_STAGES)}
     out = out.assign(position=out["stage"].map(order)).sort_values([*GROUP_COLUMNS, "position"], kind="stable")
     return out[list(FUNNEL_COLUMNS)].reset_index(drop=True).astype({c: "int64" for c in _COUNTS})
+
+
+def funnel_table(funnel: pd.DataFrame, by: Sequence[str], title: str = "") -> Table:
+    """``summarise_funnel`` rows as a rich table: the grouping columns, then one row per stage."""
+    table = Table(title=title or None, title_justify="left")
+    for column in by:
+        table.add_column(column.replace("_", " "), no_wrap=True)
+    for name in ("stage -> next", "advanced", "lost", "conversion", "median days in stage", "stays", "open now"):
+        table.add_column(name, justify="left" if name == "stage -> next" else "right", no_wrap=True)
+    previous = None
+    for row in funnel.itertuples(index=False):
+        group = tuple(getattr(row, column) for column in by)
+        if previous is not None and group != previous:
+            table.add_section()
+        shown = [str(value) if group != previous else "" for value in group]
+        previous = group
+        days = row.median_days_in_stage
+        table.add_row(*shown, f"{row.stage} -> {row.next_stage}", f"{row.advanced:,}", f"{row.lost:,}",
+                      "-" if not np.isfinite(row.conversion) else f"{row.conversion:.0%}",
+                      "-" if not np.isfinite(days) else f"{days:.0f}", f"{row.stays_measured:,}", f"{row.open:,}")
+    return table

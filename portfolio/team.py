@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
+
+from portfolio.rank import money
 
 TEAM_INPUT: tuple[str, ...] = ("deal_id", "owner_id", "amount", "win_probability", "risk_level", "value_at_risk",
                                "warning_codes")
@@ -89,3 +92,19 @@ def summarise_team(scores: pd.DataFrame, at_risk_level: str = "high") -> pd.Data
                            **frame[list(shares)].mean().to_dict()}])
     out = pd.concat([per_owner, total], ignore_index=True) if len(frame) else per_owner
     return out[list(TEAM_COLUMNS)].astype({"open_deals": "int64", "at_risk": "int64", "no_activity_14d": "int64"})
+
+
+def team_table(team: pd.DataFrame, title: str = "", at_risk_level: str = "high") -> Table:
+    """``summarise_team`` as a rich table (the ``(all)`` row last, in bold)."""
+    table = Table(title=title or None, title_justify="left")
+    for name in ("owner", "open deals", "pipeline", "expected", "value at risk", f"at risk ({at_risk_level})",
+                 "at-risk amount", "no activity 14d", "DM/EB engaged", "multi-threaded"):
+        table.add_column(name, justify="left" if name == "owner" else "right", no_wrap=True)
+    for row in team.itertuples(index=False):
+        total = row.owner_id == ALL_OWNERS
+        if total:
+            table.add_section()
+        table.add_row(str(row.owner_id), f"{row.open_deals:,}", money(row.pipeline), money(row.expected),
+                      money(row.value_at_risk), f"{row.at_risk:,}", money(row.at_risk_amount), f"{row.no_activity_14d:,}",
+                      f"{row.decision_maker_engaged:.0%}", f"{row.multi_threaded:.0%}", style="bold" if total else None)
+    return table

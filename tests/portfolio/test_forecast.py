@@ -149,3 +149,45 @@ def test_accuracy_needs_the_deals_outcomes():
     with pytest.raises(ForecastError, match=r"deals lack columns \['outcome'\]"):
         forecast_accuracy(stored_forecasts(history, runs), later_deals().drop(columns="outcome"),
                           pd.Timestamp("2026-09-01", tz="UTC"))
+
+
+def test_forecast_command_with_outcomes_from_a_later_export(sqlite_url, tmp_path):
+    """Stored forecasts of the hand-checked 4-deal export (tests.factories) against what it shows won."""
+    from typer.testing import CliRunner
+
+    from dealrisk.cli import app
+    from features.contract.io import write_tables
+    from portfolio.store import ScoreStore
+    from tests.factories import make_export
+    from tests.portfolio.conftest import deal, rows_of
+
+    folder = write_tables(make_export().tables(), tmp_path / "export", fmt="parquet")
+    store = ScoreStore.open(sqlite_url)
+    # As of Jan 15: D1 (1,500) and D4 (800) expected in February, D3 (2,000) in April.
+    store.write(rows_of([deal("D1", 0.5, amount=1500.0, close_in_days=40), deal("D4", 0.4, amount=800.0, close_in_days=20),
+                         deal("D3", 0.3, amount=2000.0, close_in_days=100)], "2026-01-15"), "batch", "test")
+    store.close()
+    out, accuracy = tmp_path / "forecast.csv", tmp_path / "accuracy.csv"
+    result = CliRunner().invoke(app, ["forecast", "--store", sqlite_url, "--outcomes", str(folder), "--csv", str(out),
+                                      "--accuracy-csv", str(accuracy)])
+    assert result.exit_code == 0, result.output
+    forecast = pd.read_csv(out).set_index("period")
+    assert forecast.loc["2026-02", "expected"] == pytest.approx(0.5 * 1500 + 0.4 * 800)
+    assert forecast.loc["total", "deals"] == 3
+    # February has ended by the export's last event (March 10); D4 was won on Feb 15, D1 only in March.
+    rows = pd.read_csv(accuracy)
+    assert rows["period"].tolist() == ["2026-02"]
+    assert rows.loc[0, "forecast"] == pytest.approx(1070.0) and rows.loc[0, "won"] == 800.0
+    assert rows.loc[0, "error_pct"] == pytest.approx(100 * 270 / 800)
+    assert "mean absolute error of the stored forecasts" in result.output
+
+
+def test_forecast_command_rejects_a_bad_period_and_a_lone_accuracy_file(sqlite_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from dealrisk.cli import app
+
+    result = CliRunner().invoke(app, ["forecast", "--store", sqlite_url, "--period", "week"])
+    assert result.exit_code == 1 and "--period: 'week' is not one of" in result.output
+    result = CliRunner().invoke(app, ["forecast", "--store", sqlite_url, "--accuracy-csv", str(tmp_path / "a.csv")])
+    assert result.exit_code == 1 and "--accuracy-csv needs --outcomes" in result.output

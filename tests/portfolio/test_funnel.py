@@ -111,3 +111,26 @@ def test_funnel_errors_name_the_problem():
         summarise_funnel(export, AS_OF, by=["region"])
     with pytest.raises(FunnelError, match="quarters must be at least 1"):
         summarise_funnel(export, AS_OF, quarters=0)
+
+
+def test_funnel_command_on_the_hand_checked_export(tmp_path):
+    """tests.factories' 4-deal export: D1 steps back to qualify, D2 is lost in qualify, D4 skips to negotiate."""
+    from typer.testing import CliRunner
+
+    from dealrisk.cli import app
+    from features.contract.io import write_tables
+    from tests.factories import make_export
+
+    folder = write_tables(make_export().tables(), tmp_path / "export", fmt="parquet")
+    out = tmp_path / "funnel.csv"
+    result = CliRunner().invoke(app, ["funnel", "--data", str(folder), "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "all deals" in result.output and "by lead source" in result.output and "by segment" in result.output
+    rows = pd.read_csv(out)
+    overall = rows[(rows["lead_source"] == "(all)") & (rows["segment"] == "(all)")].set_index("stage")
+    # qualify: D1, D3 and D4 (skipping it) moved on, D2 was lost there; days D1 10 + 7, D3 10, D2 31.
+    assert overall.loc["qualify", ["advanced", "lost"]].tolist() == [3, 1]
+    assert overall.loc["qualify", "median_days_in_stage"] == pytest.approx(17.0)
+    assert overall.loc["negotiate", ["advanced", "lost", "open"]].tolist() == [2, 0, 1]
+    result = CliRunner().invoke(app, ["funnel", "--data", str(folder), "--by", "region"])
+    assert result.exit_code == 1 and "cannot group by ['region']" in result.output

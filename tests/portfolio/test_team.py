@@ -56,3 +56,39 @@ def test_no_open_deals_gives_an_empty_team():
 def test_team_names_the_missing_columns():
     with pytest.raises(TeamError, match=r"scores lack columns \['owner_id', 'warning_codes'\]"):
         summarise_team(latest_scores().drop(columns=["owner_id", "warning_codes"]))
+
+
+def test_team_command_reads_the_latest_stored_scores(sqlite_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from dealrisk.cli import app
+    from portfolio.store import ScoreStore
+    from tests.portfolio.conftest import deal, rows_of
+
+    store = ScoreStore.open(sqlite_url)
+    store.write(rows_of([deal("D1", 0.5, owner="ana", warnings=("no_activity",)), deal("D2", 0.1, owner="ana"),
+                         deal("D3", 0.9, owner="ben", amount=4000.0)], "2026-06-01"), "batch", "test")
+    # A week later D2 is re-scored higher: the team view reads each deal's latest score.
+    store.write(rows_of([deal("D1", 0.5, owner="ana", warnings=("no_activity",)), deal("D2", 0.6, owner="ana"),
+                         deal("D3", 0.9, owner="ben", amount=4000.0)], "2026-06-08"), "batch", "test")
+    store.close()
+    out = tmp_path / "team.csv"
+    result = CliRunner().invoke(app, ["team", "--store", sqlite_url, "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Team: 2 owners, 3 open deals scored as of 2026-06-08" in result.output
+    team = pd.read_csv(out).set_index("owner_id")
+    assert team.loc["ana", "expected"] == pytest.approx(0.5 * 1000 + 0.6 * 1000)
+    assert team.loc["ana", "no_activity_14d"] == 1 and team.loc["(all)", "open_deals"] == 3
+    assert team.loc["ben", "pipeline"] == 4000.0
+
+
+def test_team_command_on_a_missing_store_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from dealrisk.cli import app
+
+    result = CliRunner().invoke(app, ["team", "--store", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert result.exit_code == 1
+    assert "dealrisk team:" in result.output
+    result = CliRunner().invoke(app, ["team", "--store", f"sqlite:///{tmp_path / 'none.db'}", "--at-risk-level", "severe"])
+    assert result.exit_code == 1 and "--at-risk-level 'severe'" in result.output
