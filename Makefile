@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 DEMO_DEALS ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: demo test test-fast test-slow lint install clean docs serve
+.PHONY: postgres demo test test-fast test-slow lint install clean docs serve
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: install
 	$(BIN)/dealrisk generate --deals $(DEMO_DEALS) --seed $(DEMO_SEED) --out data/demo/export --truth data/demo/truth.csv
 	$(BIN)/dealrisk validate data/demo/export
 	$(BIN)/dealrisk train --data data/demo/export --truth data/demo/truth.csv --report data/demo/report.json --promote
+	$(BIN)/dealrisk score --data data/demo/export
+	$(BIN)/dealrisk rank --limit 10
+	@echo "the score store data/scores.db holds every open deal: 'dealrisk rank' lists them (--owner, --stage, --close-in 2026-Q3, --changed, --csv FILE)"
 	@echo "scoring service on http://127.0.0.1:3000 (Ctrl-C stops it); README section 'Serving' shows a request"
 	$(BIN)/dealrisk serve
 
@@ -32,7 +35,7 @@ serve: install
 
 # Everything: the fast tier, then the end-to-end tier (real `bentoml serve` over HTTP,
 # schemathesis against it, the gate on a shuffled-label model); about 3 minutes on 2 cores.
-test: install lint
+test: install lint postgres
 	$(BIN)/python -m pytest -m "not slow" -q
 	$(BIN)/python -m pytest -m slow -q
 
@@ -43,8 +46,18 @@ lint: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: install
+test-slow: install postgres
 	$(BIN)/python -m pytest -m slow -q
+
+# PostgreSQL for the score store's tests: each session starts a throwaway server (initdb + pg_ctl,
+# tests/portfolio/postgres.py). Installed with apt-get when initdb is neither on PATH nor in
+# Debian's /usr/lib/postgresql/*/bin, so a clean CI machine runs those tests instead of failing them.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL with apt-get for the score store tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
 
 docs: install
 	$(BIN)/python -m features.pointintime.definitions > docs/features.md
