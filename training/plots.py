@@ -86,11 +86,13 @@ def plot_shap_summary(contributions: np.ndarray, matrix: np.ndarray, feature_nam
     import shap  # ~2 s: see the module docstring
 
     values = np.asarray(contributions, dtype=float)
+    # summary_plot draws on pyplot's current figure: without a new one it drew over the previous
+    # plot (the forecast figure in a training run, the calibration curve in the notebook).
+    fig = plt.figure()
     # An explicit generator: the beeswarm's jitter must not depend on (or warn about) the global RNG.
     shap.summary_plot(
         values, matrix, feature_names=feature_names, max_display=max_display, show=False,
         rng=np.random.default_rng(0),
     )
-    fig = plt.gcf()
     fig.tight_layout()
     return fig
