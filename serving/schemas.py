@@ -200,6 +200,13 @@ class ScoreRequest(BaseModel):
         description="Score as of this UTC moment (default: now). Events after it are rejected.",
     )
     deals: Annotated[list[Deal], Field(min_length=1)] = Field(description="Deals to score (at least one).")
+    next_best_actions: bool = Field(
+        default=False, strict=True,
+        description="true: also answer each deal's next best actions, up to 3 steps a rep can take (engage the "
+        "economic buyer, engage a decision maker, a second contact, a meeting this week, reply to the customer, "
+        "confirm the close date) ranked by the model's gain in win probability. The gain is the model's estimate, "
+        "not a promise of cause. false (default): the answer is unchanged.",
+    )
 
 
 class Factor(BaseModel):
@@ -230,6 +237,20 @@ class ModelVersions(BaseModel):
     slip: str
 
 
+class NextBestAction(BaseModel):
+    """A step a rep can take on the deal and what the model says it is worth (an estimate, not a promise)."""
+
+    action: str = Field(description="engage_economic_buyer, engage_decision_maker, second_contact, meeting, reply "
+                        "or confirm_close_date.")
+    label: str = Field(description="The step in words, e.g. 'Engage the economic buyer'.")
+    gain_points: float = Field(
+        description="Win probability with the step logged today minus without it, in points (0-100): the model's "
+        "estimate, not a promise of cause. At least 0.5: smaller or negative gains are not recommended."
+    )
+    win_probability_after: float = Field(ge=0, le=1, description="Calibrated win probability with the step logged today.")
+    sentence: str = Field(description="The step and its gain, e.g. 'Engage the economic buyer: +12 points'.")
+
+
 class DealScore(BaseModel):
     """The explained score of one deal."""
 
@@ -255,6 +276,11 @@ class DealScore(BaseModel):
     factors_down: list[Factor] = Field(description="Up to 5 factors lowering the win probability, strongest first.")
     warnings: list[DealWarning]
     model_versions: ModelVersions
+    next_best_actions: Optional[list[NextBestAction]] = Field(
+        default=None,
+        description="Only when the request sets next_best_actions: up to 3 steps, best first (empty: no step gains "
+        "0.5 points). The gains are the model's estimate, not a promise of cause.",
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -263,6 +289,11 @@ class ScoreResponse(BaseModel):
     as_of: datetime
     model_versions: ModelVersions
     deals: list[DealScore]
+    next_best_actions_note: Optional[str] = Field(
+        default=None,
+        description="With next best actions only: their gains are the model's estimate of the win probability with "
+        "the step logged today, learned from past deals; not a promise that the step causes the gain.",
+    )
 
 
 class ModelInfo(BaseModel):

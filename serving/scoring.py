@@ -35,6 +35,7 @@ from features.contract.schema import (
     TABLES,
     TIMESTAMP_DTYPE,
 )
+from features.model.actions import GAIN_NOTE, actions_by_deal, next_best_actions
 from features.model.explain import explain_scores, frame_from_blocks
 from features.model.grades import ExplainConfig
 from features.pointintime.events import Codebook, to_micros
@@ -325,7 +326,20 @@ def score_request(model: LoadedModel, request: ScoreRequest, config: ExplainConf
     check_times(export, paths, as_of)
     features, explained = explain_export(model, export, as_of, config)
     sink_rows(sink, model, explained, features, export.deals)
-    return response_from_explained(explained, request, as_of, model.versions)
+    response = response_from_explained(explained, request, as_of, model.versions)
+    return with_next_best_actions(response, model, export, as_of, features) if request.next_best_actions else response
+
+
+def with_next_best_actions(response: dict, model: LoadedModel, export, as_of: pd.Timestamp, features: pd.DataFrame) -> dict:
+    """``response`` with each deal's next best actions (``features.model.actions``: up to 3 steps a
+    rep can take, by the model's gain in win probability) and ``next_best_actions_note``: the gains
+    are the model's estimate, not a promise of cause. ``features`` are those the scores came from,
+    so the deals are not built twice."""
+    deal_ids = features["deal_id"].astype(str).tolist()
+    actions = actions_by_deal(next_best_actions(model.bundle, export, as_of, state=model.state, deal_ids=deal_ids,
+                                                base_features=features))
+    deals = [{**deal, "next_best_actions": actions.get(deal["deal_id"], [])} for deal in response["deals"]]
+    return {**response, "deals": deals, "next_best_actions_note": GAIN_NOTE}
 
 
 RESPONSE_NUMBERS = ("win_probability", "slip_probability", "amount", "value_at_risk")
@@ -496,6 +510,14 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
     """
     if len(requests) == 1:
         return [_answer_or_error(model, requests[0], config, sink)]
+    alone = {k for k, request in enumerate(requests) if getattr(request, "next_best_actions", False)}
+    if alone:
+        # Next best actions re-score each deal's history as of its request's as_of: such a request
+        # is answered on its own, the others still merged.
+        rest = [k for k in range(len(requests)) if k not in alone]
+        answers = dict(zip(rest, score_requests(model, [requests[k] for k in rest], config, sink))) if rest else {}
+        answers |= {k: _answer_or_error(model, requests[k], config, sink) for k in sorted(alone)}
+        return [answers[k] for k in range(len(requests))]
     try:
         as_ofs = [resolve_as_of(request) for request in requests]
         deals = [deal for request in requests for deal in request.deals]
