@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 DEMO_DEALS ?= 5000
 DEMO_SEED ?= 7
 
-.PHONY: postgres demo test test-fast test-slow lint install clean docs serve
+.PHONY: postgres demo test test-fast test-slow test-notebooks lint install clean docs serve
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,10 @@ test-fast: install
 
 test-slow: install postgres
 	$(BIN)/python -m pytest -m slow -q
+
+# The notebooks alone, executed top to bottom in a real kernel (also part of `make test`'s tiers).
+test-notebooks: install
+	$(BIN)/python -m pytest -q tests/notebooks
 
 # PostgreSQL for the score store's tests: each session starts a throwaway server (initdb + pg_ctl,
 # tests/portfolio/postgres.py). Installed with apt-get when initdb is neither on PATH nor in
