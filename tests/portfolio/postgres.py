@@ -6,7 +6,8 @@ end of the session. ``initdb`` refuses to run as root, so as root the server run
 ``postgres`` user (``runuser``), which owns the folder. PostgreSQL's programs are looked up on
 PATH, then in Debian's ``/usr/lib/postgresql/<version>/bin``. When they are missing the tests
 FAIL, naming the fix: ``make test`` installs PostgreSQL with apt-get (``make postgres``), so a
-clean CI machine runs these tests instead of skipping them.
+clean CI machine runs these tests instead of skipping them. ``bench/store.py`` starts one the
+same way (``start_postgres``, which raises ``PostgresError``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from pathlib import Path
 import pytest
 
 SUPERUSER = "dealrisk"
+
+
+class PostgresError(RuntimeError):
+    """A throwaway server cannot be set up; the message says why and how to fix it."""
 
 
 def postgres_bin(program: str) -> str | None:
@@ -47,15 +52,15 @@ def _as_server_user(command: list[str]) -> list[str]:
         return command
     runuser = shutil.which("runuser")
     if runuser is None:
-        pytest.fail("running as root needs runuser to start PostgreSQL as the postgres user")
+        raise PostgresError("running as root needs runuser to start PostgreSQL as the postgres user")
     return [runuser, "-u", "postgres", "--", *command]
 
 
 def start_postgres():
-    """Start a server; return (url of its ``postgres`` database, stop function)."""
+    """Start a server; return (url of its ``postgres`` database, stop function); ``PostgresError``."""
     initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.fail("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
+        raise PostgresError("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
                     "'make postgres' (part of 'make test') installs it with apt-get")
     folder = Path(tempfile.mkdtemp(prefix="dealrisk-pg-", dir="/tmp"))
     data = folder / "data"
@@ -64,7 +69,7 @@ def start_postgres():
             shutil.chown(folder, user="postgres", group="postgres")
         except (LookupError, PermissionError) as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            pytest.fail(f"as root, PostgreSQL runs as the 'postgres' user, which is missing or unusable: {exc}")
+            raise PostgresError(f"as root, PostgreSQL runs as the 'postgres' user, which is missing or unusable: {exc}")
     port = free_port()
     log = folder / "server.log"
 
@@ -80,20 +85,23 @@ def start_postgres():
     done = run([initdb, "-D", str(data), "-A", "trust", "-U", SUPERUSER, "--no-sync", "-E", "UTF8"])
     if done.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
-        pytest.fail(f"initdb failed: {done.stderr[-2000:]}")
+        raise PostgresError(f"initdb failed: {done.stderr[-2000:]}")
     options = f"-p {port} -k {folder} -h 127.0.0.1 -c fsync=off"
     done = run([pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"])
     if done.returncode != 0:
         text = log.read_text() if log.exists() else ""
         stop()
-        pytest.fail(f"pg_ctl start failed: {done.stderr[-1000:]} {text[-2000:]}")
+        raise PostgresError(f"pg_ctl start failed: {done.stderr[-1000:]} {text[-2000:]}")
     return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{port}/postgres", stop
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """URL of the ``postgres`` database of a server started for this session."""
-    url, stop = start_postgres()
+    """URL of the ``postgres`` database of a server started for this session (a failure, never a skip)."""
+    try:
+        url, stop = start_postgres()
+    except PostgresError as exc:
+        pytest.fail(str(exc))
     try:
         yield url
     finally:
