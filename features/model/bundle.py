@@ -14,8 +14,16 @@ Bundle folder layout (artifact path ``bundle/`` of the training run)::
                              weight (absent in bundles from before the blend: booster alone)
       linear_slip.json       the same for the slip model
       metrics.json           headline test-period metrics, training date, data fingerprint
+      skipped.json           what training left out for lack of data, each with its reason
+                             (features.pointintime.inputs.Skips.to_dict(): models, fields,
+                             features, the lines shown by the CLI and GET /model); absent in
+                             bundles from before it was written: nothing skipped
       win_model.txt          LightGBM booster (Booster.save_model) for the win model
       slip_model.txt         LightGBM booster for the slip model
+
+A bundle without a slip model (its export had no expected close date history: ``skipped.json``
+says so) has no ``calibration_slip.json``, ``linear_slip.json`` or ``slip_model.txt``; it scores
+win probabilities and leaves slip probabilities missing.
 """
 
 from __future__ import annotations
@@ -68,27 +76,43 @@ class ModelBundle:
     """Everything needed to score a deal: two boosters, their linear halves, calibrations, feature state and list.
 
     Each target's raw score is the blend ``features.model.linear.blend_logits`` of its booster and its
-    linear model (``None``: the booster alone), then the target's calibration.
+    linear model (``None``: the booster alone), then the target's calibration. ``slip_model`` and
+    ``slip_calibration`` are None when training skipped the slip model (``skipped["models"]``
+    says why); the win model is always there.
     """
 
     win_model: object  # lightgbm.Booster
-    slip_model: object  # lightgbm.Booster
+    slip_model: object | None  # lightgbm.Booster; None: not trained (see skipped)
     win_calibration: Calibration
-    slip_calibration: Calibration
+    slip_calibration: Calibration | None
     feature_state: dict  # FeatureState.to_dict(); rebuilt by features.pointintime.state.FeatureState.from_dict
     features: dict  # {"names": [...], "categorical": {name: [levels...]}}
     metrics: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)  # filled by the loader: {"win": "3", "slip": "3"}
     win_linear: LinearModel | None = None
     slip_linear: LinearModel | None = None
+    skipped: dict = field(default_factory=dict)  # features.pointintime.inputs.Skips.to_dict(); {}: nothing skipped
 
     def halves(self, target: str) -> tuple[object, LinearModel | None]:
-        """The booster and the linear half of ``target`` ("win" or "slip")."""
+        """The booster and the linear half of ``target`` ("win" or "slip"); (None, None) for a model not trained."""
         if target == "win":
             return self.win_model, self.win_linear
         if target == "slip":
             return self.slip_model, self.slip_linear
         raise ValueError(f"unknown target {target!r}: expected 'win' or 'slip'")
+
+    def has(self, target: str) -> bool:
+        """Whether the bundle holds a trained ``target`` model."""
+        return self.halves(target)[0] is not None
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The models the bundle holds, win first."""
+        return tuple(target for target in ("win", "slip") if self.has(target))
+
+    def skipped_lines(self) -> list[str]:
+        """What training left out for lack of data, one sentence each (empty: nothing)."""
+        return [str(line) for line in (self.skipped or {}).get("lines", [])]
 
 
 def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
@@ -96,12 +120,12 @@ def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(folder / "features.json", bundle.features)
     _write_json(folder / "feature_state.json", bundle.feature_state)
-    _write_json(folder / "calibration_win.json", bundle.win_calibration.to_dict())
-    _write_json(folder / "calibration_slip.json", bundle.slip_calibration.to_dict())
     _write_json(folder / "metrics.json", bundle.metrics)
-    bundle.win_model.save_model(str(folder / "win_model.txt"))
-    bundle.slip_model.save_model(str(folder / "slip_model.txt"))
-    for target, linear in (("win", bundle.win_linear), ("slip", bundle.slip_linear)):
+    _write_json(folder / "skipped.json", bundle.skipped or {})
+    for target in bundle.targets:
+        booster, linear = bundle.halves(target)
+        _write_json(folder / f"calibration_{target}.json", getattr(bundle, f"{target}_calibration").to_dict())
+        booster.save_model(str(folder / f"{target}_model.txt"))
         if linear is not None:
             _write_json(folder / f"linear_{target}.json", linear.to_dict())
     return folder
@@ -131,17 +155,24 @@ def load_bundle_dir(folder: Path) -> ModelBundle:
         return model
 
     features = read("features.json")
+    skipped = read("skipped.json") if (folder / "skipped.json").exists() else {}
+    if not isinstance(skipped, dict):
+        raise BundleError(f"model bundle file skipped.json in {folder} is not a JSON object")
+    # A model is absent only where skipped.json says training skipped it: a missing file otherwise
+    # is a broken bundle, and reading it fails naming the file.
+    slip_skipped = "slip" in (skipped.get("models") or {})
 
     return ModelBundle(
         win_model=read("win_model.txt"),
-        slip_model=read("slip_model.txt"),
+        slip_model=None if slip_skipped else read("slip_model.txt"),
         win_calibration=Calibration.from_dict(read("calibration_win.json")),
-        slip_calibration=Calibration.from_dict(read("calibration_slip.json")),
+        slip_calibration=None if slip_skipped else Calibration.from_dict(read("calibration_slip.json")),
         feature_state=read("feature_state.json"),
         features=features,
         metrics=read("metrics.json"),
         win_linear=linear("win"),
-        slip_linear=linear("slip"),
+        slip_linear=None if slip_skipped else linear("slip"),
+        skipped=skipped,
     )
 
 

@@ -28,6 +28,8 @@ def raw_probability(booster, linear: LinearModel | None, matrix: np.ndarray) -> 
 
     Training fits the calibration on exactly this (``training.pipeline.fit_bundle``).
     """
+    if booster is None:  # a model training skipped (ModelBundle.skipped): missing, never a made-up number
+        return np.full(len(matrix), np.nan)
     if linear is None or linear.weight == 0.0:
         return np.asarray(booster.predict(matrix), dtype=float)
     return sigmoid(blend_logits(booster.predict(matrix, raw_score=True), linear, matrix))
@@ -59,8 +61,13 @@ def apply_calibration(bundle: ModelBundle, raw: pd.DataFrame) -> pd.DataFrame:
     """Map raw probabilities through the bundle's isotonic calibrations; returns a new frame."""
     return raw.assign(
         win_probability=bundle.win_calibration.apply(raw["win_probability"].to_numpy()),
-        slip_probability=bundle.slip_calibration.apply(raw["slip_probability"].to_numpy()),
+        slip_probability=_calibrate(bundle.slip_calibration, raw["slip_probability"].to_numpy()),
     )
+
+
+def _calibrate(calibration, raw: np.ndarray) -> np.ndarray:
+    """``calibration.apply``; NaN throughout for a model the bundle does not hold (no calibration)."""
+    return np.full(len(raw), np.nan) if calibration is None else calibration.apply(raw)
 
 
 def predict_probabilities(bundle: ModelBundle, features_frame: pd.DataFrame) -> pd.DataFrame:
@@ -84,7 +91,7 @@ def predict_matrix_probabilities(bundle: ModelBundle, matrix: np.ndarray, index:
     return pd.DataFrame(
         {
             "win_probability": bundle.win_calibration.apply(raw_probability(*bundle.halves("win"), matrix)),
-            "slip_probability": bundle.slip_calibration.apply(raw_probability(*bundle.halves("slip"), matrix)),
+            "slip_probability": _calibrate(bundle.slip_calibration, raw_probability(*bundle.halves("slip"), matrix)),
         },
         index=index,
     )

@@ -8,9 +8,9 @@ Training, serving, the docs and the explanation sentences all read this list; th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-FAMILIES: tuple[str, ...] = ("stage", "decision_chain", "engagement", "context")
+FAMILIES: tuple[str, ...] = ("stage", "decision_chain", "engagement", "context", "calendar")
 KINDS: tuple[str, ...] = ("numeric", "categorical", "flag")
 
 # Window lengths (days) shared by the pipeline and the feature descriptions.
@@ -19,6 +19,46 @@ SHORT_WINDOW_DAYS = 7
 TREND_WINDOW_DAYS = 14
 # Pseudo-count pulling owner/account win rates towards the global rate for small histories.
 WIN_RATE_PRIOR_DEALS = 5.0
+# First month (1-12) of the fiscal year when the feature state names none: calendar quarters.
+DEFAULT_FISCAL_YEAR_START_MONTH = 1
+
+# What a feature or a model can need from an export, beyond the deals table's required columns.
+# ``features.pointintime.inputs.find_inputs`` tells which of them an export has (and, if not, why).
+INPUTS: dict[str, str] = {
+    "stage_history": "the stage_history table",
+    "history:expected_close_date": "expected_close_date changes in field_history",
+    "history:amount": "amount changes in field_history",
+    "history:owner_id": "owner_id changes (a history the data contract does not keep yet)",
+    "contacts": "the contacts table",
+    "activities": "the activities table",
+    "activities.customer_talk_ratio": "recorded-call talk ratios (activities.customer_talk_ratio)",
+    "activities.next_step_set": "recorded-call next steps (activities.next_step_set)",
+    "deals.lead_source": "deals.lead_source values",
+    "deals.segment": "deals.segment values",
+    "deals.region": "deals.region values",
+    "deals.product": "deals.product values",
+}
+
+# Deal fields that change during a deal's life, and the input their value as of a moment is
+# rebuilt from. The deals row holds their value at export time, i.e. the future of every training
+# snapshot: without the history input, training never reads them (docs/features.md, "No future").
+CHANGEABLE_FIELDS: dict[str, str] = {
+    "stage": "stage_history",
+    "expected_close_date": "history:expected_close_date",
+    "amount": "history:amount",
+    # Deals change hands (a rep leaves; lost deals parked with a manager or a queue user). The
+    # contract keeps no owner history, so the owner features stay out of training: on generated
+    # exports (no reassignments) they were worth 0.0006-0.002 test AUC.
+    "owner_id": "history:owner_id",
+}
+
+# What each model needs besides the deals table and its outcome. The slip label is "not won by
+# the expected close date known at the snapshot": without that date's history there is no label
+# (an export-time close date is often the actual close date, which the CRM sets on closing).
+MODEL_NEEDS: dict[str, tuple[str, ...]] = {
+    "win": (),
+    "slip": ("history:expected_close_date",),
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +68,8 @@ class Feature:
     ``phrases`` holds ``str.format`` templates keyed by case: ``value`` (any number), ``zero``
     (the value is 0), ``one`` (the value is 1), ``under_one`` (0 <= value < 1), ``true`` / ``false`` (flags) and ``missing`` (NaN). Templates may use
     ``{value}`` and any other column of the feature row (e.g. ``{current_stage}``).
+    ``needs`` names the inputs (keys of ``INPUTS``) the feature is computed from; training leaves
+    a feature out of the models, missing (NaN) in every row, when its export lacks one of them.
     """
 
     name: str
@@ -36,12 +78,16 @@ class Feature:
     unit: str
     kind: str = "numeric"
     phrases: dict[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"feature {self.name}: family must be one of {FAMILIES}, got {self.family!r}")
         if self.kind not in KINDS:
             raise ValueError(f"feature {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        unknown = [need for need in self.needs if need not in INPUTS]
+        if unknown:
+            raise ValueError(f"feature {self.name}: needs unknown inputs {unknown}; known: {', '.join(INPUTS)}")
 
 
 def _role_features(role: str, label: str) -> list[Feature]:
@@ -229,7 +275,62 @@ FEATURES: tuple[Feature, ...] = (
                                  "missing": "No closed deals yet to judge the account"}),
     Feature("account_closed_deals", "context", "Account's deals closed at or before as_of.", "count", "numeric",
             {"value": "Account has {value:.0f} closed deals", "zero": "First deal with this account"}),
+    # --- sales calendar -----------------------------------------------------------------------
+    Feature("days_to_quarter_end", "calendar",
+            "Days from as_of to the end of its fiscal quarter (the first moment of the next quarter, UTC; "
+            "the fiscal year's first month is in the feature state, default January).", "days", "numeric",
+            {"value": "{value:.0f} day{s} to the end of the fiscal quarter",
+             "under_one": "Last day of the fiscal quarter"}),
+    Feature("days_to_fiscal_year_end", "calendar",
+            "Days from as_of to the end of its fiscal year (the first moment of the next fiscal year, UTC).",
+            "days", "numeric",
+            {"value": "{value:.0f} day{s} to the end of the fiscal year",
+             "under_one": "Last day of the fiscal year"}),
+    Feature("expected_close_in_quarter_last_month", "calendar",
+            "1 if the expected close date known at as_of falls in the last month of a fiscal quarter.", "flag", "flag",
+            {"true": "Expected to close in the last month of a quarter",
+             "false": "Expected to close outside the last month of a quarter",
+             "missing": "Expected close date unknown"}),
+    Feature("days_since_close_date_moved", "calendar",
+            "Days since the expected close date last moved (a field_history change at or before as_of); "
+            "missing if it never moved.", "days", "numeric",
+            {"value": "Close date last moved {value:.0f} day{s} ago", "under_one": "Close date moved within the last day",
+             "missing": "Close date never moved"}),
 )
+
+
+def _role_engagement_names() -> tuple[str, ...]:
+    roles = ("decision_maker", "economic_buyer", "champion")
+    return (
+        "roles_engaged_30d", "max_seniority_engaged_30d",
+        *(name for role in roles for name in (f"{role}_engaged_30d", f"days_since_{role}_engaged")),
+        f"decision_maker_activity_share_{ENGAGED_WINDOW_DAYS}d", f"economic_buyer_activity_share_{ENGAGED_WINDOW_DAYS}d",
+        f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d",
+    )
+
+
+# The inputs of each feature (``Feature.needs``), by group: the tables and tracked fields the
+# pipeline's family functions read. Features not listed need only the deals table's required columns.
+_NEEDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("stage_history",), ("current_stage", "days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps")),
+    (("history:expected_close_date",), ("days_to_expected_close", "close_date_pushes", "close_date_days_pushed",
+                                        "expected_close_in_quarter_last_month", "days_since_close_date_moved")),
+    (("history:amount",), ("amount_change_ratio", "largest_amount_cut", "amount")),
+    (("history:amount", "deals.segment"), ("amount_vs_segment_median",)),
+    (("history:owner_id",), ("owner_win_rate", "owner_closed_deals")),
+    (("contacts",), ("contacts_count", "roles_present")),
+    (("contacts", "activities"), _role_engagement_names()),
+    (("activities",), ("contacts_engaged", "top_contact_share",
+                       *(f.name for f in FEATURES if f.family == "engagement"
+                         and f.name not in ("mean_customer_talk_ratio", "next_step_rate")))),
+    (("activities", "activities.customer_talk_ratio"), ("mean_customer_talk_ratio",)),
+    (("activities", "activities.next_step_set"), ("next_step_rate",)),
+    *((((f"deals.{column}",), (column,)) for column in ("lead_source", "segment", "region", "product"))),
+)
+FEATURE_NEEDS: dict[str, tuple[str, ...]] = {name: needs for needs, names in _NEEDS for name in names}
+if set(FEATURE_NEEDS) - {f.name for f in FEATURES}:  # a typo would silently drop a requirement
+    raise ValueError(f"_NEEDS names unknown features: {sorted(set(FEATURE_NEEDS) - {f.name for f in FEATURES})}")
+FEATURES = tuple(replace(f, needs=FEATURE_NEEDS.get(f.name, ())) for f in FEATURES)
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
@@ -301,14 +402,16 @@ def render_docs() -> str:
         "decision_chain": "Decision-chain coverage",
         "engagement": "Engagement frequency and recency",
         "context": "Context",
+        "calendar": "Sales calendar",
     }
     lines.append(f"## The features ({len(FEATURES)}, in model order)")
     lines.append("")
     for family in FAMILIES:
-        lines += [f"### {titles[family]}", "", "| # | name | kind | unit | meaning |", "|---|---|---|---|---|"]
+        lines += [f"### {titles[family]}", "", "| # | name | kind | unit | meaning | needs |", "|---|---|---|---|---|---|"]
         for i, f in enumerate(FEATURES, start=1):
             if f.family == family:
-                lines.append(f"| {i} | `{f.name}` | {f.kind} | {f.unit} | {f.description} |")
+                needs = ", ".join(f"`{need}`" for need in f.needs) or "deals"
+                lines.append(f"| {i} | `{f.name}` | {f.kind} | {f.unit} | {f.description} | {needs} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -336,8 +439,9 @@ one-deal export at serving time, so the two cannot drift apart.
   `old_value`; if the deal has no change of that field at all, the deals row's value (it never
   changed). **Without a `field_history` table these values are unknown as of `as_of` and are
   missing (NaN)**: the deals row's value may be the future.
-- `deal_type`, `segment`, `region`, `product`, `lead_source`, `account_id`, `owner_id` and
-  `created_at` are not tracked by the contract and are taken from the deals row as constant.
+- `deal_type`, `segment`, `region`, `product`, `lead_source`, `account_id` and `created_at` are
+  not tracked by the contract and are taken from the deals row as constant. `owner_id` is too,
+  for the features of one computation, but training does not use the owner features (below).
 - A contact counts from its `added_at`. An activity engages a contact's role from the later of the
   activity's `occurred_at` and the contact's `added_at` (a role is not known before the contact is
   on the deal).
@@ -350,6 +454,57 @@ one-deal export at serving time, so the two cannot drift apart.
 - `largest_amount_cut` is the smallest `new_value / old_value` of one amount change at or before
   `as_of`, capped at 1 (increases and unparseable values count as 1); 1 when the amount never
   changed, missing without `field_history`.
+- Sales calendar: the fiscal year starts in the state's `fiscal_year_start_month` (training's
+  `features.fiscal_year_start_month`, default 1: January); its quarters are the 3-month periods
+  from there. The end of a quarter or year is the first moment (00:00 UTC) of the next one, so
+  `days_to_quarter_end` lies in (0, 92] and is 0.5 at noon on a quarter's last day.
+  `expected_close_in_quarter_last_month` reads the expected close date known at `as_of` (as
+  `days_to_expected_close` does); `days_since_close_date_moved` counts from the last
+  `field_history` change of it at or before `as_of` whose new value differs from the old one
+  (missing if none).
+
+## No future: changeable fields without history
+
+A deal field that changes during a deal's life (`CHANGEABLE_FIELDS`: the stage, rebuilt from
+`stage_history`; `expected_close_date` and `amount`, rebuilt from their `field_history` changes;
+`owner_id`, of which the contract keeps no history) is used at a training snapshot only as rebuilt
+from its history. The deals row holds its value at export time: for a snapshot of a closed deal,
+that is the future (a CRM that overwrites `amount` with the final booked value hands every lost
+deal's snapshots a telling 0).
+
+- Training looks at what the export holds **before its cutoff** (`features.pointintime.inputs.find_inputs`;
+  the fitted state keeps it as `missing_inputs`). A field without its history there (no
+  `stage_history`; no `field_history`; a `field_history` without a single change of that field;
+  the owner always) is left out: every feature built on it is missing (NaN) in every training
+  row, whatever the deals row holds, and the models do not use it. The console, the report
+  (`skipped`) and `GET /model` name the field and the reason in one line, e.g. `amount not used for
+  training snapshots: field_history has no amount changes, so the deals' amount is its value at
+  export time, the future of every training snapshot; left out: amount_change_ratio, ...`.
+- A field with changes for some deals counts as tracked: a deal without a change kept the deals
+  row's value all its life (the rule above). A CRM that switched tracking on part-way would make
+  older deals look unchanged; the leak alarm (`training.evaluate.leak_alarms`) is the net for that.
+- The owner features (`owner_win_rate`, `owner_closed_deals`) stay out of training until the
+  contract carries owner changes: deals change hands (a rep leaves, lost deals are parked with a
+  manager), and on generated exports, which never reassign, they were worth 0.0006-0.002 test AUC.
+- **Serving.** `build_features` itself is unchanged: for a request as of now, a deal without a
+  change of a field reads the deals row, which is the value now (no future at that moment); the
+  answer's `amount` and `value_at_risk` use it. The model does not: a feature training left out is
+  not in the bundle's feature list, so its value reaches no score and no explanation. Feeding the
+  current value to a model that saw only NaN in training would put in front of it a
+  distribution it never learnt from; leaving it out keeps training and serving on the same inputs.
+
+## What a feature or a model needs
+
+Each feature declares its inputs (`Feature.needs`, the "needs" column below; `INPUTS` lists
+them; "deals" means the deals table's required columns only); so does each model
+(`MODEL_NEEDS`): the win model needs the deals and their outcome; the slip model needs
+`expected_close_date` changes in `field_history`, because its label is "not won by the close date
+known at the snapshot". What an export lacks is skipped with one line each, never a crash: `slip
+model not trained: deals have no expected_close_date and there is no field_history`, `features
+missing (NaN), not used by the models: the engagement family (17 features), contacts_engaged,
+top_contact_share: there is no activities table`. A deals-only export trains a win model on what
+the deals give: deal age, deal type and the other filled context columns, the account's win
+history, and the sales calendar.
 
 ## How it is computed
 

@@ -436,13 +436,14 @@ def reconstruct_field(
 
     Value: the last change at or before as_of (its new_value); else the first later change's
     old_value; else the deals row (the field never changed). Without field_history: NaN.
-    Also returns ``initial`` (value at creation), for expected_close_date push counts, and for
-    amount ``largest_cut``: the smallest new/old ratio of one change so far, capped at 1 (1: never cut).
+    Also returns ``initial`` (value at creation), for expected_close_date push counts and
+    ``last_moved`` (time of the last change at or before as_of that moved the date, NaN if none),
+    and for amount ``largest_cut``: the smallest new/old ratio of one change so far, capped at 1 (1: never cut).
     """
     n = len(pts.as_of)
     history = export.field_history
     if history is None:
-        return {"value": nan_array(n), "initial": nan_array(n), "pushes": nan_array(n), "days_pushed": nan_array(n), "largest_cut": nan_array(n)}
+        return {name: nan_array(n) for name in ("value", "initial", "pushes", "days_pushed", "last_moved", "largest_cut")}
     if changes is None:
         changes = extract_field_changes(pts, history)
     codes, changed_at, old, new = changes[field]
@@ -450,7 +451,9 @@ def reconstruct_field(
     old_sorted, new_sorted = old[index.order], new[index.order]
     start, stop = index.locate(pts.deal_row, pts.as_of)
     end = index.end(pts.deal_row)
-    if field == "amount":
+    if field not in pts.read(export.deals, "", "names"):  # an export without the column: never known
+        current = nan_array(n)
+    elif field == "amount":
         current = as_float(pts.read(export.deals, "amount"))[pts.deal_row]
     else:
         current_us = pts.micros(export.deals, "expected_close_date")
@@ -468,6 +471,10 @@ def reconstruct_field(
         index.add_running_sum("days_pushed", np.where(pushed, moved_days, 0.0))
         out["pushes"] = index.window_sum("pushes", stop, start)
         out["days_pushed"] = index.window_sum("days_pushed", stop, start)
+        # A change moves the date unless old and new are the same day-time (or both unreadable).
+        moved = ~((old_sorted == new_sorted) | (np.isnan(old_sorted) & np.isnan(new_sorted)))
+        last = index.last_value(forward_fill_last(moved, index.codes), start, stop, fill=-1)
+        out["last_moved"] = np.where(last >= 0, index.times[np.maximum(last, 0)], np.nan) if len(index) else nan_array(n)
     else:
         out["largest_cut"] = index.last_value(running_min_ratio(old_sorted, new_sorted, index.codes), start, stop, fill=1.0)
     return out

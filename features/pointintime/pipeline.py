@@ -108,11 +108,14 @@ def compute_stage_features(export: Export, pts: Points, state: FeatureState) -> 
     return out
 
 
-def compute_field_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
-    """Days to expected close, close-date pushes, amount as known at as_of and its largest single cut."""
+def reconstruct_tracked_fields(export: Export, pts: Points) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """expected_close_date and amount as known at each point (``events.reconstruct_field``), parsed once."""
     changes = None if export.field_history is None else extract_field_changes(pts, export.field_history)
-    close = reconstruct_field(export, pts, "expected_close_date", changes)
-    amount = reconstruct_field(export, pts, "amount", changes)
+    return reconstruct_field(export, pts, "expected_close_date", changes), reconstruct_field(export, pts, "amount", changes)
+
+
+def compute_field_features(pts: Points, close: dict[str, np.ndarray], amount: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Days to expected close, close-date pushes, amount as known at as_of and its largest single cut."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(amount["initial"] > 0, amount["value"] / amount["initial"], np.nan)
     return {
@@ -122,6 +125,59 @@ def compute_field_features(export: Export, pts: Points) -> dict[str, np.ndarray]
         "amount_change_ratio": ratio,
         "largest_amount_cut": amount["largest_cut"],
         "amount": amount["value"],
+    }
+
+
+def fiscal_period_end(micros: np.ndarray, start_month: int, months: int) -> np.ndarray:
+    """First moment (UTC, float microseconds) of the fiscal period after the one holding each time.
+
+    Periods of ``months`` months (3: quarters, 12: years) counted from ``start_month`` (1-12); NaN
+    in, NaN out.
+
+    >>> t = np.array([pd.Timestamp("2026-03-31T12:00Z").value / 1000, np.nan])
+    >>> [pd.Timestamp(v * 1000, tz="UTC").date().isoformat() for v in fiscal_period_end(t, 1, 3)[:1]]
+    ['2026-04-01']
+    >>> pd.Timestamp(fiscal_period_end(t, 2, 12)[0] * 1000, tz="UTC").date().isoformat()
+    '2027-02-01'
+    """
+    micros = np.asarray(micros, dtype=float)
+    out = nan_array(len(micros))
+    known = ~np.isnan(micros)
+    month = micros[known].astype(np.int64).astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+    shift = start_month - 1  # months since 1970-01 of the fiscal calendar's first period start
+    end = (np.floor_divide(month - shift, months) + 1) * months + shift
+    out[known] = end.astype("datetime64[M]").astype("datetime64[us]").astype(np.int64).astype(float)
+    return out
+
+
+def in_quarter_last_month(micros: np.ndarray, start_month: int) -> np.ndarray:
+    """1.0 where a time falls in the third month of its fiscal quarter, 0.0 elsewhere, NaN for NaN.
+
+    >>> t = np.array([pd.Timestamp(d).value / 1000 for d in ("2026-03-15", "2026-04-01", "2026-01-31")])
+    >>> in_quarter_last_month(t, 1).tolist(), in_quarter_last_month(t, 2).tolist()
+    ([1.0, 0.0, 0.0], [0.0, 1.0, 1.0])
+    """
+    micros = np.asarray(micros, dtype=float)
+    out = nan_array(len(micros))
+    known = ~np.isnan(micros)
+    month = micros[known].astype(np.int64).astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+    out[known] = (np.mod(month - (start_month - 1), 3) == 2).astype(float)
+    return out
+
+
+def compute_calendar_features(pts: Points, state: FeatureState, close: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Days to the fiscal quarter's and year's end from as_of; the expected close date's quarter month and last move.
+
+    The fiscal year starts in the state's ``fiscal_year_start_month``. The close-date features use
+    the date as known at as_of (``close``: ``events.reconstruct_field``), nothing later.
+    """
+    month = state.fiscal_year_start_month
+    as_of = pts.as_of.astype(float)
+    return {
+        "days_to_quarter_end": (fiscal_period_end(as_of, month, 3) - as_of) / DAY_US,
+        "days_to_fiscal_year_end": (fiscal_period_end(as_of, month, 12) - as_of) / DAY_US,
+        "expected_close_in_quarter_last_month": in_quarter_last_month(close["value"], month),
+        "days_since_close_date_moved": (as_of - close["last_moved"]) / DAY_US,
     }
 
 
@@ -355,7 +411,9 @@ def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) 
 def compute_context_features(export: Export, pts: Points) -> dict[str, np.ndarray]:
     """Categorical deal attributes, taken from the deals row (not tracked, assumed constant)."""
     deals = export.deals
-    return {name: _take_text(pts.read(deals, name), pts.deal_row)
+    names = pts.read(deals, "", "names")
+    return {name: _take_text(pts.read(deals, name), pts.deal_row) if name in names
+            else np.full(len(pts.as_of), np.nan, dtype=object)  # a column the export lacks: missing
             for name in ("deal_type", "segment", "region", "product", "lead_source")}
 
 
@@ -413,7 +471,9 @@ def compute_features(export: Export, pts: Points, state: FeatureState) -> dict[s
     """Every family's features of the points, as arrays by feature name."""
     columns: dict[str, np.ndarray] = {}
     columns |= compute_stage_features(export, pts, state)
-    columns |= compute_field_features(export, pts)
+    close, amount = reconstruct_tracked_fields(export, pts)
+    columns |= compute_field_features(pts, close, amount)
+    columns |= compute_calendar_features(pts, state, close)
     columns |= compute_contact_features(export, pts)
     columns |= compute_role_engagement_features(export, pts)
     columns |= compute_activity_features(export, pts)

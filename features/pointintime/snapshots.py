@@ -67,12 +67,14 @@ def sample_snapshots(export: Export, config: SnapshotConfig = SnapshotConfig(), 
     return points.drop_duplicates().sort_values(["deal_id", "as_of"], kind="stable").reset_index(drop=True)
 
 
-def label_snapshots(export: Export, points: pd.DataFrame) -> pd.DataFrame:
+def label_snapshots(export: Export, points: pd.DataFrame, missing_inputs: dict | None = None) -> pd.DataFrame:
     """Add ``won`` and ``slipped`` (float 0/1, NaN where unknown) to points of closed deals.
 
     ``slipped`` is 1 when the deal was lost, or won on a later calendar day than the expected close
     date known at as_of (reconstructed point-in-time, as the features are); NaN when no expected
-    close date was known then. Open deals get NaN labels.
+    close date was known then. Open deals get NaN labels. ``missing_inputs`` (the feature state's):
+    without expected_close_date changes in field_history, every ``slipped`` is NaN - the deals row's
+    close date is its export-time value (a CRM often sets it to the day the deal closed).
 
     >>> from tests.factories import make_export
     >>> points = pd.DataFrame({"deal_id": ["D1", "D1", "D2"],
@@ -92,6 +94,8 @@ def label_snapshots(export: Export, points: pd.DataFrame) -> pd.DataFrame:
     late = closed_day > expected_day
     slipped = np.where(outcome == "lost", 1.0, np.where(late, 1.0, 0.0))
     slipped = np.where(known & ~np.isnan(expected), slipped, np.nan)
+    if missing_inputs and "history:expected_close_date" in missing_inputs:
+        slipped = np.full(len(slipped), np.nan)
     return points.assign(won=won, slipped=slipped)
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from features.contract.schema import OPEN_STAGES, TIMESTAMP_DTYPE, Export
+from features.pointintime.definitions import DEFAULT_FISCAL_YEAR_START_MONTH, INPUTS
 from features.pointintime.events import prepare_points, reconstruct_field
+from features.pointintime.inputs import find_inputs, missing_inputs
 
 STATE_VERSION = 1
 
@@ -26,6 +28,10 @@ class FeatureState:
     closed_*: one entry per deal closed before the cutoff (owner, account, closed_at, won, and
     segment and first amount: the amount at creation, NaN when unknown). States saved before
     segment and first amount were kept have none: their ``closed_amount_history`` is empty.
+    missing_inputs: the inputs (``definitions.INPUTS``) the training export lacked before the
+    cutoff, with the reason for each (``features.pointintime.inputs.find_inputs``); None in a state
+    saved before they were recorded. What training left out follows from it (``plan_skips``).
+    fiscal_year_start_month: first month (1-12) of the fiscal year, for the calendar features.
     """
 
     cutoff: pd.Timestamp | None = None
@@ -36,6 +42,11 @@ class FeatureState:
     closed_won: tuple[bool, ...] = ()
     closed_segment: tuple[str | None, ...] = ()
     closed_first_amount: tuple[float, ...] = ()
+    missing_inputs: dict[str, str] | None = None
+    fiscal_year_start_month: int = DEFAULT_FISCAL_YEAR_START_MONTH
+
+    def __post_init__(self) -> None:
+        check_fiscal_month(self.fiscal_year_start_month)
 
     def closed_history(self) -> pd.DataFrame:
         """The closed-deal history as a frame (owner_id, account_id, closed_at, won)."""
@@ -77,6 +88,8 @@ class FeatureState:
                 # NaN is not JSON: an unknown first amount is null.
                 "first_amount": [None if _is_missing(v) else float(v) for v in self.closed_first_amount],
             },
+            "missing_inputs": None if self.missing_inputs is None else dict(self.missing_inputs),
+            "fiscal_year_start_month": int(self.fiscal_year_start_month),
         }
 
     @classmethod
@@ -108,6 +121,15 @@ class FeatureState:
         if unknown:
             raise ValueError(f"feature state: won_stage_days has unknown stages {sorted(unknown)}")
         cutoff = data.get("cutoff")
+        # Both optional: a state saved before them has neither (all inputs taken as present, January).
+        missing = data.get("missing_inputs")
+        if missing is not None:
+            if not isinstance(missing, dict) or not all(isinstance(v, str) for v in missing.values()):
+                raise ValueError("feature state: missing_inputs must map input names to reasons")
+            unknown_inputs = set(missing) - set(INPUTS)
+            if unknown_inputs:
+                raise ValueError(f"feature state: missing_inputs names unknown inputs {sorted(unknown_inputs)}")
+        month = data.get("fiscal_year_start_month", DEFAULT_FISCAL_YEAR_START_MONTH)
         return cls(
             cutoff=None if cutoff is None else _timestamp(cutoff),
             won_stage_days=stage_days,
@@ -117,7 +139,16 @@ class FeatureState:
             closed_won=tuple(bool(v) for v in columns[3]),
             closed_segment=tuple(None if v is None else str(v) for v in segment),
             closed_first_amount=first_amount,
+            missing_inputs=None if missing is None else {str(k): v for k, v in missing.items()},
+            fiscal_year_start_month=check_fiscal_month(month),
         )
+
+
+def check_fiscal_month(month) -> int:
+    """The fiscal year's first month, 1-12; ValueError otherwise."""
+    if isinstance(month, bool) or not isinstance(month, (int, np.integer)) or not 1 <= int(month) <= 12:
+        raise ValueError(f"feature state: fiscal_year_start_month must be a month number 1-12, got {month!r}")
+    return int(month)
 
 
 def _is_missing(value) -> bool:
@@ -165,19 +196,27 @@ def compute_first_amounts(export: Export, deal_ids: pd.Series) -> np.ndarray:
     return reconstruct_field(export, prepare_points(export, points), "amount")["initial"]
 
 
-def fit_feature_state(export: Export, cutoff) -> FeatureState:
+def fit_feature_state(export: Export, cutoff, fiscal_year_start_month: int = DEFAULT_FISCAL_YEAR_START_MONTH) -> FeatureState:
     """Fit the feature state on deals closed strictly before ``cutoff``.
+
+    Also records which inputs the export lacks before ``cutoff`` (``missing_inputs``). Without
+    amount changes in field_history the first amounts are unknown (NaN), not the deals row's
+    export-time amount.
 
     >>> from tests.factories import make_export
     >>> state = fit_feature_state(make_export(), "2026-12-31")
-    >>> sorted(state.won_stage_days)[:2], len(state.closed_at)
-    (['identify', 'negotiate'], 3)
+    >>> sorted(state.won_stage_days)[:2], len(state.closed_at), list(state.missing_inputs)
+    (['identify', 'negotiate'], 3, ['history:owner_id'])
     """
     cutoff = _timestamp(cutoff)
+    missing = missing_inputs(find_inputs(export, before=cutoff))
     deals = export.deals
     closed = deals[deals["outcome"].isin(("won", "lost")) & deals["closed_at"].notna() & (deals["closed_at"] < cutoff)]
     closed = closed.sort_values(["closed_at", "deal_id"], kind="stable")
     won_ids = closed.loc[closed["outcome"] == "won", "deal_id"]
+    first_amounts = compute_first_amounts(export, closed["deal_id"])
+    if "history:amount" in missing:
+        first_amounts = np.full(len(first_amounts), np.nan)
     return FeatureState(
         cutoff=cutoff,
         won_stage_days=compute_won_stage_days(export, won_ids),
@@ -188,5 +227,7 @@ def fit_feature_state(export: Export, cutoff) -> FeatureState:
         closed_segment=tuple(None if _is_missing(v) else str(v) for v in closed["segment"].to_numpy(dtype=object)),
         # Unknown amounts as the one np.nan object: tuples compare items by identity first, so a
         # state still equals its JSON round trip.
-        closed_first_amount=tuple(np.nan if v != v else v for v in compute_first_amounts(export, closed["deal_id"]).tolist()),
+        closed_first_amount=tuple(np.nan if v != v else v for v in first_amounts.tolist()),
+        missing_inputs=missing,
+        fiscal_year_start_month=check_fiscal_month(fiscal_year_start_month),
     )

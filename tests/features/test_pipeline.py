@@ -252,7 +252,8 @@ ROLE_ENGAGEMENT = ["roles_engaged_30d", "max_seniority_engaged_30d",
 NEEDS_TABLE = {
     "stage_history": ["current_stage", "days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps"],
     "field_history": ["days_to_expected_close", "close_date_pushes", "close_date_days_pushed", "amount_change_ratio",
-                      "largest_amount_cut", "amount", "amount_vs_segment_median"],
+                      "largest_amount_cut", "amount", "amount_vs_segment_median",
+                      "expected_close_in_quarter_last_month", "days_since_close_date_moved"],
     "contacts": ["contacts_count", "roles_present", *ROLE_ENGAGEMENT],
     "activities": [f.name for f in FEATURES if f.family == "engagement"]
     + ["contacts_engaged", "top_contact_share", *ROLE_ENGAGEMENT],
