@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contract.mapping import NameMapping, normalize_name
+from features.contract.mapping import MAPPING_FILE_WHERE, NameMapping, normalize_name
 from features.contract.schema import (
     TIMESTAMP_DTYPE,
     Column,
@@ -325,7 +325,7 @@ def parse_choice_column(
         allowed = ", ".join(column.allowed)
         hint = (
             f"; add a line '<CRM name>: <canonical {section}>' under '{section}:' in a mapping file "
-            "(--mapping) to map it"
+            f"({MAPPING_FILE_WHERE}) to map it"
             if section
             else ""
         )

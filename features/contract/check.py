@@ -52,6 +52,7 @@ from features.contract.cells import (
     Parsed,
     frame_columns,
     parse_column,
+    parse_text_column,
     string_array,
     timestamps_of,
 )
@@ -71,6 +72,7 @@ from features.contract.schema import (
     TABLES,
     Export,
     Table,
+    context_columns,
 )
 from features.contract.violations import LARGE_STRING, CheckResult, Collector, Violation
 
@@ -181,10 +183,17 @@ def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = Non
 
     if out.counts:
         return CheckResult(None, _ordered(out.violations), out.counts, notes)
-    export = Export(
-        **{name: build_frame(TABLES[name], parsed[name], len(frames[name])) for name in present}
-    )
-    return CheckResult(export, [], {}, notes)
+    built = {name: build_frame(TABLES[name], parsed[name], len(frames[name])) for name in present}
+    context = context_columns(frames["deals"].columns)
+    if context:
+        built["deals"] = with_context(built["deals"], frames["deals"], context)
+    return CheckResult(Export(**built), [], {}, notes)
+
+
+def with_context(deals: pd.DataFrame, raw_deals: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The typed deals with the raw table's static context columns (``context_*``) as nullable text."""
+    cells = frame_columns(raw_deals, names)
+    return deals.assign(**{name: parse_text_column(cells[name]).array for name in names})
 
 
 def _ordered(violations: list[Violation]) -> list[Violation]:

@@ -2,7 +2,8 @@
 
 The mapping is data: a YAML file with one section per kind of name. The shipped default
 (``features/contract/mappings/default.yaml``) covers the canonical names and Salesforce's standard
-picklist values; a user's file passed with ``--mapping`` extends or overrides it. Matching is
+picklist values; a user's file passed with ``--mapping`` (or, to the scoring service, named by
+``DEALRISK_MAPPING``) extends or overrides it. Matching is
 case- and whitespace-insensitive (``"  closed   WON "`` matches ``Closed Won``).
 """
 
@@ -22,6 +23,7 @@ import yaml
 
 from features.contract.schema import (
     ACTIVITY_TYPES,
+    DEAL_TYPES,
     DIRECTIONS,
     ROLES,
     SENIORITIES,
@@ -35,6 +37,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "seniority": SENIORITIES,
     "activity_type": ACTIVITY_TYPES,
     "direction": DIRECTIONS,
+    "deal_type": DEAL_TYPES,
 }
 
 # Section -> the (table, column) pairs whose values it renames.
@@ -44,7 +47,12 @@ MAPPED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "seniority": (("contacts", "seniority"),),
     "activity_type": (("activities", "type"),),
     "direction": (("activities", "direction"),),
+    "deal_type": (("deals", "deal_type"),),
 }
+
+# Where a user's mapping file is given, named in every hint to add a line to one: the same file
+# serves the command line (``--mapping``) and the scoring service (``DEALRISK_MAPPING``).
+MAPPING_FILE_WHERE = "--mapping on the command line, DEALRISK_MAPPING for the service"
 
 DEFAULT_MAPPING_RESOURCE = "default.yaml"
 _STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas 3's "str"

@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.contract.cells import NAT, Parsed, parse_times, to_float
-from features.contract.mapping import normalize_name
+from features.contract.hints import extra_column_hints, missing_column_hint
 from features.contract.schema import (
     CLOSED_STAGES,
     OPEN_STAGES,
     TABLES,
     Table,
+    context_columns,
 )
 from features.contract.violations import (
     LARGE_STRING,
@@ -44,17 +45,20 @@ def check_columns(table: Table, frame: pd.DataFrame, out: Collector, notes: list
     missing = [c.name for c in table.columns if c.required and c.name not in found]
     if missing:
         expected = ", ".join(c.name for c in table.columns if c.required)
-        near = {normalize_name(c.replace("\ufeff", "")): c for c in found}
-        look_alikes = [f"{near[m]!r} for {m}" for m in missing if m in near]
-        hint = f"; check spelling, case and spaces: {', '.join(look_alikes)}" if look_alikes else ""
         out.add(
             table.name, ", ".join(missing), "missing_column", "whole table",
             f"required column{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}; "
-            f"expected: {expected}; found: {', '.join(found) or '(none)'}{hint}",
+            f"expected: {expected}; found: {', '.join(found) or '(none)'}{missing_column_hint(table, found, missing)}",
         )
     extra = [c for c in found if c not in table.column_names]
+    if extra and table.name == "deals":
+        kept = set(context_columns(extra))
+        extra = [c for c in extra if c not in kept]
     if extra:
-        notes.append(f"{table.name}: extra columns ignored: {', '.join(extra)}")
+        absent = [c.name for c in table.columns if not c.required and c.name not in found]
+        likely = extra_column_hints(table, extra, absent) if absent else {}
+        shown = [f"{c} (probably {likely[c]}?)" if c in likely else c for c in extra]
+        notes.append(f"{table.name}: extra columns ignored: {', '.join(shown)}")
     return [c.name for c in table.columns if c.name in found]
 
 

@@ -181,6 +181,23 @@ TABLES: dict[str, Table] = {
 }
 EVENT_TABLES: tuple[str, ...] = ("stage_history", "field_history", "contacts", "activities")
 
+# Static context of a deal beyond the columns above (industry, company size, ...): deals columns
+# named ``context_<name>``, declared static by whoever wrote the export (``dealrisk import table``
+# declares them in its mapping, ``dealrisk import salesforce`` writes the Account's industry). They
+# hold what was known when the deal was created and does not change, so, unlike amount or stage,
+# their export-time value is no leak. The check keeps them as nullable text after the contract's
+# columns of ``Export.deals``; no feature reads them yet (docs/importers.md, "Static context").
+CONTEXT_PREFIX = "context_"
+
+
+def context_columns(columns) -> list[str]:
+    """The static context columns among a deals table's column labels, in their order.
+
+    >>> context_columns(["deal_id", "context_industry", "Context_x", "context_"])
+    ['context_industry']
+    """
+    return [c for c in columns if isinstance(c, str) and c.startswith(CONTEXT_PREFIX) and len(c) > len(CONTEXT_PREFIX)]
+
 
 @dataclass(frozen=True)
 class Export:

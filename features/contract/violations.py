@@ -217,11 +217,14 @@ def format_report(
     violations: Sequence[Violation],
     max_per_rule: int = DEFAULT_MAX_PER_RULE,
     counts: dict[tuple[str, str, str], int] | None = None,
+    noun: str = "contract violation",
+    header: tuple[str, str, str, str] = ("table", "column", "row", "reason"),
 ) -> str:
     """Render violations as a ``table | column | row | reason`` report with per-table counts.
 
     At most ``max_per_rule`` lines per (table, column, rule); the rest are summarised as
-    ``... and N more``, using ``counts`` (exact totals) when given.
+    ``... and N more``, using ``counts`` (exact totals) when given. ``noun`` and ``header`` let the
+    importers report source files the same way (``file | column | row | reason``).
     """
     groups: dict[tuple[str, str, str], list[Violation]] = {}
     for v in violations:
@@ -238,7 +241,6 @@ def format_report(
         if totals[key] > len(shown):
             rule = f" ({key[2]})" if key[2] else ""
             rows.append((key[0], key[1], f"... and {totals[key] - len(shown)} more{rule}", ""))
-    header = ("table", "column", "row", "reason")
     widths = [max(len(header[i]), *(min(len(r[i]), 50) for r in rows)) if rows else len(header[i]) for i in range(3)]
 
     def line(cells: tuple[str, str, str, str]) -> str:
@@ -251,7 +253,7 @@ def format_report(
         per_table[table] = per_table.get(table, 0) + count
     summary = ", ".join(f"{table} {count}" for table, count in per_table.items())
     lines = [
-        f"{total} contract violation{'s' if total != 1 else ''} ({summary}):",
+        f"{total} {noun}{'s' if total != 1 else ''} ({summary}):",
         line(header),
         "-+-".join("-" * w for w in [*widths, 6]),
         *(line(r) for r in rows),

@@ -227,7 +227,7 @@ def test_unknown_stage_suggests_the_mapping(make_raw):
     assert found(make_raw(("deals", 1, "stage", "Discovery"))) == [
         ("deals", "stage", "row 2 (deal_id=D2)",
          "unknown stage 'Discovery'; allowed: identify, qualify, propose, negotiate, contract, won, lost; "
-         "add a line '<CRM name>: <canonical stage>' under 'stage:' in a mapping file (--mapping) to map it"),
+         "add a line '<CRM name>: <canonical stage>' under 'stage:' in a mapping file (--mapping on the command line, DEALRISK_MAPPING for the service) to map it"),
     ]
 
 
@@ -236,13 +236,24 @@ def test_unknown_role(make_raw):
         ("contacts", "role", "row 1 (deal_id=D1, contact_id=C1)",
          "unknown role 'Gatekeeper'; allowed: decision_maker, economic_buyer, champion, technical_evaluator, "
          "influencer, business_user, procurement, other; add a line '<CRM name>: <canonical role>' under "
-         "'role:' in a mapping file (--mapping) to map it"),
+         "'role:' in a mapping file (--mapping on the command line, DEALRISK_MAPPING for the service) to map it"),
     ]
 
 
 def test_unknown_unmapped_choice_has_no_mapping_hint(make_raw):
-    assert found(make_raw(("deals", 0, "deal_type", "upsell"))) == [
-        ("deals", "deal_type", "row 1 (deal_id=D1)", "unknown deal_type 'upsell'; allowed: new_business, expansion, renewal"),
+    assert found(make_raw(("deals", 0, "outcome", "pending"))) == [
+        ("deals", "outcome", "row 1 (deal_id=D1)", "unknown outcome 'pending'; allowed: open, won, lost"),
+    ]
+
+
+def test_deal_types_are_mapped_like_stages(make_raw):
+    raw = make_raw(("deals", 0, "deal_type", "Existing Customer - Upgrade"), ("deals", 1, "deal_type", "New Customer"))
+    assert check_tables(raw).export.deals["deal_type"].tolist() == ["expansion", "new_business"]
+    assert found(make_raw(("deals", 0, "deal_type", "Pilot"))) == [
+        ("deals", "deal_type", "row 1 (deal_id=D1)",
+         "unknown deal_type 'Pilot'; allowed: new_business, expansion, renewal; add a line '<CRM name>: <canonical "
+         "deal_type>' under 'deal_type:' in a mapping file (--mapping on the command line, DEALRISK_MAPPING for the "
+         "service) to map it"),
     ]
 
 
@@ -603,7 +614,44 @@ def test_missing_column_names_a_look_alike(make_raw):
     raw["deals"] = raw["deals"].rename(columns={"deal_id": "\ufeffDeal_ID "})
     [(table, column, row, reason)] = found(raw)
     assert (table, column, row) == ("deals", "deal_id", "whole table")
-    assert reason.endswith("; check spelling, case and spaces: '\\ufeffDeal_ID ' for deal_id")
+    assert reason.endswith("; probably renamed: '\\ufeffDeal_ID ' is deal_id? (rename the header, or map it with "
+                           "'dealrisk import table')")
+
+
+def test_renamed_headers_get_a_hint_naming_the_contract_column(make_raw):
+    raw = make_raw(drop=("stage_history", "field_history", "contacts", "activities"))
+    raw["deals"] = raw["deals"].rename(columns={"created_at": "created", "expected_close_date": "CloseDate",
+                                                "amount": "Ammount", "owner_id": "Notes"})
+    [(_, column, _, reason)] = found(raw)
+    assert column == "owner_id, created_at, amount, expected_close_date"
+    assert reason.endswith("; probably renamed: 'created' is created_at?, 'Ammount' is amount?, 'CloseDate' is "
+                           "expected_close_date? (rename the header, or map it with 'dealrisk import table')")
+
+
+def test_salesforce_headers_point_to_the_importer(make_raw):
+    raw = make_raw(drop=("stage_history", "field_history", "contacts", "activities"))
+    raw["deals"] = raw["deals"].rename(columns={"stage": "StageName", "deal_id": "Id", "account_id": "AccountId"})
+    [(_, _, _, reason)] = found(raw)
+    assert "'Id' is deal_id?" in reason and "'AccountId' is account_id?" in reason and "'StageName' is stage?" in reason
+    assert reason.endswith("; these are Salesforce Opportunity fields: 'dealrisk import salesforce' converts a "
+                           "Salesforce export")
+
+
+def test_an_extra_header_like_an_optional_column_is_named_in_the_note(make_raw):
+    raw = make_raw()
+    raw["activities"] = raw["activities"].drop(columns=["customer_talk_ratio"]).assign(talk_ratio="0.5")
+    assert check_tables(raw).notes == ["activities: extra columns ignored: talk_ratio (probably customer_talk_ratio?)"]
+
+
+def test_static_context_columns_pass_through_as_text(make_raw):
+    raw = make_raw()
+    raw["deals"] = raw["deals"].assign(context_industry=["Banking", None], context_=["x", "y"])
+    result = check_tables(raw)
+    assert result.notes == ["deals: extra columns ignored: context_"]
+    deals = result.export.deals
+    assert deals.columns[-1] == "context_industry" and deals["context_industry"].tolist()[0] == "Banking"
+    assert deals["context_industry"].isna().tolist() == [False, True]
+    assert "context_industry" not in check_tables(make_raw()).export.deals.columns
 
 
 def test_load_export_bad_mapping_file_is_a_contract_error(make_raw, tmp_path):

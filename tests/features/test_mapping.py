@@ -93,7 +93,7 @@ def test_user_mapping_makes_an_unknown_stage_pass(tmp_path):
     }, dtype="str")
     unknown = check_tables({"deals": deals})
     assert [v.reason.split(";")[0] for v in unknown.violations] == ["unknown stage 'Discovery'"]
-    assert "mapping file (--mapping)" in unknown.violations[0].reason
+    assert "mapping file (--mapping on the command line, DEALRISK_MAPPING for the service)" in unknown.violations[0].reason
     path = tmp_path / "mapping.yaml"
     path.write_text("stage:\n  Discovery: qualify\n")
     assert check_tables({"deals": deals}, load_mapping(path)).export.deals["stage"].tolist() == ["qualify"]
@@ -103,7 +103,7 @@ def test_user_mapping_makes_an_unknown_stage_pass(tmp_path):
     ("text", "message"),
     [
         ("stage: [unclosed\n", "is not valid YAML"),
-        ("- just\n- a list\n", "must be a YAML mapping of sections (stage, role, seniority, activity_type, direction), got list"),
+        ("- just\n- a list\n", "must be a YAML mapping of sections (stage, role, seniority, activity_type, direction, deal_type), got list"),
         ("stages:\n  Prospecting: identify\n", "unknown section 'stages'; sections are: stage, role, seniority"),
         ("stage:\n  - Prospecting\n", "section 'stage' must map CRM names to canonical names"),
         ("stage:\n  Discovery: discovery\n", "section 'stage': 'Discovery' maps to 'discovery', which is not a canonical "
