@@ -18,14 +18,26 @@ def generate(
         Optional[Path], typer.Option(help="Ground-truth file; default truth.csv beside the export folder.")
     ] = None,
     span_days: Annotated[int, typer.Option(help="Days over which deals are created; the export date is the end.")] = 730,
-    truth_snapshots: Annotated[int, typer.Option(help="Snapshot moments sampled for the truth file.")] = 2000,
+    truth_snapshots: Annotated[
+        int, typer.Option(help="Random open (deal, midnight) moments with a truth, spread over the whole span.", min=0)
+    ] = 2000,
+    truth_grid_deals: Annotated[
+        Optional[int],
+        typer.Option(help="Deals whose weekly points (created_at + 7k days, the training snapshots' grid) get a truth: "
+                          "the latest-created deals whose outcome training can know, i.e. its test period "
+                          "(default: a tenth of --deals; the default split tests on ~7.5%). 0: none.", min=0),
+    ] = None,
+    truth_grid_points: Annotated[
+        int, typer.Option(help="Weekly points per such deal (drawn at random among its k >= 1 points; creation is always there).", min=0)
+    ] = 1,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     messy: Annotated[bool, typer.Option(help="Plant realistic dirt (duplicates, bad dates, unknown names).")] = False,
 ) -> None:
     """Simulate a realistic CRM export (and its hidden ground truth, kept apart)."""
     run_generate(
         n_deals=deals, seed=seed, out=out, truth=truth, span_days=span_days,
-        truth_snapshots=truth_snapshots, fmt=fmt, messy=messy,
+        truth_snapshots=truth_snapshots, fmt=fmt, messy=messy, truth_grid_deals=deals // 10 if truth_grid_deals is None else truth_grid_deals,
+        truth_grid_points=truth_grid_points,
     )
 
 

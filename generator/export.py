@@ -202,10 +202,20 @@ def civil_dates(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return year, month, day
 
 
+def to_minutes(days: np.ndarray) -> np.ndarray:
+    """Days since the start of the span (float) -> whole minutes since it, as every written timestamp rounds them."""
+    return np.floor(np.nan_to_num(np.asarray(days, dtype=float)) * 1440.0).astype(np.int64)
+
+
 def format_timestamps(days: np.ndarray, start: pd.Timestamp) -> np.ndarray:
     """Days since ``start`` (float) -> ISO-8601 UTC bytes to the minute, e.g. b"2025-03-01T10:15:00Z"."""
+    return format_minutes(to_minutes(days), start)
+
+
+def format_minutes(minutes: np.ndarray, start: pd.Timestamp) -> np.ndarray:
+    """Whole minutes since ``start`` -> ISO-8601 UTC bytes, e.g. b"2025-03-01T10:15:00Z"."""
     base_minutes = int(start.tz_convert("UTC").tz_localize(None).to_datetime64().astype("datetime64[m]").astype(np.int64))
-    minutes = np.floor(np.nan_to_num(np.asarray(days, dtype=float)) * 1440.0).astype(np.int64) + base_minutes
+    minutes = np.asarray(minutes, dtype=np.int64) + base_minutes
     year, month, day = civil_dates(minutes // 1440)
     chars = np.frombuffer(b"0000-00-00T00:00:00Z", dtype=np.uint8)[None, :].repeat(len(minutes), axis=0)
     write_digits(chars, 0, year, 4)
@@ -314,6 +324,11 @@ class Simulation:
     snapshot_deals: np.ndarray
     snapshot_as_of: np.ndarray  # whole days: the snapshot is the state at the end of day as_of - 1
     snapshot_states: DealState | None
+    # Weekly grid (``capture_grid``): the state of each open deal at the midnight starting the day of
+    # each of its weekly points created_at + 7k days, k >= 1 (the training snapshots' grid).
+    grid_deals: np.ndarray | None = None
+    grid_weeks: np.ndarray | None = None  # k
+    grid_states: DealState | None = None
 
 
 def concat_states(states: list[DealState]) -> DealState | None:
@@ -331,8 +346,13 @@ def simulate_deals(
     rng: np.random.Generator,
     params: SimulationParams,
     progress: Progress | None = None,
+    capture_grid: bool = False,
 ) -> Simulation:
-    """Simulate all deals day by day from the start of the span to the export date."""
+    """Simulate all deals day by day from the start of the span to the export date.
+
+    ``capture_grid`` keeps each open deal's hidden state on its weekly grid (see ``Simulation``)
+    without drawing a random number, so the export is the same with or without it.
+    """
     n = len(pop.created)
     state = DealState.fresh(np.zeros(n), np.ones(n))
     deal_type = np.zeros(n, np.int64)
@@ -350,6 +370,13 @@ def simulate_deals(
     snaps_per_day = rng.multinomial(truth_snapshots, np.full(span_days, 1.0 / span_days))
     day_start = np.searchsorted(pop.created, np.arange(span_days + 1))
     type_probs = np.array([[0.9, 0.06, 0.04], [0.25, 0.4, 0.35]])  # without / with an earlier win
+    # A deal created on day d0 has its weekly points on days d0 + 7k; the state at that midnight is
+    # the state after day d0 + 7k - 1. Deals by d0 mod 7, in creation order, find them each day.
+    created_day = np.floor(pop.created).astype(np.int64)
+    by_weekday = [np.flatnonzero(created_day % 7 == r) for r in range(7)] if capture_grid else []
+    grid_deals: list[np.ndarray] = []
+    grid_weeks: list[np.ndarray] = []
+    grid_states: list[DealState] = []
 
     for day in range(span_days):
         n_created = day_start[day]
@@ -390,6 +417,14 @@ def simulate_deals(
             snap_deals.append(picked)
             snap_days.append(np.full(len(picked), day + 1))
             snap_states.append(state.take(picked))
+        if capture_grid and day >= 6:
+            candidates = by_weekday[(day + 1) % 7]
+            candidates = candidates[: np.searchsorted(candidates, day_start[day - 5])]  # created by day - 6
+            due = candidates[state.stage[candidates] < N_OPEN]
+            if len(due):
+                grid_deals.append(due)
+                grid_weeks.append((day + 1 - created_day[due]) // 7)
+                grid_states.append(state.take(due))
         if progress is not None and (day % 10 == 0 or day == span_days - 1):
             progress("simulate", day + 1, span_days)
 
@@ -400,6 +435,9 @@ def simulate_deals(
         snapshot_deals=np.concatenate(snap_deals) if snap_deals else np.array([], np.int64),
         snapshot_as_of=np.concatenate(snap_days) if snap_days else np.array([], np.int64),
         snapshot_states=concat_states(snap_states),
+        grid_deals=np.concatenate(grid_deals) if grid_deals else np.array([], np.int64),
+        grid_weeks=np.concatenate(grid_weeks) if grid_weeks else np.array([], np.int64),
+        grid_states=concat_states(grid_states),
     )
 
 
@@ -631,6 +669,47 @@ def build_tables(sim: Simulation, pop: Population, start: pd.Timestamp) -> dict[
     return {name: frame[TABLES[name].column_names] for name, frame in tables.items()}
 
 
+# The maturity rule of features.pointintime.snapshots (SnapshotConfig.maturity_quantile; the generator
+# may not import it): training labels only deals created at least this quantile of the cycle time
+# before the export's end, and tests on the latest of them.
+MATURITY_QUANTILE = 0.9
+MATURITY_MARGIN_DAYS = 3.0  # a few deals past the horizon too: the export's end and rounding differ slightly
+MINUTES_PER_WEEK = 7 * 1440
+
+
+def select_grid_points(
+    sim: Simulation, pop: Population, span_days: int, n_deals: int, per_deal: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Rows of ``sim.grid_*`` that get a truth: up to ``per_deal`` weekly points of each of the
+    ``n_deals`` most recently created deals whose outcome training can know.
+
+    Those deals are the test period of ``dealrisk train`` (the later creation cohort of the mature
+    closed deals, features.pointintime.snapshots' maturity rule), so the truth lands where the
+    model is tested instead of being spread over two years. A point counts when it is strictly
+    before the deal's (written, minute-rounded) close, as training's snapshots are; among a deal's
+    points the ``per_deal`` kept are drawn at random.
+    """
+    empty = np.array([], np.int64)
+    if sim.grid_states is None or not len(sim.grid_deals) or n_deals <= 0 or per_deal <= 0:
+        return empty
+    closed = ~np.isnan(sim.closed_at)
+    if not closed.any():
+        return empty
+    horizon = float(np.quantile(sim.closed_at[closed] - pop.created[closed], MATURITY_QUANTILE))
+    eligible = np.flatnonzero(closed & (pop.created <= span_days - horizon + MATURITY_MARGIN_DAYS))[-n_deals:]
+    chosen = np.zeros(len(pop.created), bool)
+    chosen[eligible] = True
+    deals, weeks = sim.grid_deals, sim.grid_weeks
+    rows = np.flatnonzero(chosen[deals])
+    as_of = to_minutes(pop.created[deals[rows]]) + MINUTES_PER_WEEK * weeks[rows]
+    rows = rows[as_of < to_minutes(sim.closed_at[deals[rows]])]
+    rows = rows[np.lexsort((rng.random(len(rows)), deals[rows]))]  # by deal, in random order within it
+    deal = deals[rows]
+    first = np.r_[True, deal[1:] != deal[:-1]] if len(rows) else np.array([], bool)
+    rank = np.arange(len(rows)) - np.maximum.accumulate(np.where(first, np.arange(len(rows)), 0))
+    return np.sort(rows[rank < per_deal])
+
+
 def build_truth(
     sim: Simulation,
     pop: Population,
@@ -639,8 +718,11 @@ def build_truth(
     params: SimulationParams,
     n_paths: int,
     progress: Progress | None = None,
+    grid_rows: np.ndarray | None = None,
+    grid_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
-    """True win probabilities: every deal at creation, and the sampled open (deal, as_of) moments."""
+    """True win probabilities: every deal at creation, the sampled open (deal, as_of) moments and
+    the chosen weekly-grid points (``grid_rows`` of ``sim.grid_*``, estimated with ``grid_rng``)."""
     n = len(pop.created)
     deal_ids = format_ids("D", np.arange(1, n + 1), 7)
     if progress is not None:
@@ -650,19 +732,23 @@ def build_truth(
         progress("truth at creation", 1, 1)
     frames = [
         pd.DataFrame(
-            {"deal_id": text_array(deal_ids), "as_of": pd.Series([None] * n, dtype="str"),
+            {"deal_id": text_array(deal_ids), "as_of": text_array(format_timestamps(pop.created, start)),
              "true_win_probability": np.round(creation, 4), "kind": "creation"}
         )
     ]
-    if sim.snapshot_states is not None and len(sim.snapshot_deals):
-        total = len(sim.snapshot_deals)
+
+    def ticker(step: str, total: int) -> Callable[[int], None]:
         done = [0]
 
         def tick(k: int) -> None:
             done[0] += k
             if progress is not None:
-                progress("truth at snapshots", done[0], total)
+                progress(step, done[0], total)
 
+        return tick
+
+    if sim.snapshot_states is not None and len(sim.snapshot_deals):
+        tick = ticker("truth at snapshots", len(sim.snapshot_deals))
         snapshot = estimate_win_probability(sim.snapshot_states, n_paths, rng, params, progress=tick)
         frames.append(
             pd.DataFrame(
@@ -671,6 +757,21 @@ def build_truth(
                     "as_of": text_array(format_timestamps(sim.snapshot_as_of.astype(float), start)),
                     "true_win_probability": np.round(snapshot, 4),
                     "kind": "snapshot",
+                }
+            )
+        )
+    if grid_rows is not None and len(grid_rows):
+        deals = sim.grid_deals[grid_rows]
+        as_of = to_minutes(pop.created[deals]) + MINUTES_PER_WEEK * sim.grid_weeks[grid_rows]
+        tick = ticker("truth at weekly points", len(grid_rows))
+        grid = estimate_win_probability(sim.grid_states.take(grid_rows), n_paths, grid_rng, params, progress=tick)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "deal_id": text_array(deal_ids[deals]),
+                    "as_of": text_array(format_minutes(as_of, start)),
+                    "true_win_probability": np.round(grid, 4),
+                    "kind": "grid",
                 }
             )
         )
@@ -687,28 +788,40 @@ def generate_export(
     n_paths: int = 200,
     params: SimulationParams | None = None,
     progress: Progress | None = None,
+    truth_grid_deals: int = 0,
+    truth_grid_points: int = 1,
 ) -> GeneratedExport:
     """Simulate a CRM export of ``n_deals`` deals created over ``span_days`` up to ``export_date``.
 
-    Deterministic for a seed. ``truth`` has one ``creation`` row per deal and up to
-    ``truth_snapshots`` ``snapshot`` rows (deal open at ``as_of``), each with the true win
-    probability estimated from ``n_paths`` continuations of the hidden state.
+    Deterministic for a seed, and the tables do not depend on the truth settings. ``truth`` has
+    one ``creation`` row per deal (``as_of`` = its ``created_at``), up to ``truth_snapshots``
+    ``snapshot`` rows (deal open at a random midnight ``as_of``) and ``grid`` rows: up to
+    ``truth_grid_points`` weekly points (``created_at + 7k days``, the training snapshots' grid)
+    of each of the ``truth_grid_deals`` latest mature closed deals (``select_grid_points``: the
+    test period). Each probability is estimated from ``n_paths`` continuations of the hidden state.
+    The truth is off here by default (callers that only want tables pay nothing); the CLI turns
+    the grid on.
     """
     if n_deals < 1:
         raise ValueError(f"n_deals must be at least 1, got {n_deals}")
     if span_days < 1:
         raise ValueError(f"span_days must be at least 1, got {span_days}")
-    if truth_snapshots < 0:
-        raise ValueError(f"truth_snapshots must be >= 0, got {truth_snapshots}")
+    for name, value in (("truth_snapshots", truth_snapshots), ("truth_grid_deals", truth_grid_deals),
+                        ("truth_grid_points", truth_grid_points)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
     export_at = DEFAULT_EXPORT_DATE if export_date is None else pd.Timestamp(export_date)
     export_at = (export_at.tz_localize("UTC") if export_at.tzinfo is None else export_at.tz_convert("UTC")).floor("D")
     start = export_at - pd.Timedelta(days=span_days)
     params = params or SimulationParams()
-    sim_rng, truth_rng, messy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    # A fourth stream for the grid: the first three (and so the export and the other truth rows) stay as they were.
+    sim_rng, truth_rng, messy_rng, grid_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     pop = draw_population(n_deals, span_days, sim_rng)
-    sim = simulate_deals(pop, span_days, truth_snapshots, sim_rng, params, progress)
+    grid = truth_grid_deals > 0 and truth_grid_points > 0
+    sim = simulate_deals(pop, span_days, truth_snapshots, sim_rng, params, progress, capture_grid=grid)
     tables = build_tables(sim, pop, start)
-    truth = build_truth(sim, pop, start, truth_rng, params, n_paths, progress)
+    grid_rows = select_grid_points(sim, pop, span_days, truth_grid_deals, truth_grid_points, grid_rng) if grid else None
+    truth = build_truth(sim, pop, start, truth_rng, params, n_paths, progress, grid_rows, grid_rng)
     planted = None
     if messy:
         tables, planted = plant_problems(tables, messy_rng)
@@ -749,6 +862,8 @@ def run_generate(
     truth_snapshots: int = 2000,
     fmt: str = "csv",
     messy: bool = False,
+    truth_grid_deals: int = 2000,
+    truth_grid_points: int = 1,
 ) -> GeneratedExport:
     """CLI edge: generate, write the export (atomically) and the truth file beside it, print a summary."""
     if fmt not in ("csv", "parquet"):
@@ -768,7 +883,8 @@ def run_generate(
             bar.update(tasks[step], completed=done, total=total)
 
         result = generate_export(
-            n_deals, seed, span_days=span_days, truth_snapshots=truth_snapshots, messy=messy, progress=report
+            n_deals, seed, span_days=span_days, truth_snapshots=truth_snapshots, messy=messy, progress=report,
+            truth_grid_deals=truth_grid_deals, truth_grid_points=truth_grid_points,
         )
         report("write files", 0, 1)
         write_tables(result.tables, out, fmt=fmt)
@@ -788,7 +904,9 @@ def run_generate(
     table.add_row("closed-deal win rate", f"{summary['closed_win_rate']:.1%}")
     table.add_row("median cycle days, won", f"{summary['median_cycle_days_won']:.0f}")
     table.add_row("median cycle days, lost", f"{summary['median_cycle_days_lost']:.0f}")
-    table.add_row("truth rows (creation + snapshot)", f"{len(result.truth):,}")
+    kinds = result.truth["kind"].value_counts()
+    table.add_row("truth rows (creation + weekly + random)",
+                  f"{len(result.truth):,} ({kinds.get('creation', 0):,} + {kinds.get('grid', 0):,} + {kinds.get('snapshot', 0):,})")
     if result.planted is not None:
         table.add_row("planted problems", f"{len(result.planted):,}")
     table.add_row("time taken", f"{elapsed:.1f} s")

@@ -151,8 +151,9 @@ def test_truth_has_a_creation_row_per_deal_and_snapshots_of_open_deals(generated
     truth = generated.truth
     assert list(truth.columns) == TRUTH_COLUMNS
     creation = truth[truth["kind"] == "creation"]
-    assert creation["as_of"].isna().all()
     assert sorted(creation["deal_id"]) == sorted(generated.tables["deals"]["deal_id"])
+    created_at = creation["deal_id"].map(generated.tables["deals"].set_index("deal_id")["created_at"])
+    assert creation["as_of"].tolist() == created_at.tolist()  # the k = 0 point of the weekly grid
     snaps = truth[truth["kind"] == "snapshot"].merge(parsed["deals"], on="deal_id")
     assert len(snaps) > 300
     as_of = pd.to_datetime(snaps["as_of"], utc=True)
