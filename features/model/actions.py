@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from features.contract.schema import TABLES, TIMESTAMP_DTYPE, Export
-from features.model.predict import predict_probabilities
-from features.pointintime.events import parse_as_of
+from features.model.predict import encode_bundle_matrix, raw_probability
+from features.pointintime.events import Codebook, parse_as_of
 from features.pointintime.pipeline import build_features_as_of, select_open_deals
 from features.pointintime.state import FeatureState
 
@@ -77,8 +77,8 @@ class Situation:
     activities: pd.DataFrame | None
     features: pd.DataFrame
     tables: frozenset[str]
-    taken_activity_ids: frozenset[str]  # every activity id of the export (unique table-wide)
-    taken_contact_ids: frozenset[str]  # every contact id of the export (new ones avoid them all)
+    activity_ids: pd.Series | None  # every activity id of the export: new ones avoid them (unique table-wide)
+    contact_ids: pd.Series | None  # every contact id of the export: new ones avoid them all
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,27 @@ class Action:
 
 def _last_per_deal(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:
     """Each deal's last row by ``time_column`` (ties: the later row in file order, as the features)."""
-    return frame.sort_values(time_column, kind="stable").drop_duplicates("deal_id", keep="last")
+    if not len(frame):
+        return frame
+    deal, _ = pd.factorize(frame["deal_id"].to_numpy(dtype=object))
+    order = np.lexsort((np.arange(len(frame)), frame[time_column].to_numpy(), deal))
+    last = order[np.append(deal[order][1:] != deal[order][:-1], True)]
+    return frame.iloc[np.sort(last)]
 
 
-def _new_ids(key: str, deal_ids: np.ndarray, taken: set[str]) -> np.ndarray:
-    """``nba-<key>-<deal_id>``, suffixed ``-2``, ``-3``, ... where an id is already taken."""
+def _new_ids(key: str, deal_ids: np.ndarray, taken: pd.Series | None) -> np.ndarray:
+    """``nba-<key>-<deal_id>``, suffixed ``-2``, ``-3``, ... where an id is already ``taken``."""
     ids = np.array([f"{ID_PREFIX}-{key}-{deal}" for deal in deal_ids], dtype=object)
-    clash = np.array([i in taken for i in ids], dtype=bool)
+    if taken is None or not len(ids):
+        return ids
     suffix = 2
-    while clash.any():
+    while True:
+        hits = Codebook(ids.tolist()).encode(taken)  # position among ``ids`` of each taken id, -1: none
+        clash = np.unique(hits[hits >= 0])
+        if not len(clash):
+            return ids
         ids[clash] = [f"{ID_PREFIX}-{key}-{deal}-{suffix}" for deal in deal_ids[clash]]
-        clash = np.array([i in taken for i in ids], dtype=bool)
         suffix += 1
-    return ids
 
 
 def activity_rows(situation: Situation, key: str, deal_ids, contact_ids, kind: str, direction: str) -> pd.DataFrame:
@@ -119,7 +127,7 @@ def activity_rows(situation: Situation, key: str, deal_ids, contact_ids, kind: s
     deal_ids = np.asarray(deal_ids, dtype=object)
     n = len(deal_ids)
     return pd.DataFrame({
-        "activity_id": _new_ids(key, deal_ids, set(situation.taken_activity_ids)),
+        "activity_id": _new_ids(key, deal_ids, situation.activity_ids),
         "deal_id": deal_ids,
         "contact_id": np.asarray(contact_ids, dtype=object),
         "type": kind,
@@ -134,7 +142,7 @@ def activity_rows(situation: Situation, key: str, deal_ids, contact_ids, kind: s
 def contact_rows(situation: Situation, key: str, deal_ids, role: str) -> pd.DataFrame:
     """A new contact of ``role`` on each deal, added at ``as_of``; seniority unknown (not invented)."""
     deal_ids = np.asarray(deal_ids, dtype=object)
-    ids = _new_ids(key, deal_ids, set(situation.taken_contact_ids))
+    ids = _new_ids(key, deal_ids, situation.contact_ids)
     return pd.DataFrame({
         "deal_id": deal_ids, "contact_id": ids, "role": role, "seniority": None,
         "added_at": pd.Series([situation.as_of] * len(deal_ids), dtype=TIMESTAMP_DTYPE),
@@ -174,7 +182,8 @@ def second_contact_rows(situation: Situation) -> ActionRows:
     engaged = set((activities["deal_id"].astype(object) + _VARIANT + activities["contact_id"].astype(object))
                   [activities["contact_id"].notna()].tolist())
     pair = contacts["deal_id"].astype(object) + _VARIANT + contacts["contact_id"].astype(object)
-    idle = _last_per_deal(contacts[~pair.isin(engaged).to_numpy() & contacts["deal_id"].isin(deals).to_numpy()], "added_at")
+    wanted = Codebook(deals.tolist()).encode(contacts["deal_id"]) >= 0
+    idle = _last_per_deal(contacts[~pair.isin(engaged).to_numpy() & wanted], "added_at")
     contact_of = dict(zip(idle["deal_id"].astype(object), idle["contact_id"].astype(object)))
     missing = np.array([deal not in contact_of for deal in deals], dtype=bool)
     added = contact_rows(situation, "second_contact", deals[missing], "other")
@@ -257,24 +266,24 @@ DEFAULT_ACTIONS: tuple[Action, ...] = (
 def situation_as_of(export: Export, deal_ids, as_of, features: pd.DataFrame) -> Situation:
     """The ``Situation`` of ``deal_ids`` as of ``as_of``; ``features`` are their features (same order)."""
     as_of = parse_as_of(as_of).as_unit("us")
-    wanted = pd.Index(deal_ids)
+    deals = Codebook([str(d) for d in deal_ids])
 
     def as_of_rows(name: str) -> pd.DataFrame | None:
         table = export.table(name)
         if table is None:
             return None
-        keep = table["deal_id"].isin(wanted).to_numpy() & (table[TABLES[name].time_column] <= as_of).to_numpy()
+        keep = (deals.encode(table["deal_id"]) >= 0) & (table[TABLES[name].time_column] <= as_of).to_numpy()
         return table[keep]
 
-    def ids(name: str, column: str) -> frozenset[str]:
+    def ids(name: str, column: str) -> pd.Series | None:
         table = export.table(name)
-        return frozenset() if table is None else frozenset(table[column].dropna().astype(object))
+        return None if table is None else table[column]
 
     return Situation(
         as_of=as_of, deal_ids=tuple(map(str, deal_ids)), contacts=as_of_rows("contacts"),
         activities=as_of_rows("activities"), features=features.reset_index(drop=True),
         tables=frozenset(name for name, table in export.tables().items() if table is not None),
-        taken_activity_ids=ids("activities", "activity_id"), taken_contact_ids=ids("contacts", "contact_id"),
+        activity_ids=ids("activities", "activity_id"), contact_ids=ids("contacts", "contact_id"),
     )
 
 
@@ -302,38 +311,66 @@ def _variant_export(export: Export, situation: Situation, proposals: list[Action
     from 1). Returns the export and ``variants``: variant_id, deal_id, variant (k), in build order.
 
     Whole histories are copied, later events included: the features read nothing after ``as_of``,
-    and a field's value as of ``as_of`` may come from a later change's ``old_value``.
+    and a field's value as of ``as_of`` may come from a later change's ``old_value``. Rows are
+    picked by the position of their deal among the scored ones (integer codes, no string match).
     """
-    members = [np.asarray(pd.unique(pd.concat([t["deal_id"].astype(object) for t in rows.values()])), dtype=object)
-               if rows else np.empty(0, dtype=object) for rows in proposals]
-    tried = np.concatenate(members) if members else np.empty(0, dtype=object)
+    ids = np.asarray(situation.deal_ids, dtype=object)
+    deals = Codebook(list(situation.deal_ids))
+    # Per action: the scored deals it applies to (positions, in deal order) and their copies' ids.
+    members = [np.unique(np.concatenate([deals.encode(t["deal_id"]) for t in rows.values()])) if rows
+               else np.empty(0, dtype=np.int64) for rows in proposals]
+    renamed = [ids + f"{_VARIANT}{k}" for k in range(1, len(proposals) + 1)]
     tables: dict[str, pd.DataFrame | None] = {}
     for name, table in export.tables().items():
         if table is None:
             tables[name] = None
             continue
-        source = table[table["deal_id"].isin(tried).to_numpy()]
-        source_deals = source["deal_id"].astype(object).to_numpy()
-        copies = [table.iloc[:0]]
-        for k, deals in enumerate(members, start=1):
-            if not len(deals):
-                continue
-            copy = source[np.isin(source_deals, deals)]
-            if name in proposals[k - 1]:
-                typed = proposals[k - 1][name].reindex(columns=table.columns).astype(table.dtypes.to_dict())
-                copy = pd.concat([copy, typed], ignore_index=True)
-            copies.append(copy.assign(deal_id=pd.array(copy["deal_id"].astype(object).to_numpy() + f"{_VARIANT}{k}",
-                                                       dtype=table["deal_id"].dtype)))
-        tables[name] = pd.concat(copies, ignore_index=True)
+        position = deals.encode(table["deal_id"])
+        if name == "deals":  # one row per deal: each variant's row picked in the variants' order
+            row_of = np.full(len(ids), -1, dtype=np.int64)
+            row_of[position[position >= 0]] = np.flatnonzero(position >= 0)
+            picked = [row_of[member] for member in members]
+        else:
+            picked = []
+            for member in members:
+                applies = np.zeros(len(ids) + 1, dtype=bool)  # the last slot: rows of other deals (-1)
+                applies[member] = True
+                picked.append(np.flatnonzero(applies[position]))
+        # One take for every copy, one frame for every appended row: few pandas calls per table
+        # (a one-deal request would otherwise pay pandas' fixed cost per table and action).
+        new_ids = [renamed[k][position[rows]] for k, rows in enumerate(picked)]
+        appended = [(k, rows[name]) for k, rows in enumerate(proposals) if name in rows and len(rows[name])]
+        new_ids += [renamed[k][deals.encode(rows["deal_id"])] for k, rows in appended]
+        parts = [table.iloc[np.concatenate(picked)] if picked else table.iloc[:0]]
+        if appended:
+            parts.append(pd.concat([rows for _, rows in appended], ignore_index=True)
+                         .reindex(columns=table.columns).astype(table.dtypes.to_dict()))
+        copies = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+        variant_ids = np.concatenate([np.empty(0, dtype=object)] + new_ids)
+        tables[name] = copies.assign(deal_id=pd.array(variant_ids, dtype=table["deal_id"].dtype))
     variants = pd.DataFrame({
-        "variant_id": np.concatenate([np.empty(0, dtype=object)] + [deals + f"{_VARIANT}{k}"
-                                                                    for k, deals in enumerate(members, start=1)]),
-        "deal_id": tried,
-        "variant": np.repeat(np.arange(1, len(members) + 1), [len(deals) for deals in members]).astype(np.int64),
+        "variant_id": np.concatenate([np.empty(0, dtype=object)] + [renamed[k][m] for k, m in enumerate(members)]),
+        "deal_id": np.concatenate([np.empty(0, dtype=object)] + [ids[m] for m in members]),
+        "variant": np.repeat(np.arange(1, len(members) + 1), [len(m) for m in members]).astype(np.int64),
     })
-    # Deals in the variants' order: the features come back in that order.
-    deals = tables["deals"].set_index("deal_id", drop=False).loc[variants["variant_id"]].reset_index(drop=True)
-    return Export(**{**tables, "deals": deals}), variants
+    return Export(**tables), variants
+
+
+def win_probability(bundle, features: pd.DataFrame) -> np.ndarray:
+    """The calibrated win probability of each feature row: ``predict_probabilities``' win column
+    (the same steps), without the slip model the actions do not need."""
+    if not len(features):
+        return np.empty(0)
+    booster, linear = bundle.halves("win")
+    return bundle.win_calibration.apply(raw_probability(booster, linear, encode_bundle_matrix(bundle, features)))
+
+
+def _deals_export(export: Export, deal_ids: list[str]) -> Export:
+    """The export's rows of ``deal_ids`` only, its deals table in ``deal_ids`` order."""
+    deals = Codebook(deal_ids)
+    tables = {name: None if t is None else t[deals.encode(t["deal_id"]) >= 0] for name, t in export.tables().items()}
+    position = deals.encode(tables["deals"]["deal_id"])
+    return replace(Export(**tables), deals=tables["deals"].iloc[np.argsort(position, kind="stable")].reset_index(drop=True))
 
 
 def evaluate_actions(
@@ -372,34 +409,30 @@ def evaluate_actions(
                              "win_probability_after": pd.Series(dtype=float), "gain_points": pd.Series(dtype=float),
                              "recommended": pd.Series(dtype=bool)})
     if base_features is None:
-        base_export = Export(**{name: None if t is None else t[t["deal_id"].isin(deal_ids).to_numpy()]
-                                for name, t in export.tables().items()})
-        base_deals = base_export.deals.set_index("deal_id", drop=False).loc[deal_ids].reset_index(drop=True)
-        base_features = build_features_as_of(replace(base_export, deals=base_deals), as_of, state)
+        base_features = build_features_as_of(_deals_export(export, deal_ids), as_of, state)
     elif base_features["deal_id"].astype(str).tolist() != deal_ids:
         raise ValueError("base_features: rows must be the deals of deal_ids, in that order")
     situation = situation_as_of(export, deal_ids, as_of, base_features)
     proposals = [action.rows(situation) for action in catalog]
     variant_export, variants = _variant_export(export, situation, proposals)
-    before = pd.Series(predict_probabilities(bundle, base_features)["win_probability"].to_numpy(), index=deal_ids)
-    after = predict_probabilities(bundle, build_features_as_of(variant_export, as_of, state))["win_probability"].to_numpy()
+    before = pd.Series(win_probability(bundle, base_features), index=deal_ids)
+    after = win_probability(bundle, build_features_as_of(variant_export, as_of, state))
     keys = np.array([a.key for a in catalog], dtype=object)
     labels = np.array([a.label for a in catalog], dtype=object)
-    position = variants["variant"].to_numpy() - 1
-    win_before = before.loc[variants["deal_id"]].to_numpy()
-    gain = np.round((after - win_before) * 100.0, 6) + 0.0  # + 0.0: no -0.0
-    out = pd.DataFrame({
-        "deal_id": variants["deal_id"].to_numpy(dtype=object),
-        "action": keys[position],
-        "label": labels[position],
+    action = variants["variant"].to_numpy() - 1
+    deal = Codebook(deal_ids).encode(variants["deal_id"])
+    order = np.lexsort((action, deal))  # by deal, then catalog order
+    win_before = before.to_numpy()[deal[order]]
+    gain = np.round((after[order] - win_before) * 100.0, 6) + 0.0  # + 0.0: no -0.0
+    return pd.DataFrame({
+        "deal_id": variants["deal_id"].to_numpy(dtype=object)[order],
+        "action": keys[action[order]],
+        "label": labels[action[order]],
         "win_probability": win_before,
-        "win_probability_after": after,
+        "win_probability_after": after[order],
         "gain_points": gain,
         "recommended": gain >= MIN_GAIN_POINTS,
     })
-    order = pd.Series(np.arange(len(deal_ids)), index=deal_ids)
-    out = out.assign(_deal=order.loc[out["deal_id"]].to_numpy(), _action=position)
-    return out.sort_values(["_deal", "_action"], kind="stable").drop(columns=["_deal", "_action"]).reset_index(drop=True)
 
 
 def next_best_actions(
@@ -418,21 +451,22 @@ def next_best_actions(
         raise ValueError(f"top: expected at least 1 action per deal, got {top!r}")
     tried = evaluate_actions(bundle, export, as_of, catalog, state=state, deal_ids=deal_ids, base_features=base_features)
     shown = tried[tried["recommended"].to_numpy()]
-    # Best gain first within each deal; equal gains keep the catalog order (stable sort).
-    deal_order = pd.Series(np.arange(len(pd.unique(tried["deal_id"]))), index=pd.unique(tried["deal_id"]))
-    shown = shown.assign(_deal=deal_order.loc[shown["deal_id"]].to_numpy(), _gain=-shown["gain_points"].to_numpy())
-    shown = shown.sort_values(["_deal", "_gain"], kind="stable")
-    rank = shown.groupby("_deal", sort=False).cumcount().to_numpy() + 1
-    shown = shown.assign(rank=rank)[rank <= int(top)]
+    # Rows come by deal; within a deal best gain first, equal gains in catalog order (stable sort).
+    deal = pd.factorize(shown["deal_id"].to_numpy(dtype=object))[0]
+    order = np.lexsort((-shown["gain_points"].to_numpy(), deal))
+    first = np.flatnonzero(np.append(True, deal[order][1:] != deal[order][:-1]))
+    rank = np.arange(len(order)) - np.repeat(first, np.diff(np.append(first, len(order)))) + 1
+    keep = order[rank <= int(top)]
+    labels, gains = shown["label"].to_numpy(dtype=object)[keep], shown["gain_points"].to_numpy(dtype=float)[keep]
     return pd.DataFrame({
-        "deal_id": shown["deal_id"].to_numpy(dtype=object),
-        "rank": shown["rank"].to_numpy(dtype=np.int64),
-        "action": shown["action"].to_numpy(dtype=object),
-        "label": shown["label"].to_numpy(dtype=object),
-        "gain_points": shown["gain_points"].to_numpy(dtype=float),
-        "win_probability": shown["win_probability"].to_numpy(dtype=float),
-        "win_probability_after": shown["win_probability_after"].to_numpy(dtype=float),
-        "sentence": [action_sentence(label, gain) for label, gain in zip(shown["label"], shown["gain_points"])],
+        "deal_id": shown["deal_id"].to_numpy(dtype=object)[keep],
+        "rank": rank[rank <= int(top)].astype(np.int64),
+        "action": shown["action"].to_numpy(dtype=object)[keep],
+        "label": labels,
+        "gain_points": gains,
+        "win_probability": shown["win_probability"].to_numpy(dtype=float)[keep],
+        "win_probability_after": shown["win_probability_after"].to_numpy(dtype=float)[keep],
+        "sentence": [action_sentence(label, gain) for label, gain in zip(labels, gains)],
     })
 
 
