@@ -1,4 +1,4 @@
-"""Data commands of the ``dealrisk`` CLI: ``validate`` and the wiring behind ``features``.
+"""Data commands of the ``dealrisk`` CLI: ``validate``, ``import salesforce|table`` and the wiring behind ``features``.
 
 Wiring only; the logic lives in ``features.contract`` and ``features.pointintime``. The
 ``features`` command itself sits in ``training.commands``, which can read a registered model's
@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from features.contract.importers.run import run_import_salesforce, run_import_table
 from features.contract.io import write_frame
 from features.contract.load import load_export
 from features.contract.report import run_validate
@@ -47,6 +48,66 @@ def validate(
     raise typer.Exit(run_validate(data, mapping=mapping, max_errors=max_errors))
 
 
+import_app = typer.Typer(
+    name="import",
+    help="Convert a CRM's own export into a contract export folder (checked, written atomically).",
+    no_args_is_help=True,
+)
+
+
+@import_app.command("salesforce")
+def import_salesforce(
+    src: Annotated[Path, typer.Argument(help="Folder of Salesforce object CSVs: Opportunity.csv (required), "
+                                             "OpportunityHistory.csv, OpportunityFieldHistory.csv, "
+                                             "OpportunityContactRole.csv, Contact.csv, Account.csv, Task.csv, Event.csv.")],
+    out: Annotated[Path, typer.Option(help="Export folder to write (replaced as a whole; must not overlap SRC).")],
+    mapping: Annotated[
+        Optional[Path], typer.Option(help="YAML mapping of your custom stage/role/type names (as for validate).")
+    ] = None,
+    timezone: Annotated[
+        Optional[str], typer.Option(help="IANA zone of local times in report exports ('3/31/2026 2:05 PM'); "
+                                         "ISO-8601 times need none.")
+    ] = None,
+    date_format: Annotated[
+        Optional[list[str]], typer.Option(help="Another strftime layout to read dates in, e.g. '%d.%m.%Y %H:%M' "
+                                               "(repeatable; tried first).")
+    ] = None,
+    deal_type: Annotated[
+        Optional[str], typer.Option(help="Deal type for opportunities with a blank Type: new_business, expansion "
+                                         "or renewal (default: a blank Type is a problem).")
+    ] = None,
+    as_of: Annotated[
+        Optional[str], typer.Option(help="When the export was taken (default: its latest record time).")
+    ] = None,
+    comparison: Annotated[
+        Optional[Path], typer.Option(help="Where to write Salesforce's Probability per deal (default: "
+                                          "crm_probability.csv beside --out; never inside it).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    encoding: Annotated[str, typer.Option(help="Text encoding of the CSV files.")] = "utf-8",
+    max_errors: Annotated[int, typer.Option(help="Most problems to print per rule.")] = 20,
+) -> None:
+    """Import a Salesforce export (Data Loader or the weekly data export) into a contract export."""
+    raise typer.Exit(run_import_salesforce(
+        src, out, mapping=mapping, timezone=timezone, date_formats=date_format or (), deal_type=deal_type,
+        as_of=as_of, comparison=comparison, fmt=fmt, encoding=encoding, max_errors=max_errors,
+    ))
+
+
+@import_app.command("table")
+def import_table(
+    src: Annotated[Path, typer.Argument(help="The CRM's file (a one-table export) or the folder holding its files.")],
+    mapping: Annotated[Path, typer.Option(help="YAML mapping of source files and columns onto the contract "
+                                               "(docs/importers.md).")],
+    out: Annotated[Path, typer.Option(help="Export folder to write (replaced as a whole; must not overlap SRC).")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    max_errors: Annotated[int, typer.Option(help="Most problems to print per rule.")] = 20,
+) -> None:
+    """Import any CRM's table-shaped export (a spreadsheet of deals, ...) by a YAML mapping."""
+    raise typer.Exit(run_import_table(src, mapping, out, fmt=fmt, max_errors=max_errors))
+
+
 def register(app: typer.Typer) -> None:
     """Add the data commands to the root app."""
     app.command()(validate)
+    app.add_typer(import_app)
