@@ -573,8 +573,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         messy = generate_export(args.messy_deals, seed=args.seed, messy=True, truth_snapshots=0, n_paths=1)
         messy_raw = read_raw_tables(write_tables(messy.tables, Path(tmp) / "messy"))
-        messy_raw, more = plant_rule_problems(messy_raw, messy.planted, args.seed)
-        generator_plants = messy.planted.assign(rule=messy.planted["kind"].map(GENERATOR_KINDS))
+        # planted.csv counts rows from 1 like the contract's messages; the plants here are 0-based.
+        generator_plants = messy.planted.assign(rule=messy.planted["kind"].map(GENERATOR_KINDS),
+                                                row=messy.planted["row"] - 1)
+        messy_raw, more = plant_rule_problems(messy_raw, generator_plants, args.seed)
         planted = pd.concat([generator_plants[["table", "column", "row", "rule"]], more], ignore_index=True)
         folder = args.data
         if folder is None:

@@ -28,8 +28,10 @@ def plant_problems(
 
     Kinds: duplicate ids, unknown stage names, missing values in required columns, non-UTC
     offsets, malformed dates, events before their deal's creation. Each problem sits on its own
-    row so that a checker can be held to report every one of them; ``row`` is the 0-based
-    position in the written table and ``row_key`` the value of the table's key column there.
+    row so that a checker can be held to report every one of them; ``row`` is the row number as
+    every message of the contract counts it (data rows from 1, the header not counted: the
+    ``row 17`` of ``dealrisk validate``, the ``activities[row 17]`` of ``POST /score/tables``) and
+    ``row_key`` the value of the table's key column there.
     """
     out = {name: frame.copy() for name, frame in tables.items()}
     records: list[dict] = []
@@ -52,7 +54,7 @@ def plant_problems(
         values[row] = value
         out[table] = frame.assign(**{column: pd.Series(values, index=frame.index, dtype=object)})
         records.append(
-            {"table": table, "column": column, "row": row, "row_key": str(out[table].iloc[row][KEY_COLUMN[table]]),
+            {"table": table, "column": column, "row": row + 1, "row_key": str(out[table].iloc[row][KEY_COLUMN[table]]),
              "kind": kind, "value": "" if value is None else str(value)}
         )
 
@@ -92,7 +94,7 @@ def plant_problems(
         out["deals"] = pd.concat([out["deals"], deals.iloc[[row]]], ignore_index=True)
         new_row = len(out["deals"]) - 1
         used["deals"].add(new_row)
-        records.append({"table": "deals", "column": "deal_id", "row": new_row,
+        records.append({"table": "deals", "column": "deal_id", "row": new_row + 1,
                         "row_key": str(deals.iloc[row]["deal_id"]), "kind": "duplicate_id", "value": str(deals.iloc[row]["deal_id"])})
     activities = out["activities"]
     rows = pick_rows("activities", 2 * per_kind)

@@ -16,6 +16,7 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_STORE_WRITE`` | ``off`` | ``on``: every scored batch of ``/score`` and ``/score/tables`` is also written to the score store (``portfolio.store``), so CRM calls build the history ``dealrisk rank`` reads; the service refuses to start when the store cannot be opened |
 | ``DEALRISK_STORE_URL`` | ``sqlite:///data/scores.db`` | the score store (SQLAlchemy URL; ``postgresql://...`` for a server) |
 | ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
+| ``DEALRISK_MAPPING`` | unset | a YAML name-mapping file (the one ``--mapping`` takes: a CRM's own stage, role, ... names), added to the shipped default for every request; read and checked at start-up |
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from features.contract.mapping import MappingError, NameMapping, load_mapping
 from features.model.grades import ExplainConfig, WarningThresholds
 from features.model.names import RegisteredNameError, RegisteredNames
 
@@ -52,6 +54,10 @@ class ServingConfig:
     store_write: bool = False  # see serving.service.store_sink
     store_url: str | None = field(default=None, repr=False)  # None: portfolio.store's default; may hold a password
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    mapping_file: str | None = None  # DEALRISK_MAPPING as given
+    # The name mapping every request is checked with: the shipped default plus ``mapping_file``;
+    # None is the shipped default alone (``features.contract.check.check_tables``'s own default).
+    mapping: NameMapping | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "ServingConfig":
@@ -89,6 +95,11 @@ class ServingConfig:
             names = RegisteredNames.from_env(env)
         except RegisteredNameError as exc:
             raise ConfigError(str(exc)) from None
+        mapping_file = env.get("DEALRISK_MAPPING") or None
+        try:
+            mapping = None if mapping_file is None else load_mapping(mapping_file)
+        except MappingError as exc:
+            raise ConfigError(f"DEALRISK_MAPPING: {exc}") from None
         raw_thresholds = env.get("DEALRISK_WARNING_THRESHOLDS")
         try:
             thresholds = WarningThresholds.from_dict(json.loads(raw_thresholds) if raw_thresholds else None)
@@ -106,4 +117,6 @@ class ServingConfig:
             store_write=store_write,
             store_url=(env.get("DEALRISK_STORE_URL") or "").strip() or None,
             explain=ExplainConfig(warnings=thresholds),
+            mapping_file=mapping_file,
+            mapping=mapping,
         )

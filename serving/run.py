@@ -28,7 +28,7 @@ def check_champion() -> str:
 
     try:
         config = ServingConfig.from_env()
-        model = load_model(load_champion(config))
+        model = load_model(load_champion(config), config.mapping)
     except (ChampionError, ConfigError, ValueError) as exc:
         raise ServeError(f"dealrisk serve: cannot start: {exc}") from None
     v = model.versions

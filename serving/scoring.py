@@ -96,9 +96,13 @@ class LoadedModel:
         return {"win": str(self.bundle.versions.get("win", "")), "slip": str(self.bundle.versions.get("slip", ""))}
 
 
-def load_model(bundle) -> LoadedModel:
-    """Rebuild the fitted feature state of a bundle; ``ValueError`` names what is wrong."""
-    return LoadedModel(bundle=bundle, state=FeatureState.from_dict(bundle.feature_state))
+def load_model(bundle, mapping=None) -> LoadedModel:
+    """Rebuild the fitted feature state of a bundle; ``ValueError`` names what is wrong.
+
+    ``mapping``: the name mapping requests are checked with (``ServingConfig.mapping``, from
+    ``DEALRISK_MAPPING``); None for the shipped default.
+    """
+    return LoadedModel(bundle=bundle, state=FeatureState.from_dict(bundle.feature_state), mapping=mapping)
 
 
 # --- request -> contract tables ----------------------------------------------------------------
@@ -210,6 +214,15 @@ def _position(row) -> int | None:
     return int(match.group(1)) - 1 if match else None
 
 
+def _row_number(paths: dict, table: str | None, position: int | None) -> int | None:
+    """The row number a problem of an uploaded table reports: data rows counted from 1, the header
+    not counted, as ``dealrisk validate`` and the generator's planted.csv count them. A JSON
+    request has no rows (its problems name list positions), so None there."""
+    if position is None or not isinstance(paths.get(table), TablePaths):
+        return None
+    return int(position) + 1
+
+
 def _field_of(paths: dict[str, RowPaths], table: str | None, column: str | None, position: int | None) -> str:
     """The request field of a (table, column, position) cell, e.g. ``deals[0].activities[2].type``."""
     if table in paths and position is not None and 0 <= position < len(paths[table]):
@@ -231,7 +244,7 @@ def check_contract(raw: dict[str, pd.DataFrame], paths: dict[str, RowPaths], map
                 reason=str(v.reason),
                 table=v.table,
                 column=v.column,
-                row=_position(v.row),
+                row=_row_number(paths, v.table, _position(v.row)),
             )
             for v in result.violations
         ]
@@ -247,11 +260,11 @@ def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None
     closed = np.isin(deals["stage"].to_numpy(dtype=object), CLOSED_STAGES)
     for i in np.flatnonzero(closed):
         problems.append(Problem(f"{paths['deals'][i]}.stage", "the deal is closed; only open deals are scored",
-                                "deals", "stage", int(i)))
+                                "deals", "stage", _row_number(paths, "deals", i)))
     late = to_micros(deals["created_at"]) > limit  # NaT is int64 min: never late
     for i in np.flatnonzero(late):
         problems.append(Problem(f"{paths['deals'][i]}.created_at", f"is after as_of ({as_of.isoformat()})",
-                                "deals", "created_at", int(i)))
+                                "deals", "created_at", _row_number(paths, "deals", i)))
     for table in EVENT_TABLES:
         frame = export.table(table)
         if frame is None or table not in paths or len(frame) == 0:
@@ -260,7 +273,7 @@ def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None
         for i in np.flatnonzero(to_micros(frame[column]) > limit):
             problems.append(Problem(f"{_field_of(paths, table, None, i)}.{column}",
                                     f"is after as_of ({as_of.isoformat()}); send only events up to as_of",
-                                    table, column, int(i)))
+                                    table, column, _row_number(paths, table, i)))
     if problems:
         raise RequestError(422, "the request has events after as_of or closed deals", problems)
 
@@ -415,7 +428,8 @@ class TableRequest:
 
 @dataclass(frozen=True)
 class TablePaths:
-    """Request field of each row of an uploaded table: ``activities[17]`` (0-based data row)."""
+    """Request field of each row of an uploaded table: ``activities[row 17]``, the row counted as
+    everywhere (data rows from 1, the header not counted: ``dealrisk validate``'s ``row 17``)."""
 
     table: str
     rows: int
@@ -424,7 +438,7 @@ class TablePaths:
         return self.rows
 
     def __getitem__(self, position: int) -> str:
-        return f"{self.table}[{int(position)}]"
+        return f"{self.table}[row {int(position) + 1}]"
 
 
 def table_request(files: dict[str, bytes], as_of: str | None) -> TableRequest:
@@ -589,7 +603,7 @@ def read_export_checked(folder: Path, mapping=None):
     """An export folder through the service's contract check (``check_contract``).
 
     The tables are read as ``/score/tables`` reads an upload, so problems are named like its
-    (``deals[17].stage``: table, 0-based data row, column). ``ContractError`` for a missing
+    (``deals[row 17].stage``: table, row counted from 1 as ``dealrisk validate`` counts it, column). ``ContractError`` for a missing
     folder or an unreadable file, ``RequestError`` for contract violations.
     """
     raw = read_export_tables(Path(folder))

@@ -76,7 +76,7 @@ class DealRiskService:
     def __init__(self) -> None:
         try:
             self.config = ServingConfig.from_env()
-            self.model = load_model(load_champion(self.config))
+            self.model = load_model(load_champion(self.config), self.config.mapping)
             self.sink = store_sink(self.config)
         except (ChampionError, ConfigError, StoreError, ValueError) as exc:
             logger.critical("dealrisk: cannot start: %s", exc)
@@ -121,8 +121,8 @@ class DealRiskService:
         ``multipart/form-data`` with one part per table (``deals`` required; ``stage_history``,
         ``field_history``, ``contacts``, ``activities`` optional), each a CSV file with a header
         row or a Parquet file, plus an optional ``as_of``. The same contract check, features and
-        explanations as ``POST /score``; problems name the table, column and 0-based row, e.g.
-        ``activities[17].type``. The answer is the same as ``/score``'s, deals in table order.
+        explanations as ``POST /score``; problems name the table, column and row, counted from 1 with
+        the header not counted (as ``dealrisk validate`` counts), e.g. ``activities[row 17].type``. The answer is the same as ``/score``'s, deals in table order.
         """
         try:
             upload = table_request(*await read_upload(request, self.config.max_body_bytes))
