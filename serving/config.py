@@ -15,6 +15,7 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_BATCH_LINGER_MS`` | ``3`` | under concurrent load, how long a batch may wait for more requests (0: never) |
 | ``DEALRISK_STORE_WRITE`` | ``off`` | ``on``: every scored batch of ``/score`` and ``/score/tables`` is also written to the score store (``portfolio.store``), so CRM calls build the history ``dealrisk rank`` reads; the service refuses to start when the store cannot be opened |
 | ``DEALRISK_STORE_URL`` | ``sqlite:///data/scores.db`` | the score store (SQLAlchemy URL; ``postgresql://...`` for a server) |
+| ``DEALRISK_PAGE_EXPORT`` | unset | an export folder the managers' page (``serving.page``) reads for the funnel view and the deals' decision chains; without it the funnel is not shown and the decision chain comes from the stored warnings and factors |
 | ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
 | ``DEALRISK_MAPPING`` | unset | a YAML name-mapping file (the one ``--mapping`` takes: a CRM's own stage, role, ... names), added to the shipped default for every request; read and checked at start-up |
 """
@@ -54,6 +55,7 @@ class ServingConfig:
     store_write: bool = False  # see serving.service.store_sink
     store_url: str | None = field(default=None, repr=False)  # None: portfolio.store's default; may hold a password
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    page_export: str | None = None  # DEALRISK_PAGE_EXPORT: see serving.page
     mapping_file: str | None = None  # DEALRISK_MAPPING as given
     # The name mapping every request is checked with: the shipped default plus ``mapping_file``;
     # None is the shipped default alone (``features.contract.check.check_tables``'s own default).
@@ -117,6 +119,7 @@ class ServingConfig:
             store_write=store_write,
             store_url=(env.get("DEALRISK_STORE_URL") or "").strip() or None,
             explain=ExplainConfig(warnings=thresholds),
+            page_export=(env.get("DEALRISK_PAGE_EXPORT") or "").strip() or None,
             mapping_file=mapping_file,
             mapping=mapping,
         )

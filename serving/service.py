@@ -36,8 +36,9 @@ from features.pointintime.definitions import FEATURES_BY_NAME
 from portfolio.store import ScoreStore, StoreError
 from serving.batcher import ARRIVALS, Coalescer
 from serving.config import ConfigError, ServingConfig
-from serving.guard import RequestGuard
+from serving.guard import PAGE_PATH, RequestGuard
 from serving.loader import ChampionError, load_champion
+from serving.page import page_app
 from serving.schemas import (
     TABLES_UPLOAD_OPENAPI,
     ModelInfo,
@@ -61,6 +62,8 @@ from serving.scoring import (
 logger = logging.getLogger("dealrisk.serving")
 
 info_app = FastAPI(title="dealrisk model info", docs_url=None, redoc_url=None, openapi_url=None)
+# The managers' page (serving.page): reads the score store, not the models; settings read at its first request.
+manager_page = page_app()
 
 
 @bentoml.service(
@@ -70,6 +73,7 @@ info_app = FastAPI(title="dealrisk model info", docs_url=None, redoc_url=None, o
     workers=2,
 )
 @bentoml.asgi_app(info_app, path="/")
+@bentoml.asgi_app(manager_page, path=PAGE_PATH)
 class DealRiskService:
     """Explained win-probability and slip-risk scores for open deals."""
 
