@@ -48,7 +48,7 @@ def run_rank(owner=(), stage=(), close_from=None, close_to=None, close_in=None, 
     # Imported here, not at module level: the ``dealrisk`` CLI imports this module for every
     # command, and SQLAlchemy with the store's tables costs ~0.2 s that only these commands need.
     from portfolio.files import write_table
-    from portfolio.rank import FilterError, make_filters, rank_deals, rank_table
+    from portfolio.rank import STORE_COLUMNS, FilterError, make_filters, rank_deals, rank_table
     from portfolio.store import ScoreStore, StoreError
     from portfolio.trend import add_trend
 
@@ -63,7 +63,7 @@ def run_rank(owner=(), stage=(), close_from=None, close_to=None, close_in=None, 
     try:
         opened = ScoreStore.open(store_url, create=False)
         try:
-            snapshots = opened.snapshots(json_columns=False)
+            snapshots = opened.snapshots(columns=STORE_COLUMNS)
             runs = opened.runs()
         finally:
             opened.close()

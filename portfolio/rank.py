@@ -23,6 +23,10 @@ RANK_COLUMNS = (
     "trend", "value_at_risk", "top_reason", "next_action", "warning_codes", "new_warnings", "grade", "risk_level",
     "as_of",
 )
+# The store's columns the list reads (``ScoreStore.snapshots(columns=...)``): the rest of a row is
+# not read, which halves reading 100k deals.
+STORE_COLUMNS = ("owner_id", "stage", "amount", "expected_close_date", "win_probability", "value_at_risk",
+                 "top_reason", "warning_codes", "actions", "grade", "risk_level")
 _PERIOD = re.compile(r"^(\d{4})(?:-(?:Q([1-4])|H([12])|(\d{2})))?$")
 
 

@@ -400,56 +400,64 @@ class ScoreStore:
         statement = statement.order_by(deal_scores.c.deal_id, deal_scores.c.as_of, deal_scores.c.run_id)
         return _frame(self._read(statement), SCORE_COLUMNS)
 
-    def snapshots(self, current_only: bool = True, json_columns: bool = True) -> pd.DataFrame:
+    def snapshots(self, current_only: bool = True, json_columns: bool = True,
+                  columns: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Each deal's latest snapshot (``snapshot`` 0) and the one before it (1).
 
         A deal's latest snapshot is its row with the latest ``as_of`` (of several model pairs
         at that as-of, the one written last); the previous one is its latest row with an
         earlier ``as_of``. ``current_only`` keeps the deals still in the pipeline: those whose
         latest as-of is at or after the latest as-of of any ``batch`` run (a deal that closed
-        is no longer in a full scoring run), all deals when no batch run exists.
+        is no longer in a full scoring run), all deals when no batch run exists; the database
+        leaves the others out, so a store holding years of closed deals reads as fast as a new one.
         ``json_columns=False`` leaves ``factors_up``, ``factors_down`` and ``warnings`` out
-        (None), which is what reading 100k deals for a table costs most.
+        (None), which is what reading 100k deals for a table costs most; ``columns`` reads only
+        those of ``SCORE_COLUMNS`` (the key, ``run_id`` and ``scored_at`` always; the rest None).
         """
+        return self._snapshots(current_only, json_columns, columns, depth=2)
+
+    def latest(self, current_only: bool = True, json_columns: bool = True,
+               columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+        """Each deal's latest snapshot (``snapshots``' ``snapshot == 0`` rows), one row per deal."""
+        frame = self._snapshots(current_only, json_columns, columns, depth=1)
+        return frame.drop(columns="snapshot")
+
+    def _snapshots(self, current_only: bool, json_columns: bool, columns, depth: int) -> pd.DataFrame:
         # Per deal, its latest as-of and the latest one before it, found by aggregates that walk
         # the primary key (deal_id, as_of, ...) in order; window functions sorted every row.
-        latest = (sa.select(deal_scores.c.deal_id, sa.func.max(deal_scores.c.as_of).label("as_of"))
-                  .group_by(deal_scores.c.deal_id).cte("latest"))
-        earlier = deal_scores.alias("earlier")
-        previous = (
-            sa.select(earlier.c.deal_id, sa.func.max(earlier.c.as_of).label("as_of"))
-            .join(latest, sa.and_(earlier.c.deal_id == latest.c.deal_id, earlier.c.as_of < latest.c.as_of))
-            .group_by(earlier.c.deal_id)
-            .cte("previous")
-        )
-        wanted = sa.union_all(
-            sa.select(latest.c.deal_id, latest.c.as_of, sa.literal(0).label("snapshot")),
-            sa.select(previous.c.deal_id, previous.c.as_of, sa.literal(1).label("snapshot")),
-        ).cte("wanted")
-        picked = [c for c in deal_scores.columns if json_columns or c.name not in ("factors_up", "factors_down", "warnings")]
-        statement = (
-            sa.select(*picked, wanted.c.snapshot, scoring_runs.c.source)
-            .join(wanted, sa.and_(deal_scores.c.deal_id == wanted.c.deal_id, deal_scores.c.as_of == wanted.c.as_of))
-            .join(scoring_runs, scoring_runs.c.run_id == deal_scores.c.run_id)
-        )
-        frame = _frame(self._read(statement), (*SCORE_COLUMNS, "snapshot"))
+        cutoff = self.latest_batch_as_of() if current_only else None
+        newest = sa.func.max(deal_scores.c.as_of)
+        latest = sa.select(deal_scores.c.deal_id, newest.label("as_of")).group_by(deal_scores.c.deal_id)
+        if cutoff is not None:
+            latest = latest.having(newest >= _utc_datetime(cutoff))
+        latest = latest.cte("latest")
+        levels = [latest]
+        if depth > 1:
+            earlier = deal_scores.alias("earlier")
+            levels.append(
+                sa.select(earlier.c.deal_id, sa.func.max(earlier.c.as_of).label("as_of"))
+                .join(latest, sa.and_(earlier.c.deal_id == latest.c.deal_id, earlier.c.as_of < latest.c.as_of))
+                .group_by(earlier.c.deal_id)
+                .cte("previous")
+            )
+        always = {*KEY_COLUMNS, "run_id", "scored_at"}
+        picked = [c for c in deal_scores.columns
+                  if c.name in always or ((columns is None or c.name in columns)
+                                          and (json_columns or c.name not in ("factors_up", "factors_down", "warnings")))]
+        frames = []
+        for snapshot, level in enumerate(levels):
+            statement = (
+                sa.select(*picked, sa.literal_column(str(snapshot)).label("snapshot"), scoring_runs.c.source)
+                .join(level, sa.and_(deal_scores.c.deal_id == level.c.deal_id, deal_scores.c.as_of == level.c.as_of))
+                .join(scoring_runs, scoring_runs.c.run_id == deal_scores.c.run_id)
+            )
+            frames.append(_frame(self._read(statement), (*SCORE_COLUMNS, "snapshot")))
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         # Of several model pairs scored at one as-of, the row written last.
-        frame = (frame.sort_values(["deal_id", "snapshot", "scored_at", "run_id"], ascending=[True, True, False, False],
-                                   kind="stable")
-                 .drop_duplicates(["deal_id", "snapshot"])
-                 .reset_index(drop=True))
-        if current_only and len(frame):
-            cutoff = self.latest_batch_as_of()
-            if cutoff is not None:
-                # Rows are ordered by deal, then snapshot: a deal's first row is its latest.
-                latest_as_of = frame.groupby("deal_id", sort=False)["as_of"].transform("first")
-                frame = frame.loc[(latest_as_of >= cutoff).to_numpy()].reset_index(drop=True)
-        return frame
-
-    def latest(self, current_only: bool = True, json_columns: bool = True) -> pd.DataFrame:
-        """Each deal's latest snapshot (``snapshots`` with ``snapshot == 0``), one row per deal."""
-        frame = self.snapshots(current_only=current_only, json_columns=json_columns)
-        return frame.loc[frame["snapshot"] == 0].drop(columns="snapshot").reset_index(drop=True)
+        return (frame.sort_values(["deal_id", "snapshot", "scored_at", "run_id"], ascending=[True, True, False, False],
+                                  kind="stable")
+                .drop_duplicates(["deal_id", "snapshot"])
+                .reset_index(drop=True))
 
     def latest_batch_as_of(self) -> pd.Timestamp | None:
         """The latest as-of any ``dealrisk score`` run scored (None before the first)."""
@@ -546,7 +554,10 @@ def _frame(read: list, columns: tuple[str, ...]) -> pd.DataFrame:
     empty = np.array([], dtype=object)
     out = {}
     for name in columns:
-        values = pd.Series(cells.get(name, np.full(len(rows), None, dtype=object) if rows else empty), dtype=object)
+        if rows and name not in cells:  # a column not read: None whatever its type
+            out[name] = pd.Series(np.full(len(rows), None, dtype=object), dtype=object)
+            continue
+        values = pd.Series(cells.get(name, empty), dtype=object)
         if name in TIME_COLUMNS:
             out[name] = _utc_series(values) if len(values) else pd.Series([], dtype="datetime64[us, UTC]")
         elif name in ("run_id", "score", "deals", "snapshot"):

@@ -181,3 +181,12 @@ def test_score_rows_refuses_frames_of_different_deals():
     explained = pd.DataFrame({"deal_id": ["D1", "D2"]})
     with pytest.raises(ValueError, match="same deals in the same order"):
         score_rows(explained, rows.head(1), rows.head(1), {"win": "1", "slip": "1"})
+
+
+def test_snapshots_read_only_the_columns_asked_for(opened):
+    opened.write(rows_of([deal("D1", 0.5, owner="O3")], "2026-03-02"), "batch", "x")
+    opened.write(rows_of([deal("D1", 0.4, owner="O3")], "2026-03-09"), "batch", "x")
+    got = opened.snapshots(columns=("win_probability",))
+    assert got["win_probability"].tolist() == [0.4, 0.5] and got["snapshot"].tolist() == [0, 1]
+    assert got["owner_id"].isna().all() and got["score"].isna().all()
+    assert list(got.columns) == [*opened.history().columns, "snapshot"]
