@@ -87,7 +87,9 @@ def test_an_unmapped_stage_is_named_by_file_column_and_row(spreadsheet, tmp_path
     assert code == 1 and not (tmp_path / "export").exists()
     line = next(line for line in output.splitlines() if "Qualified Lead" in line)
     assert [cell.strip() for cell in line.split("|")][:3] == ["deals.csv", "Stage", "row 4 (Deal Name=Nordlicht Logistik)"]
-    assert "unknown stage 'Qualified Lead'" in line and "under 'stage:' in a mapping file" in line
+    assert line.endswith(f"unknown stage 'Qualified Lead'; allowed: identify, qualify, propose, negotiate, contract, "
+                         f"won, lost; add a line '<CRM name>: <canonical stage>' under 'names:' > 'stage:' in {mapping} "
+                         "to map it")
 
 
 def test_a_value_in_the_wrong_format_is_named(spreadsheet, tmp_path):
@@ -205,3 +207,34 @@ def test_the_cli_command(spreadsheet, tmp_path):
     bad = CliRunner().invoke(app, ["import", "table", str(src), "--mapping", str(tmp_path / "none.yaml"), "--out",
                                    str(tmp_path / "x")])
     assert bad.exit_code == 2 and "mapping file" in bad.output and "does not exist" in bad.output
+
+
+def test_contacts_and_activities_with_titles_and_value_maps(tmp_path):
+    folder = tmp_path / "crm"
+    folder.mkdir()
+    (folder / "deals.csv").write_text("ID,Acct,Rep,Opened,Value,Status\nX1,A,R,2025-01-02,100,Qualified\n")
+    (folder / "people.csv").write_text("Deal,Person,Part,Job Title,Added\nX1,P1,Budget Holder,CFO,2025-01-03\n"
+                                       "X1,P2,User,Data Analyst,2025-01-04\n")
+    (folder / "log.csv").write_text("Ref,Deal,Who,Kind,Way,At,Minutes\nL1,X1,P1,Phone,in,2025-01-05 10:00,12\n"
+                                    "L2,X1,,Mail,out,2025-01-06 11:00,\n")
+    spec = tmp_path / "m.yaml"
+    spec.write_text(yaml.safe_dump({"tables": {
+        "deals": {"file": "deals.csv", "columns": {
+            "deal_id": "ID", "account_id": "Acct", "owner_id": "Rep", "created_at": "Opened", "amount": "Value",
+            "deal_type": {"value": "new_business"}, "stage": "Status"}},
+        "contacts": {"file": "people.csv", "columns": {
+            "deal_id": "Deal", "contact_id": "Person", "role": {"column": "Part", "values": {"user": "business_user"}},
+            "seniority": {"column": "Job Title", "from_title": True}, "added_at": "Added"}},
+        "activities": {"file": "log.csv", "columns": {
+            "activity_id": "Ref", "deal_id": "Deal", "contact_id": "Who",
+            "type": {"column": "Kind", "values": {"phone": "call", "mail": "email"}},
+            "direction": {"column": "Way", "values": {"in": "inbound", "out": "outbound"}},
+            "occurred_at": "At", "duration_min": "Minutes"}},
+    }, "names": {"role": {"Budget Holder": "economic_buyer"}}}))
+    code, output = run(folder, spec, tmp_path / "export")
+    assert code == 0, output
+    export = load_export(tmp_path / "export")
+    assert export.contacts[["role", "seniority"]].values.tolist() == [["economic_buyer", "c_level"],
+                                                                     ["business_user", "individual"]]
+    assert export.activities[["type", "direction", "duration_min"]].values.tolist()[0] == ["call", "inbound", 12.0]
+    assert export.activities["occurred_at"].tolist()[1] == pd.Timestamp("2025-01-06T11:00:00Z")

@@ -31,7 +31,7 @@ def test_validate_score_tables_and_planted_csv_name_the_same_row(client, tmp_pat
         report = io.StringIO()
         with contextlib.redirect_stdout(report):
             assert run_validate(tmp_path / "export", max_errors=1000) == 1
-        pattern = re.compile(rf"^{table}\s+\| {column}\s+\| row (\d+) \({key}={re.escape(plant['row_key'])}\)", re.M)
+        pattern = re.compile(rf"^{table}\s+\| {column}\s+\| row (\d+) \({key}={re.escape(plant['row_key'])}\)", re.MULTILINE)
         assert [int(n) for n in pattern.findall(report.getvalue())] == [row], report.getvalue()
 
         files = {name: (f"{name}.csv", (tmp_path / "export" / f"{name}.csv").read_bytes(), "text/csv")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract.check import check_tables
-from features.contract.mapping import NameMapping
+from features.contract.mapping import MAPPING_FILE_WHERE, NameMapping
 from features.contract.schema import TABLES, TIMESTAMP_DTYPE, Export
 from features.contract.violations import DETAIL_LIMIT, Collector, Violation, format_report
 
@@ -374,8 +374,16 @@ class Imported:
     warnings: Collector = field(default_factory=Collector)
     notes: list[str] = field(default_factory=list)
     comparison: pd.DataFrame | None = None
+    names_file: str | None = None  # where the CRM's names are written, when not a --mapping file
+
+    def hint(self, reason: str) -> str:
+        """A reason whose mapping hint points to where this import's names go (``names:`` of its mapping)."""
+        if self.names_file is None:
+            return reason
+        return _MAPPING_HINT.sub(lambda m: f"under 'names:' > '{m.group(1)}:' in {self.names_file}", reason)
 
 
+_MAPPING_HINT = re.compile(r"under '(\w+):' in a mapping file \(" + re.escape(MAPPING_FILE_WHERE) + r"\)")
 _ROW = re.compile(r"^row (\d+)")
 _ROW_IN_REASON = re.compile(r"\brow (\d+)\b")
 
@@ -423,7 +431,7 @@ def check_import(imported: Imported) -> tuple[Export | None, Collector]:
     for v in located:
         if (v.table, v.row, v.column) not in seen:
             seen.add((v.table, v.row, v.column))
-            problems.add(v.table, v.column, v.rule, v.row, v.reason)
+            problems.add(v.table, v.column, v.rule, v.row, imported.hint(v.reason))
     # Beyond the detail limit the contract only counted: those counts go to the file of the table.
     shown: dict[tuple[str, str, str], int] = {}
     for v in result.violations:

@@ -431,5 +431,6 @@ def import_table(spec: ImportSpec, files: Mapping[str, pd.DataFrame], file_names
             notes.append(f"{file_names[name]}: columns not mapped, left out: {', '.join(unused)}")
     if "outcome" not in spec.tables["deals"].columns:
         notes.append("deals: outcome taken from the stage (won, lost, or open for an open stage)")
-    return Imported(tables=tables, origins=origins, mapping=mapping, problems=problems, notes=notes)
+    return Imported(tables=tables, origins=origins, mapping=mapping, problems=problems, notes=notes,
+                    names_file=spec.source)
 
