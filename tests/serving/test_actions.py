@@ -10,8 +10,10 @@ import re
 
 import pytest
 
-from features.model.actions import GAIN_NOTE, MIN_GAIN_POINTS, actions_by_deal, next_best_actions
-from serving.schemas import EXAMPLE_REQUEST, ScoreRequest, ScoreResponse
+from features.model.actions import GAIN_NOTE, MIN_GAIN_POINTS, actions_by_deal, evaluate_actions, next_best_actions
+from features.pointintime.pipeline import build_features_as_of, subset_export
+from features.pointintime.snapshots import export_end
+from serving.schemas import ScoreRequest, ScoreResponse
 from serving.scoring import check_contract, frames_from_request, score_request, score_requests
 
 SENTENCE = re.compile(r"^[A-Z][a-z' ]+: \+\d+ points?$")
@@ -21,15 +23,23 @@ def with_option(body: dict, value=True) -> dict:
     return {**body, "next_best_actions": value}
 
 
-def test_the_example_deal_without_an_economic_buyer_should_engage_one(loaded_model):
-    """The README's example deal has a champion and a decision maker but no economic buyer: the
-    trained model's best step is to engage one (it gains the most of the catalog)."""
-    answer = score_request(loaded_model, ScoreRequest.model_validate(with_option(EXAMPLE_REQUEST)))
-    actions = answer["deals"][0]["next_best_actions"]
-    assert actions[0]["action"] == "engage_economic_buyer"
-    assert actions[0]["gain_points"] >= 1
-    assert actions[0]["sentence"] == f"Engage the economic buyer: +{round(actions[0]['gain_points'])} points"
-    assert answer["next_best_actions_note"] == GAIN_NOTE
+def test_deals_without_an_engaged_economic_buyer_gain_from_engaging_one(loaded_model, export):
+    """On the trained model, over the export's open deals whose economic buyer is not engaged: the
+    step is never shown with a negative gain, gains about a point or more on average, and is
+    recommended for a fair share of them. (The exact gain on a hand-built deal is checked with a
+    one-feature model in tests/features/test_actions.py; one small model's gain on one deal
+    moves with every retraining, the average over ~200 deals does not.)"""
+    as_of = export_end(export)
+    tried = evaluate_actions(loaded_model.bundle, export, as_of, state=loaded_model.state)
+    open_ids = tried["deal_id"].unique().tolist()
+    engaged = build_features_as_of(subset_export(export, open_ids), as_of, loaded_model.state).set_index("deal_id")[
+        "economic_buyer_engaged_30d"]
+    step = tried[tried["action"] == "engage_economic_buyer"].set_index("deal_id")
+    without = step[engaged.loc[step.index].to_numpy() == 0]
+    assert len(without) >= 100
+    assert without["gain_points"].mean() >= 1.0
+    assert without["recommended"].mean() >= 0.25
+    assert (without.loc[without["recommended"], "gain_points"] >= MIN_GAIN_POINTS).all()
 
 
 def test_actions_are_the_function_s_and_the_rest_of_the_answer_is_unchanged(loaded_model, open_request):
