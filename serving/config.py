@@ -18,6 +18,9 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_PAGE_EXPORT`` | unset | an export folder the managers' page (``serving.page``) reads for the funnel view and the deals' decision chains; without it the funnel is not shown and the decision chain comes from the stored warnings and factors |
 | ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
 | ``DEALRISK_MAPPING`` | unset | a YAML name-mapping file (the one ``--mapping`` takes: a CRM's own stage, role, ... names), added to the shipped default for every request; read and checked at start-up |
+| ``DEALRISK_RELOAD_SECONDS`` | ``60`` | how often each worker re-reads the champion aliases and, when they moved, loads the new pair and switches to it without a restart (``serving.reload``); ``0``: never on a schedule (``POST /admin/reload`` still works) |
+| ``DEALRISK_RELOAD_WITHOUT_TOKEN`` | ``off`` | ``on``: ``POST /admin/reload`` answers without a token when ``DEALRISK_API_TOKEN`` is unset (only on a host that only trusted users reach); ``off``: refused (403) until a token is set |
+| ``DEALRISK_SERVICE_DIR`` | unset | set by ``dealrisk serve`` for its workers: the folder of this one service start (its Prometheus files, the workers' reload requests); removed when the service stops |
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class ServingConfig:
     # The name mapping every request is checked with: the shipped default plus ``mapping_file``;
     # None is the shipped default alone (``features.contract.check.check_tables``'s own default).
     mapping: NameMapping | None = field(default=None, repr=False, compare=False)
+    reload_seconds: float = 60.0  # see serving.reload; 0: no scheduled re-read
+    reload_without_token: bool = False  # POST /admin/reload without DEALRISK_API_TOKEN: refused unless on
+    service_dir: str | None = None  # DEALRISK_SERVICE_DIR: set by dealrisk serve (serving.run)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "ServingConfig":
@@ -102,6 +108,18 @@ class ServingConfig:
             mapping = None if mapping_file is None else load_mapping(mapping_file)
         except MappingError as exc:
             raise ConfigError(f"DEALRISK_MAPPING: {exc}") from None
+        raw_reload = env.get("DEALRISK_RELOAD_SECONDS")
+        try:
+            reload_seconds = cls.reload_seconds if raw_reload in (None, "") else float(raw_reload)
+        except ValueError:
+            reload_seconds = -1.0
+        if not 0 <= reload_seconds <= 86400:
+            raise ConfigError(f"DEALRISK_RELOAD_SECONDS must be a number of seconds from 0 (off) to 86400, got {raw_reload!r}")
+        raw_open = env.get("DEALRISK_RELOAD_WITHOUT_TOKEN")
+        reload_without_token = (cls.reload_without_token if raw_open in (None, "")
+                                else SWITCHES.get(raw_open.strip().lower()))
+        if reload_without_token is None:
+            raise ConfigError(f"DEALRISK_RELOAD_WITHOUT_TOKEN must be on or off, got {raw_open!r}")
         raw_thresholds = env.get("DEALRISK_WARNING_THRESHOLDS")
         try:
             thresholds = WarningThresholds.from_dict(json.loads(raw_thresholds) if raw_thresholds else None)
@@ -122,4 +140,7 @@ class ServingConfig:
             page_export=(env.get("DEALRISK_PAGE_EXPORT") or "").strip() or None,
             mapping_file=mapping_file,
             mapping=mapping,
+            reload_seconds=reload_seconds,
+            reload_without_token=reload_without_token,
+            service_dir=env.get("DEALRISK_SERVICE_DIR") or None,
         )

@@ -8,6 +8,7 @@ named by ``features.model.names`` (default ``deal-win`` and ``deal-slip``) with 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from features.model.bundle import BundleError, ModelBundle, load_bundle_dir
@@ -29,6 +30,38 @@ def _champion_version(client, name: str, alias: str):
             f"no '{alias}' version of registered model '{name}' in {client.tracking_uri}: "
             f"train and promote one first (dealrisk train --data DIR --promote). MLflow said: {exc.message}"
         ) from None
+
+
+@dataclass(frozen=True)
+class ChampionAliases:
+    """Which registered versions (and training runs) the champion aliases name at one moment.
+
+    A reload compares these, a few milliseconds of registry reads, before it downloads anything:
+    equal aliases mean the pair being served is still the champion. ``slip`` is None when the
+    slip model has no such alias (a champion trained without a slip model).
+    """
+
+    win: str
+    win_run_id: str
+    slip: str | None = None
+    slip_run_id: str | None = None
+
+
+def read_champion_aliases(config: ServingConfig) -> ChampionAliases:
+    """The versions behind the champion aliases now; ``ChampionError`` when the win model has none."""
+    from mlflow import MlflowClient  # lazy: see load_champion
+
+    client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+    names = config.names
+    win = _champion_version(client, names.win_model, names.champion_alias)
+    try:
+        slip = _champion_version(client, names.slip_model, names.champion_alias)
+    except ChampionError:
+        slip = None  # load_champion says whether the win model's run needs one
+    return ChampionAliases(
+        win=str(win.version), win_run_id=win.run_id,
+        slip=None if slip is None else str(slip.version), slip_run_id=None if slip is None else slip.run_id,
+    )
 
 
 def _download_bundle(run_id: str, name: str, dst: Path) -> ModelBundle:

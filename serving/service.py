@@ -37,8 +37,10 @@ from portfolio.store import ScoreStore, StoreError
 from serving.batcher import ARRIVALS, Coalescer
 from serving.config import ConfigError, ServingConfig
 from serving.guard import PAGE_PATH, RequestGuard
-from serving.loader import ChampionError, load_champion
+from serving.loader import ChampionError
+from serving.operations import ClientErrorLog, OpenAPIInfo, quiet_client_error_tracebacks
 from serving.page import page_app
+from serving.reload import ChampionReloader, ReloadAnswer, load_pair, reload_refusal
 from serving.schemas import (
     TABLES_UPLOAD_OPENAPI,
     ModelInfo,
@@ -52,7 +54,6 @@ from serving.scoring import (
     ScoreSink,
     TableRequest,
     dump_response,
-    load_model,
     score_request,
     score_requests,
     score_tables,
@@ -78,25 +79,30 @@ class DealRiskService:
     """Explained win-probability and slip-risk scores for open deals."""
 
     def __init__(self) -> None:
+        quiet_client_error_tracebacks()
         try:
             self.config = ServingConfig.from_env()
-            self.model = load_model(load_champion(self.config), self.config.mapping)
+            # The champion pair behind one reference: swapped whole by a reload (serving.reload).
+            self.reloader = ChampionReloader(
+                load_pair(self.config, model_info), self.config, functools.partial(load_pair, self.config, model_info),
+                worker=server_context.worker_index, on_switch=freeze_startup_objects,
+            )
             self.sink = store_sink(self.config)
         except (ChampionError, ConfigError, StoreError, ValueError) as exc:
             logger.critical("dealrisk: cannot start: %s", exc)
             stop_server_on_startup_failure()
             raise
-        self.info = model_info(self.model, self.config)
         self.batcher = Coalescer(
-            functools.partial(score_batch, self.model, self.config, sink=self.sink), self.config.max_batch_deals,
+            functools.partial(score_current, self.reloader, self.config, sink=self.sink), self.config.max_batch_deals,
             on_batch=record_batch,
             arrivals=ARRIVALS, linger_seconds=self.config.batch_linger_ms / 1000,
         )
         freeze_startup_objects()
+        versions = self.reloader.champion.versions
         logger.info(
             "dealrisk: serving %s v%s and %s v%s from %s",
-            self.config.names.win_model, self.model.versions["win"],
-            self.config.names.slip_model, self.model.versions["slip"], self.config.tracking_uri,
+            self.config.names.win_model, versions["win"],
+            self.config.names.slip_model, versions["slip"], self.config.tracking_uri,
         )
         if server_context.worker_index is not None:
             log_fair_accept(self.config.fair_accept, server_context.worker_index, running_loop())
@@ -137,7 +143,48 @@ class DealRiskService:
     @info_app.get("/model", response_model=ModelInfo, summary="Champion model versions, metrics and features")
     def model(self) -> ModelInfo:
         """Model versions, training date, headline metrics, feature list and thresholds in use."""
-        return self.info
+        return self.reloader.champion.info
+
+    @info_app.post(
+        "/admin/reload",
+        response_model=ReloadAnswer,
+        summary="Load the pair the champion aliases name now, without a restart",
+        responses={401: {"description": "Missing or wrong bearer token"},
+                   403: {"description": "No DEALRISK_API_TOKEN set (and DEALRISK_RELOAD_WITHOUT_TOKEN is off)"},
+                   500: {"description": "The new pair could not be loaded; the old one still serves (error says why)"}},
+    )
+    async def reload(self, request: Request) -> Response:
+        """Re-read the champion aliases and, when they moved, load the new pair and switch to it.
+
+        The worker that gets the call loads the pair whole (both bundles, checked to fit together
+        and to score the example request) and then switches; a failed load keeps the old pair.
+        The other workers follow within about a second (``dealrisk serve``) or at their next
+        scheduled check (``DEALRISK_RELOAD_SECONDS``); until then they may serve the old pair, and
+        each answer's ``model_versions`` says which. Needs the bearer token when
+        ``DEALRISK_API_TOKEN`` is set; refused without one unless ``DEALRISK_RELOAD_WITHOUT_TOKEN=on``.
+        """
+        refusal = reload_refusal(self.config, request.headers.get("authorization"))
+        if refusal is not None:
+            status, message = refusal
+            return JSONResponse({"error": message}, status_code=status,
+                                headers={"www-authenticate": "Bearer"} if status == 401 else None)
+        others = self.reloader.request_all()
+        outcome = await asyncio.to_thread(self.reloader.reload, "POST /admin/reload")
+        answer = outcome.answer()
+        if outcome.error is None:
+            answer["message"] += ("; the other workers check within about a second" if others else
+                                  f"; other workers look at their next scheduled check "
+                                  f"(DEALRISK_RELOAD_SECONDS={self.config.reload_seconds:g}; 0: never)")
+        return JSONResponse(answer, status_code=500 if outcome.error else 200)
+
+    @bentoml.on_startup
+    def start_reloading(self) -> None:
+        """Re-read the champion aliases on a schedule, and follow other workers' reload calls."""
+        self.reloader.start()
+
+    @bentoml.on_shutdown
+    def stop_reloading(self) -> None:
+        self.reloader.stop()
 
 
 @functools.cache
@@ -380,6 +427,12 @@ def store_sink(config) -> ScoreSink | None:
     return write
 
 
+def score_current(reloader: ChampionReloader, config, requests: list, sink: ScoreSink | None = None) -> list:
+    """``score_batch`` with the pair being served when the batch starts: the reference is read once,
+    so a reload that switches meanwhile never mixes two pairs in one batch."""
+    return score_batch(reloader.champion.model, config, requests, sink=sink)
+
+
 def score_batch(model, config, requests: list, sink: ScoreSink | None = None) -> list:
     """Score requests as one batch, answers serialised to JSON bytes (in the scoring thread).
 
@@ -469,5 +522,8 @@ def model_info(model, config) -> dict:
     ).model_dump()
 
 
+# The first added is the outermost: 4xx lines cover the guard's refusals too.
+DealRiskService.add_asgi_middleware(ClientErrorLog)
+DealRiskService.add_asgi_middleware(OpenAPIInfo)
 DealRiskService.add_asgi_middleware(RequestGuard)
 configure_worker_process()
