@@ -75,6 +75,8 @@ STORE_URL_VARIABLE = "DEALRISK_STORE_URL"
 SOURCES = ("batch", "api")
 # Rows per INSERT statement: bounded memory and statement size whatever the run's size.
 WRITE_CHUNK = 5000
+# A write of at least this many rows refreshes PostgreSQL's table statistics (``ScoreStore._analyze``).
+ANALYZE_AFTER_ROWS = 10_000
 
 metadata = sa.MetaData()
 
@@ -354,7 +356,20 @@ class ScoreStore:
                     conn.exec_driver_sql(sql, _driver_rows(chunk, run_id, scored_at, conn.dialect.name, order))
         except SQLAlchemyError as exc:
             raise StoreError(f"score store {describe_url(self.url)}: nothing written, the write failed: {_short(exc)}") from None
+        if self.engine.dialect.name == "postgresql" and len(rows) >= ANALYZE_AFTER_ROWS:
+            self._analyze()
         return run_id
+
+    def _analyze(self) -> None:
+        """Refresh PostgreSQL's statistics after a large write. Without them, right after the first
+        ``dealrisk score`` run (autovacuum has not run yet), the planner guessed 27k rows for 200k
+        and read each deal's snapshots by 200k index look-ups: 5.0 s against 2.4 s analysed."""
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE deal_scores")
+                conn.exec_driver_sql("ANALYZE scoring_runs")
+        except SQLAlchemyError:
+            pass  # only the planner's estimates are stale: the write is committed, reads stay right
 
     def _upsert_sql(self, conn) -> tuple[str, tuple[str, ...] | None]:
         """The upsert compiled once by the dialect, and the column order of its parameters
@@ -444,15 +459,18 @@ class ScoreStore:
         picked = [c for c in deal_scores.columns
                   if c.name in always or ((columns is None or c.name in columns)
                                           and (json_columns or c.name not in ("factors_up", "factors_down", "warnings")))]
-        frames = []
-        for snapshot, level in enumerate(levels):
-            statement = (
-                sa.select(*picked, sa.literal_column(str(snapshot)).label("snapshot"), scoring_runs.c.source)
-                .join(level, sa.and_(deal_scores.c.deal_id == level.c.deal_id, deal_scores.c.as_of == level.c.as_of))
-                .join(scoring_runs, scoring_runs.c.run_id == deal_scores.c.run_id)
-            )
-            frames.append(_frame(self._read(statement), (*SCORE_COLUMNS, "snapshot")))
-        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        # One statement, so the database computes the latest as-ofs once.
+        wanted = sa.union_all(*(
+            sa.select(level.c.deal_id, level.c.as_of, sa.literal_column(str(snapshot)).label("snapshot"))
+            for snapshot, level in enumerate(levels)
+        )).cte("wanted") if len(levels) > 1 else sa.select(
+            latest.c.deal_id, latest.c.as_of, sa.literal_column("0").label("snapshot")).cte("wanted")
+        statement = (
+            sa.select(*picked, wanted.c.snapshot, scoring_runs.c.source)
+            .join(wanted, sa.and_(deal_scores.c.deal_id == wanted.c.deal_id, deal_scores.c.as_of == wanted.c.as_of))
+            .join(scoring_runs, scoring_runs.c.run_id == deal_scores.c.run_id)
+        )
+        frame = _frame(self._read(statement), (*SCORE_COLUMNS, "snapshot"))
         # Of several model pairs scored at one as-of, the row written last.
         return (frame.sort_values(["deal_id", "snapshot", "scored_at", "run_id"], ascending=[True, True, False, False],
                                   kind="stable")

@@ -33,7 +33,8 @@ def score(
     ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the scores to this .csv or .parquet file.")] = None,
     mapping: Annotated[
-        Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names; default: canonical + Salesforce.")
+        Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names added to the default (canonical + "
+                                          "Salesforce); default: DEALRISK_MAPPING, as the service reads it.")
     ] = None,
     store: Annotated[
         Optional[str], typer.Option(help="Score store URL; default: DEALRISK_STORE_URL, else sqlite:///data/scores.db.")
@@ -91,7 +92,7 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
         _fail(f"--out {out}: the file must end in .csv or .parquet")
     try:
         config = ServingConfig.from_env()
-        model = load_model(load_champion(config))
+        model = load_model(load_champion(config), config.mapping)
     except (ChampionError, ConfigError, ValueError) as exc:
         _fail(f"no champion model to score with: {exc}")
     try:
