@@ -43,9 +43,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from features.contract.schema import TABLES, TIMESTAMP_DTYPE, Export
+from features.contract.cells import OUTPUT_DTYPE_OBJECTS
+from features.contract.schema import TABLES, Export
+from features.model.explain import frame_from_blocks
 from features.model.predict import encode_bundle_matrix, raw_probability
-from features.pointintime.events import Codebook, parse_as_of
+from features.pointintime.events import Codebook, parse_as_of, to_micros
 from features.pointintime.pipeline import build_features_as_of, select_open_deals
 from features.pointintime.state import FeatureState
 
@@ -95,14 +97,27 @@ class Action:
 # --- the rows each action writes ---------------------------------------------------------------------
 
 
-def _last_per_deal(frame: pd.DataFrame, time_column: str) -> pd.DataFrame:
-    """Each deal's last row by ``time_column`` (ties: the later row in file order, as the features)."""
-    if not len(frame):
-        return frame
-    deal, _ = pd.factorize(frame["deal_id"].to_numpy(dtype=object))
-    order = np.lexsort((np.arange(len(frame)), frame[time_column].to_numpy(), deal))
-    last = order[np.append(deal[order][1:] != deal[order][:-1], True)]
-    return frame.iloc[np.sort(last)]
+def _last_per_deal(frame: pd.DataFrame, time_column: str, columns: tuple[str, ...], where=None) -> dict[str, np.ndarray]:
+    """Each deal's last row by ``time_column`` (ties: the later row in file order, as the features),
+    among the rows ``where`` is true: its ``deal_id`` and ``columns`` as object arrays (None: missing).
+
+    Columns are read as arrays, not as a frame of the rows: a one-deal request pays pandas' fixed
+    cost per call, not per row.
+    """
+    deal_ids = frame["deal_id"].to_numpy(dtype=object)
+    rows = np.arange(len(deal_ids)) if where is None else np.flatnonzero(where)
+    deal, _ = pd.factorize(deal_ids[rows])
+    order = np.lexsort((rows, to_micros(frame[time_column])[rows], deal))
+    last = rows[order[np.append(deal[order][1:] != deal[order][:-1], True)]] if len(rows) else rows
+    out = {"deal_id": deal_ids[last]}
+    for column in columns:
+        values = frame[column].to_numpy(dtype=object)[last]
+        out[column] = np.where(pd.isna(values), None, values)
+    return out
+
+
+def _by_deal(last: dict[str, np.ndarray], column: str) -> dict:
+    return dict(zip(last["deal_id"].tolist(), last[column].tolist()))
 
 
 def _new_ids(key: str, deal_ids: np.ndarray, taken: pd.Series | None) -> np.ndarray:
@@ -120,32 +135,58 @@ def _new_ids(key: str, deal_ids: np.ndarray, taken: pd.Series | None) -> np.ndar
         suffix += 1
 
 
+def rows_frame(table: str, columns: dict) -> pd.DataFrame:
+    """Rows of the contract table ``table`` in the contract's in-memory dtypes (those ``check_tables``
+    gives), so that appending them converts nothing. A scalar is repeated for every row.
+
+    >>> rows_frame("contacts", {"deal_id": ["D1"], "contact_id": ["C9"], "role": "champion", "seniority": None,
+    ...                         "added_at": pd.Timestamp("2026-03-01", tz="UTC")}).dtypes.astype(str).tolist()
+    ['str', 'str', 'str', 'str', 'datetime64[us, UTC]']
+    """
+    n = len(columns["deal_id"])
+    typed = {}
+    for name, values in columns.items():
+        dtype = OUTPUT_DTYPE_OBJECTS[TABLES[table].column(name).kind]
+        if isinstance(values, pd.Timestamp):
+            values = np.full(n, values.tz_convert("UTC").as_unit("us").asm8)  # UTC wall time, as the pipeline
+        elif np.ndim(values) == 0:
+            values = np.full(n, values, dtype=object if values is None or isinstance(values, str) else None)
+        typed[name] = np.asarray(values, dtype=dtype) if isinstance(dtype, np.dtype) else pd.array(values, dtype=dtype)
+    return frame_from_blocks(typed, pd.RangeIndex(n))
+
+
+def _as_table(rows: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``table``'s columns in its dtypes (converting only what differs)."""
+    if list(rows.columns) != list(table.columns):
+        rows = rows.reindex(columns=table.columns)
+    differ = {name: dtype for name, dtype in table.dtypes.items() if rows[name].dtype != dtype}
+    return rows.astype(differ) if differ else rows
+
+
 def activity_rows(situation: Situation, key: str, deal_ids, contact_ids, kind: str, direction: str) -> pd.DataFrame:
     """One activity per deal at ``as_of``: ``kind`` (call, meeting, email) in ``direction``, with the
     contact (None: no contact). Talk ratio and next step stay unrecorded: the step is logged, not
     its outcome."""
     deal_ids = np.asarray(deal_ids, dtype=object)
-    n = len(deal_ids)
-    return pd.DataFrame({
+    return rows_frame("activities", {
         "activity_id": _new_ids(key, deal_ids, situation.activity_ids),
         "deal_id": deal_ids,
         "contact_id": np.asarray(contact_ids, dtype=object),
         "type": kind,
         "direction": direction,
-        "occurred_at": pd.Series([situation.as_of] * n, dtype=TIMESTAMP_DTYPE),
-        "duration_min": np.full(n, np.nan if kind == "email" else MEETING_MINUTES),
-        "customer_talk_ratio": np.full(n, np.nan),
-        "next_step_set": pd.array([None] * n, dtype="boolean"),
+        "occurred_at": situation.as_of,
+        "duration_min": np.nan if kind == "email" else MEETING_MINUTES,
+        "customer_talk_ratio": np.nan,
+        "next_step_set": None,
     })
 
 
 def contact_rows(situation: Situation, key: str, deal_ids, role: str) -> pd.DataFrame:
     """A new contact of ``role`` on each deal, added at ``as_of``; seniority unknown (not invented)."""
     deal_ids = np.asarray(deal_ids, dtype=object)
-    ids = _new_ids(key, deal_ids, situation.contact_ids)
-    return pd.DataFrame({
-        "deal_id": deal_ids, "contact_id": ids, "role": role, "seniority": None,
-        "added_at": pd.Series([situation.as_of] * len(deal_ids), dtype=TIMESTAMP_DTYPE),
+    return rows_frame("contacts", {
+        "deal_id": deal_ids, "contact_id": _new_ids(key, deal_ids, situation.contact_ids), "role": role,
+        "seniority": None, "added_at": situation.as_of,
     })
 
 
@@ -157,8 +198,9 @@ def engage_role_rows(role: str, key: str) -> Callable[[Situation], ActionRows]:
         if not {"contacts", "activities"} <= situation.tables:
             return {}
         deals = np.asarray(situation.deal_ids, dtype=object)
-        holders = _last_per_deal(situation.contacts[situation.contacts["role"] == role], "added_at")
-        contact_of = dict(zip(holders["deal_id"].astype(object), holders["contact_id"].astype(object)))
+        contacts = situation.contacts
+        contact_of = _by_deal(_last_per_deal(contacts, "added_at", ("contact_id",), where=contacts["role"] == role),
+                              "contact_id")
         missing = np.array([deal not in contact_of for deal in deals], dtype=bool)
         added = contact_rows(situation, key, deals[missing], role)
         contact_of.update(zip(added["deal_id"], added["contact_id"]))
@@ -183,8 +225,8 @@ def second_contact_rows(situation: Situation) -> ActionRows:
                   [activities["contact_id"].notna()].tolist())
     pair = contacts["deal_id"].astype(object) + _VARIANT + contacts["contact_id"].astype(object)
     wanted = Codebook(deals.tolist()).encode(contacts["deal_id"]) >= 0
-    idle = _last_per_deal(contacts[~pair.isin(engaged).to_numpy() & wanted], "added_at")
-    contact_of = dict(zip(idle["deal_id"].astype(object), idle["contact_id"].astype(object)))
+    idle = _last_per_deal(contacts, "added_at", ("contact_id",), where=~pair.isin(engaged).to_numpy() & wanted)
+    contact_of = _by_deal(idle, "contact_id")
     missing = np.array([deal not in contact_of for deal in deals], dtype=bool)
     added = contact_rows(situation, "second_contact", deals[missing], "other")
     contact_of.update(zip(added["deal_id"], added["contact_id"]))
@@ -200,11 +242,10 @@ def meeting_rows(situation: Situation) -> ActionRows:
     deals = np.asarray(situation.deal_ids, dtype=object)
     contact_of: dict = {}
     if situation.contacts is not None:
-        latest = _last_per_deal(situation.contacts, "added_at")
-        contact_of.update(zip(latest["deal_id"].astype(object), latest["contact_id"].astype(object)))
-    with_contact = situation.activities[situation.activities["contact_id"].notna()]
-    last = _last_per_deal(with_contact, "occurred_at")
-    contact_of.update(zip(last["deal_id"].astype(object), last["contact_id"].astype(object)))
+        contact_of |= _by_deal(_last_per_deal(situation.contacts, "added_at", ("contact_id",)), "contact_id")
+    activities = situation.activities
+    contact_of |= _by_deal(_last_per_deal(activities, "occurred_at", ("contact_id",),
+                                          where=activities["contact_id"].notna().to_numpy()), "contact_id")
     contacts = [contact_of.get(deal) for deal in deals]
     return {"activities": activity_rows(situation, "meeting", deals, contacts, "meeting", "outbound")}
 
@@ -214,10 +255,10 @@ def reply_rows(situation: Situation) -> ActionRows:
     at ``as_of`` to the same contact (None when the inbound one named none)."""
     if "activities" not in situation.tables or not len(situation.activities):
         return {}
-    last = _last_per_deal(situation.activities, "occurred_at")
-    waiting = last[(last["direction"] == "inbound").to_numpy()]
-    contacts = [None if pd.isna(c) else c for c in waiting["contact_id"].astype(object)]
-    return {"activities": activity_rows(situation, "reply", waiting["deal_id"].astype(object), contacts, "email", "outbound")}
+    last = _last_per_deal(situation.activities, "occurred_at", ("direction", "contact_id"))
+    waiting = last["direction"] == "inbound"
+    return {"activities": activity_rows(situation, "reply", last["deal_id"][waiting], last["contact_id"][waiting],
+                                        "email", "outbound")}
 
 
 def confirm_close_rows(situation: Situation) -> ActionRows:
@@ -235,9 +276,9 @@ def confirm_close_rows(situation: Situation) -> ActionRows:
     as_of_us = situation.as_of.value // 1000
     close_us = as_of_us + np.rint(days[keep] * 86_400_000_000).astype(np.int64)
     text = [s + "Z" for s in np.datetime_as_string(close_us.astype("datetime64[us]"), unit="us").tolist()]
-    return {"field_history": pd.DataFrame({
+    return {"field_history": rows_frame("field_history", {
         "deal_id": deals, "field": "expected_close_date", "old_value": text, "new_value": text,
-        "changed_at": pd.Series([situation.as_of] * len(deals), dtype=TIMESTAMP_DTYPE),
+        "changed_at": situation.as_of,
     })}
 
 
@@ -300,8 +341,7 @@ def append_rows(export: Export, rows: ActionRows) -> Export:
         unknown = sorted(set(new.columns) - set(table.columns))
         if unknown:
             raise ValueError(f"{name}: columns {unknown} are not columns of the export's {name} table")
-        typed = new.reindex(columns=table.columns).astype(table.dtypes.to_dict())
-        tables[name] = pd.concat([table, typed], ignore_index=True)
+        tables[name] = pd.concat([table, _as_table(new, table)], ignore_index=True)
     return replace(export, **tables)
 
 
@@ -343,8 +383,7 @@ def _variant_export(export: Export, situation: Situation, proposals: list[Action
         new_ids += [renamed[k][deals.encode(rows["deal_id"])] for k, rows in appended]
         parts = [table.iloc[np.concatenate(picked)] if picked else table.iloc[:0]]
         if appended:
-            parts.append(pd.concat([rows for _, rows in appended], ignore_index=True)
-                         .reindex(columns=table.columns).astype(table.dtypes.to_dict()))
+            parts.append(_as_table(pd.concat([rows for _, rows in appended], ignore_index=True), table))
         copies = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
         variant_ids = np.concatenate([np.empty(0, dtype=object)] + new_ids)
         tables[name] = copies.assign(deal_id=pd.array(variant_ids, dtype=table["deal_id"].dtype))
