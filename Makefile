@@ -9,8 +9,12 @@ export DO_NOT_TRACK := 1
 
 DEMO_DEALS ?= 5000
 DEMO_SEED ?= 7
+DEMO_PORT ?= 3000
+# Earlier moments the demo also scores (the generator's export ends on 2026-07-01), so the page's
+# deal view has a win-probability history to draw and the list a trend; without next best actions.
+DEMO_HISTORY ?= 2026-05-01T00:00:00Z 2026-06-01T00:00:00Z 2026-06-15T00:00:00Z
 
-.PHONY: postgres demo test test-fast test-slow test-notebooks lint install clean docs serve
+.PHONY: postgres chromium demo test test-fast test-slow test-notebooks lint install clean docs serve
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,18 +28,25 @@ demo: install
 	$(BIN)/dealrisk generate --deals $(DEMO_DEALS) --seed $(DEMO_SEED) --out data/demo/export --truth data/demo/truth.csv
 	$(BIN)/dealrisk validate data/demo/export
 	$(BIN)/dealrisk train --data data/demo/export --truth data/demo/truth.csv --report data/demo/report.json --promote
+	for as_of in $(DEMO_HISTORY); do $(BIN)/dealrisk score --data data/demo/export --as-of $$as_of --no-actions || exit 1; done
 	$(BIN)/dealrisk score --data data/demo/export
 	$(BIN)/dealrisk rank --limit 10
 	@echo "the score store data/scores.db holds every open deal: 'dealrisk rank' lists them (--owner, --stage, --close-in 2026-Q3, --changed, --csv FILE)"
-	@echo "scoring service on http://127.0.0.1:3000 (Ctrl-C stops it); README section 'Serving' shows a request"
-	$(BIN)/dealrisk serve
+	@# The service in the background until it answers, then the page's address as the last line; Ctrl-C stops it.
+	@DEALRISK_PAGE_EXPORT=$(CURDIR)/data/demo/export $(BIN)/dealrisk serve --port $(DEMO_PORT) & serve=$$!; \
+	trap 'kill -TERM $$serve 2>/dev/null; wait $$serve; exit 130' INT TERM; \
+	until $(BIN)/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+	    http://127.0.0.1:$(DEMO_PORT)/readyz 2>/dev/null; do kill -0 $$serve 2>/dev/null || exit 1; sleep 1; done; \
+	echo; echo "scoring service on http://127.0.0.1:$(DEMO_PORT) (README section 'Serving' shows a request)"; \
+	echo "managers' page, filled with the scored demo deals: http://127.0.0.1:$(DEMO_PORT)/page/   (Ctrl-C stops the service)"; \
+	wait $$serve
 
 serve: install
 	$(BIN)/dealrisk serve
 
 # Everything: the fast tier, then the end-to-end tier (real `bentoml serve` over HTTP,
 # schemathesis against it, the gate on a shuffled-label model); about 3 minutes on 2 cores.
-test: install lint postgres
+test: install lint postgres chromium
 	$(BIN)/python -m pytest -m "not slow" -q
 	$(BIN)/python -m pytest -m slow -q
 
@@ -46,7 +57,7 @@ lint: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-slow: install postgres
+test-slow: install postgres chromium
 	$(BIN)/python -m pytest -m slow -q
 
 # The notebooks alone, executed top to bottom in a real kernel (also part of `make test`'s tiers).
@@ -62,6 +73,15 @@ postgres:
 	  echo "installing PostgreSQL with apt-get for the score store tests"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
+
+# Chromium for the managers' page browser test (tests/serving/test_browser_page.py drives /usr/bin/chromium
+# through Playwright; 'playwright install' would download a browser, which CI machines may not reach).
+# Installed with apt-get (as root, or with sudo) when /usr/bin/chromium is missing.
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "installing Chromium with apt-get for the page's browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 docs: install
 	$(BIN)/python -m features.pointintime.definitions > docs/features.md

@@ -21,7 +21,10 @@ loop that answers ``/score``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import threading
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlencode
 
@@ -74,6 +77,7 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 MAX_LOGIN_BODY = 4096
+logger = logging.getLogger("dealrisk.serving")
 WRONG_TOKEN_DELAY_SECONDS = 0.3  # each wrong guess at the login form waits this long
 FUNNEL_QUARTERS = (1, 2, 4, 8)
 
@@ -144,6 +148,23 @@ class PageViews:
         self.templates = make_templates()
 
     # helpers
+
+    def warm_up(self) -> None:
+        """Compile the templates and read the board, so the first view after start-up is quick.
+
+        Run in a thread of its own when the service starts (``page_app``'s lifespan): a store that
+        does not exist yet, or cannot be read, is left for the views to report.
+        """
+        for name in self.templates.list_templates(extensions=["html"]):
+            self.templates.get_template(name)
+        try:
+            board = self.data.board()
+            if len(board.trended):
+                self.header(board)
+        except StoreError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first view its speed
+            logger.warning("dealrisk: the managers' page could not warm up: %s", exc)
 
     def render(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
         root = request.scope.get("root_path", "")
@@ -350,6 +371,7 @@ def link(root: str, path: str, **params) -> str:
 
     >>> link("/page", "/", owner="O 1", stage="")
     '/page/?owner=O+1'
+    >>> from urllib.parse import quote
     >>> link("/page", "/deals/" + quote("D/1", safe=""))
     '/page/deals/D%2F1'
     """
@@ -420,6 +442,13 @@ def page_app(config: ServingConfig | Callable[[], ServingConfig] | None = None) 
         Route("/logout", views.logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(packages=[("serving.page", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        # BentoML enters a mounted Starlette app's lifespan when the service starts; the warm-up
+        # runs beside the model loading instead of in the first manager's page view.
+        threading.Thread(target=views.warm_up, name="dealrisk-page-warm-up", daemon=True).start()
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.views = views
     return app

@@ -31,6 +31,14 @@ from portfolio.trend import add_trend
 from serving.config import ServingConfig
 
 
+# What the list, its header, the team and the forecast read of each snapshot (the store reads
+# only these; the deal view reads a deal's whole rows).
+BOARD_COLUMNS: tuple[str, ...] = (
+    "owner_id", "stage", "amount", "expected_close_date", "win_probability", "slip_probability", "grade",
+    "risk_level", "value_at_risk", "top_reason", "warning_codes", "actions",
+)
+
+
 @dataclass(frozen=True)
 class Board:
     """Every current deal's latest snapshot with its trend (``portfolio.trend.add_trend``), as of
@@ -104,6 +112,7 @@ class PageData:
         self._config: ServingConfig | None = None
         self._store: ScoreStore | None = None
         self._lock = threading.Lock()
+        self._board_lock = threading.Lock()
         self._board: tuple[object, Board] | None = None
         self._export: tuple[tuple, ExportData] | None = None
         self._derived: dict = {}
@@ -130,23 +139,31 @@ class PageData:
             raise StoreError(f"score store {store.describe()} cannot be read: {str(exc).splitlines()[0]}") from None
 
     def board(self) -> Board:
-        """Every current deal's latest snapshot with its trend; re-read after each store write."""
+        """Every current deal's latest snapshot with its trend; re-read after each store write.
+
+        One read at a time: views arriving while the board is being read wait for that read
+        instead of starting their own (on two cores, parallel reads only slow each other).
+        """
         key = self.last_run_id()
-        with self._lock:
-            if self._board is not None and self._board[0] == key:
-                return self._board[1]
-        store = self.store()
-        snapshots = store.snapshots(json_columns=False)
-        trended = add_trend(snapshots)
-        as_of = store.latest_batch_as_of()
-        if as_of is None and len(trended):
-            as_of = trended["as_of"].max()
-        runs = store.runs()
-        last = {} if runs.empty else runs.iloc[-1].to_dict()
-        board = Board(trended=trended, as_of=as_of, last_run=last)
-        with self._lock:
-            self._board = (key, board)
-            self._derived = {k: v for k, v in self._derived.items() if k[0] != "board"}
+        cached = self._board
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._board_lock:
+            cached = self._board
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            store = self.store()
+            snapshots = store.snapshots(json_columns=False, columns=BOARD_COLUMNS)
+            trended = add_trend(snapshots)
+            as_of = store.latest_batch_as_of()
+            if as_of is None and len(trended):
+                as_of = trended["as_of"].max()
+            runs = store.runs()
+            last = {} if runs.empty else runs.iloc[-1].to_dict()
+            board = Board(trended=trended, as_of=as_of, last_run=last)
+            with self._lock:
+                self._board = (key, board)
+                self._derived = {k: v for k, v in self._derived.items() if k[0] != "board"}
         return board
 
     def deal_history(self, deal_id: str) -> pd.DataFrame:
