@@ -82,7 +82,9 @@ def load_champion(config: ServingConfig) -> ModelBundle:
     """Return one bundle scoring with the champion win model and the champion slip model.
 
     When the two aliases point at different runs, the slip booster and calibration come from the
-    slip run; both runs must then share the same feature list and feature state.
+    slip run; both runs must then share the same feature list and feature state. A champion win
+    model whose run trained no slip model (its bundle's ``skipped`` says why) is served alone:
+    slip probabilities are then missing, and ``versions["slip"]`` is None.
     """
     # mlflow takes ~1.5 s to import and only loading a champion needs it: the service module
     # imports this one in processes that never load a model (the ``bentoml serve`` parent that
@@ -94,10 +96,10 @@ def load_champion(config: ServingConfig) -> ModelBundle:
     client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
     names = config.names
     win_version = _champion_version(client, names.win_model, names.champion_alias)
-    slip_version = _champion_version(client, names.slip_model, names.champion_alias)
     with tempfile.TemporaryDirectory(prefix="dealrisk-champion-") as tmp:
         bundle = _download_bundle(win_version.run_id, names.win_model, Path(tmp) / "win")
-        if slip_version.run_id != win_version.run_id:
+        slip_version = _champion_version(client, names.slip_model, names.champion_alias) if bundle.has("slip") else None
+        if slip_version is not None and slip_version.run_id != win_version.run_id:
             slip = _download_bundle(slip_version.run_id, names.slip_model, Path(tmp) / "slip")
             if slip.features != bundle.features or slip.feature_state != bundle.feature_state:
                 raise ChampionError(
@@ -109,9 +111,9 @@ def load_champion(config: ServingConfig) -> ModelBundle:
             bundle.slip_linear = slip.slip_linear
     bundle.versions = {
         "win": str(win_version.version),
-        "slip": str(slip_version.version),
+        "slip": None if slip_version is None else str(slip_version.version),
         "win_run_id": win_version.run_id,
-        "slip_run_id": slip_version.run_id,
+        "slip_run_id": None if slip_version is None else slip_version.run_id,
         "win_name": names.win_model,
         "slip_name": names.slip_model,
     }

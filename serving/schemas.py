@@ -234,7 +234,10 @@ class ModelVersions(BaseModel):
     """Registered model versions that produced a score."""
 
     win: str
-    slip: str
+    slip: Optional[str] = Field(
+        description="null: the champion has no slip model (its training export had no expected close date history; "
+        "GET /model says why), so every slip_probability is null."
+    )
 
 
 class NextBestAction(BaseModel):
@@ -262,8 +265,9 @@ class DealScore(BaseModel):
     )
     score: int = Field(ge=1, le=99, description="Win probability in percent, rounded and clipped to 1-99.")
     grade: Literal["A", "B", "C", "D"] = Field(description="A: win >= 0.60, B: >= 0.40, C: >= 0.20, D: below.")
-    slip_probability: float = Field(
-        ge=0, le=1, description="Calibrated probability that the deal is not won by its current expected close date."
+    slip_probability: Optional[float] = Field(
+        ge=0, le=1, description="Calibrated probability that the deal is not won by its current expected close date; "
+        "null when the champion has no slip model (model_versions.slip is null), never a made-up number."
     )
     risk_level: Literal["low", "medium", "high"] = Field(
         description="What the deal puts at stake, value at risk counted in typical deals of its segment (value at risk "
@@ -301,11 +305,16 @@ class ModelInfo(BaseModel):
 
     model_versions: ModelVersions
     model_names: dict[str, str]
-    run_ids: dict[str, str]
+    run_ids: dict[str, Optional[str]] = Field(description="Training run of each model (null: no such model).")
     trained_at: Optional[str] = Field(default=None, description="When the champion was trained (UTC).")
     metrics: dict = Field(description="Headline held-out metrics as recorded by training.")
     features: list[dict] = Field(description="Model features in order: name, description, categorical.")
     thresholds: dict = Field(description="Grade, risk-level and warning thresholds in use.")
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="What training left out for lack of data, one sentence each, e.g. 'slip model not trained: deals "
+        "have no expected_close_date and there is no field_history' (empty: nothing).",
+    )
 
 
 def _table_part(table: str, what: str) -> dict:

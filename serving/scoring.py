@@ -37,7 +37,7 @@ from features.contract.schema import (
 )
 from features.model.actions import GAIN_NOTE, actions_by_deal, next_best_actions
 from features.model.explain import explain_scores, frame_from_blocks
-from features.model.grades import ExplainConfig
+from features.model.grades import ExplainConfig, value_at_risk_from
 from features.pointintime.events import Codebook, to_micros
 from features.pointintime.events import parse_as_of
 from features.pointintime.pipeline import build_features, build_features_as_of, select_open_deals
@@ -92,8 +92,10 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {"win": str(self.bundle.versions.get("win", "")), "slip": str(self.bundle.versions.get("slip", ""))}
+    def versions(self) -> dict[str, str | None]:
+        """Registry versions; slip None when the champion has no slip model (every slip probability is then null)."""
+        slip = self.bundle.versions.get("slip", "") if self.bundle.has("slip") else None
+        return {"win": str(self.bundle.versions.get("win", "")), "slip": None if slip is None else str(slip)}
 
 
 def load_model(bundle, mapping=None) -> LoadedModel:
@@ -311,7 +313,23 @@ def explain_export(model: LoadedModel, export, as_of: pd.Timestamp,
     ``export.deals``.
     """
     features = build_request_features(model, export, as_of)
-    return features, explain_scores(model.bundle, features, config)
+    return features, with_current_amount(explain_scores(model.bundle, features, config), export.deals)
+
+
+def with_current_amount(explained: pd.DataFrame, deals: pd.DataFrame) -> pd.DataFrame:
+    """The answer's ``amount`` (and ``value_at_risk``) from the deals row where field_history cannot give it.
+
+    Without a field_history the amount feature is missing (its history is unknown), and the
+    answer said 0. A request's deal is the deal as of its as_of (no later event is accepted), so
+    its amount is the amount then. The model's inputs are left as they are. ``explained`` is in
+    the order of ``deals``.
+    """
+    amount = explained["amount"].to_numpy(dtype=float, na_value=np.nan)
+    missing = np.isnan(amount)
+    if not missing.any():
+        return explained
+    amount = np.where(missing, deals["amount"].to_numpy(dtype=float, na_value=np.nan), amount)
+    return explained.assign(amount=amount, value_at_risk=value_at_risk_from(amount, explained["win_probability"].to_numpy(float)))
 
 
 # Called with the store rows of every scored batch when the service writes to the score store
@@ -361,12 +379,15 @@ RESPONSE_NUMBERS = ("win_probability", "slip_probability", "amount", "value_at_r
 def records_from_explained(explained: pd.DataFrame, versions: dict) -> list[dict]:
     """One ``DealScore``-shaped dict per row of ``explain_scores`` output, in its row order.
 
-    Column by column (one conversion per column, not per cell): non-finite numbers become 0.0.
+    Column by column (one conversion per column, not per cell): non-finite numbers become 0.0,
+    except slip probabilities of a champion without a slip model (``versions["slip"]`` None): null.
     """
     numbers = {}
     for key in RESPONSE_NUMBERS:
         values = explained[key].to_numpy(dtype=float, na_value=np.nan)
         numbers[key] = np.where(np.isfinite(values), values, 0.0).tolist()
+    if versions.get("slip") is None:
+        numbers["slip_probability"] = [None] * len(explained)
     return [
         {
             "deal_id": deal_id, "win_probability": win, "score": score, "grade": grade, "slip_probability": slip,
@@ -545,7 +566,7 @@ def score_requests(model: LoadedModel, requests: list[ScoreRequest], config: Exp
         _check_times_merged(export, as_of)
         points = pd.DataFrame({"deal_id": export.deals["deal_id"], "as_of": as_of})
         features = build_features(export, points, model.state)
-        explained = explain_scores(model.bundle, features, config)
+        explained = with_current_amount(explain_scores(model.bundle, features, config), export.deals)
     except RequestError:
         return [_answer_or_error(model, request, config, sink) for request in requests]
     # build_features keeps the points' order, which is the order of the deals in the requests.

@@ -102,7 +102,7 @@ class DealRiskService:
         logger.info(
             "dealrisk: serving %s v%s and %s v%s from %s",
             self.config.names.win_model, versions["win"],
-            self.config.names.slip_model, versions["slip"], self.config.tracking_uri,
+            self.config.names.slip_model, versions["slip"] or " absent (not trained)", self.config.tracking_uri,
         )
         if server_context.worker_index is not None:
             log_fair_accept(self.config.fair_accept, server_context.worker_index, running_loop())
@@ -519,6 +519,7 @@ def model_info(model, config) -> dict:
         metrics=metrics,
         features=features,
         thresholds=config.explain.to_dict(),
+        skipped=bundle.skipped_lines(),
     ).model_dump()
 
 

@@ -40,6 +40,10 @@ CONFIG_HELP = (
     "YAML file of training settings (every key and its default: docs/train.example.yaml); "
     "flags given on the command line override it."
 )
+OVERRIDE_LEAK_HELP = (
+    "Promote even though training raised leak alarms (a feature that alone separates won from lost, "
+    "or a win model too good to be true): only once you have checked those inputs are known before the outcome."
+)
 # Wider than any table we print: measuring against it gives a table's natural width.
 _UNBOUNDED_WIDTH = 10_000
 
@@ -116,8 +120,13 @@ def train(
     ] = None,
     win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
     slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
+    override_leak_alarm: Annotated[bool, typer.Option("--override-leak-alarm", help=OVERRIDE_LEAK_HELP)] = False,
 ) -> None:
-    """Train, evaluate and register the win and slip models (aliased 'challenger')."""
+    """Train, evaluate and register the win and slip models (aliased 'challenger').
+
+    What the export lacks is skipped, one line each (a model without its label, features without
+    their table or field history); a model that looks too good to be true raises leak alarms.
+    """
     # LightGBM, scikit-learn and MLflow behind these: see the module docstring.
     from training.gate import run_promote
     from training.pipeline import run_train
@@ -153,10 +162,17 @@ def train(
     console = fitting_console(render_report(result.report))
     for warning in result.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}")
+    for line in result.report.get("skipped", {}).get("lines", []):
+        console.print(f"[bold yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
     print_report(result.report, console)
+    for alarm in result.report.get("leak_alarms", []):
+        console.print(f"[bold red]LEAK ALARM:[/] {alarm}", highlight=False, soft_wrap=True)
+    registered = result.registered
+    slip = (f" and {names.slip_model} v{registered.slip_version}" if registered.slip_version is not None
+            else f" (no {names.slip_model}: not trained)")
     console.print(
-        f"registered {names.win_model} v{result.registered.win_version} and {names.slip_model} "
-        f"v{result.registered.slip_version} (alias '{names.challenger_alias}') from run {result.registered.run_id}; seconds per step: {result.seconds}"
+        f"registered {names.win_model} v{registered.win_version}{slip} (alias '{names.challenger_alias}') "
+        f"from run {registered.run_id}; seconds per step: {result.seconds}"
     )
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +180,9 @@ def train(
         console.print(f"report written to {report}")
     if promote:
         try:
-            decision = run_promote(data=data, names=names, config=settings.gate,
-                                   mapping=mapping, echo=console.print)
+            decision = run_promote(data=data, names=names, config=settings.gate, mapping=mapping,
+                                   echo=lambda line: console.print(line, highlight=False, soft_wrap=True),
+                                   override_leak_alarm=override_leak_alarm)
         except _expected_errors() as exc:
             _fail(str(exc))
         if not decision.promote:
@@ -188,8 +205,12 @@ def promote(
     mapping: Annotated[Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names.")] = None,
     win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
     slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
+    override_leak_alarm: Annotated[bool, typer.Option("--override-leak-alarm", help=OVERRIDE_LEAK_HELP)] = False,
 ) -> None:
-    """Move 'champion' to the challenger if it is at least as good on the same test period; else exit 1."""
+    """Move 'champion' to the challenger if it is at least as good on the same test period; else exit 1.
+
+    A run that raised leak alarms is refused (even with --force) unless --override-leak-alarm.
+    """
     # LightGBM, scikit-learn and MLflow behind it: see the module docstring.
     from training.gate import run_promote
 
@@ -200,7 +221,9 @@ def promote(
     console = Console()
     try:
         decision = run_promote(data=data, names=settings.names, config=settings.gate,
-                               version=version, force=force, mapping=mapping, echo=console.print)
+                               version=version, force=force, mapping=mapping,
+                               echo=lambda line: console.print(line, highlight=False, soft_wrap=True),
+                               override_leak_alarm=override_leak_alarm)
     except _expected_errors() as exc:
         _fail(str(exc))
     if not decision.promote:

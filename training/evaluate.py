@@ -79,6 +79,88 @@ def evaluate_forecast(rows: pd.DataFrame, predictions: dict[str, np.ndarray]) ->
     return summarise_forecast(table, list(predictions))
 
 
+def weighted_auc(score: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """ROC AUC of ``score`` for labels ``y`` with weights ``w`` (ties count half); NaN with one class.
+
+    One ``np.unique`` and two ``bincount``: cheap enough to run once per feature on every
+    training snapshot.
+
+    >>> weighted_auc(np.array([0.1, 0.4, 0.4, 0.9]), np.array([0, 0, 1, 1]), np.ones(4))
+    0.875
+    """
+    y, w = np.asarray(y, dtype=float), np.asarray(w, dtype=float)
+    values, inverse = np.unique(np.asarray(score, dtype=float), return_inverse=True)
+    positive = np.bincount(inverse, weights=w * y, minlength=len(values))
+    negative = np.bincount(inverse, weights=w * (1.0 - y), minlength=len(values))
+    total = positive.sum() * negative.sum()
+    if total <= 0:
+        return float("nan")
+    below = np.cumsum(negative) - negative
+    return float((positive * (below + 0.5 * negative)).sum() / total)
+
+
+def single_feature_auc(values, y: np.ndarray, w: np.ndarray, categorical: bool = False, min_level_weight: float = 20.0) -> float:
+    """How well one feature alone separates won from lost: weighted AUC, in either direction (>= 0.5).
+
+    Numbers rank by value, with missing values put below all others and, separately, above them
+    (the better of the two: a feature that is missing mostly for lost deals separates too).
+    Categories rank by their own weighted win rate on these rows; levels weighing under
+    ``min_level_weight`` deals are pooled, so that a long tail of rare levels cannot look
+    separating by chance; missing is a level of its own.
+
+    >>> y, w = np.array([0, 0, 1, 1]), np.ones(4)
+    >>> single_feature_auc(np.array([5.0, 4.0, 1.0, np.nan]), y, w)
+    1.0
+    >>> single_feature_auc(pd.Series(["a", "a", "b", "b"]), y, w, categorical=True, min_level_weight=1)
+    1.0
+    """
+    y, w = np.asarray(y, dtype=float), np.asarray(w, dtype=float)
+    if categorical:
+        levels = pd.Series(values, copy=False).astype("object").fillna("\0missing").to_numpy()
+        codes, uniques = pd.factorize(levels)
+        weight = np.bincount(codes, weights=w, minlength=len(uniques))
+        codes = np.where(weight[codes] < min_level_weight, len(uniques), codes)  # rare levels: one pool
+        rate = np.bincount(codes, weights=w * y, minlength=len(uniques) + 1) / np.maximum(
+            np.bincount(codes, weights=w, minlength=len(uniques) + 1), 1e-12)
+        candidates = [rate[codes]]
+    else:
+        x = np.asarray(values, dtype=float)
+        missing = np.isnan(x)
+        candidates = [np.where(missing, -np.inf, x), np.where(missing, np.inf, x)] if missing.any() else [x]
+    aucs = [weighted_auc(score, y, w) for score in candidates]
+    aucs = [max(auc, 1.0 - auc) for auc in aucs if not math.isnan(auc)]
+    return max(aucs) if aucs else float("nan")
+
+
+def single_feature_aucs(features: pd.DataFrame, names: list[str], categorical: set[str], y: np.ndarray, w: np.ndarray) -> dict[str, float]:
+    """``single_feature_auc`` of each named feature on the same rows, strongest first."""
+    aucs = {name: single_feature_auc(features[name].to_numpy() if name not in categorical else features[name], y, w,
+                                     categorical=name in categorical) for name in names}
+    return dict(sorted(aucs.items(), key=lambda item: -(item[1] if math.isfinite(item[1]) else 0.0)))
+
+
+def leak_alarms(aucs: dict[str, float], win_test_auc: float | None, max_single_feature_auc: float, max_win_auc: float) -> list[str]:
+    """One loud line per feature that alone separates won from lost too well, and for a win model too good to be true.
+
+    >>> leak_alarms({"amount": 0.99, "deal_age_days": 0.6}, 0.97, 0.9, 0.95)[0][:70]
+    'feature amount alone separates won from lost on the training snapshots'
+    >>> len(leak_alarms({"amount": 0.7}, 0.8, 0.9, 0.95))
+    0
+    """
+    alarms = [
+        f"feature {name} alone separates won from lost on the training snapshots (AUC {auc:.3f}, alarm above "
+        f"{max_single_feature_auc}): a value this telling is usually written after the outcome (a final booked "
+        "amount, a closing stage, a field the CRM fills on closing); check how the export fills it"
+        for name, auc in aucs.items() if math.isfinite(auc) and auc > max_single_feature_auc
+    ]
+    if win_test_auc is not None and math.isfinite(win_test_auc) and win_test_auc > max_win_auc:
+        alarms.append(
+            f"win model test AUC {win_test_auc:.3f} is above {max_win_auc}: more than CRM data allows for a "
+            "deal's eventual outcome; some input probably knows the outcome"
+        )
+    return alarms
+
+
 def finite(value: float) -> float | None:
     """NaN/inf -> None, for JSON."""
     return None if value is None or not math.isfinite(value) else float(value)

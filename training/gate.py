@@ -3,6 +3,13 @@
 Both the challenger and the current champion are re-scored by the same code on the same points:
 the challenger run's test period (its logged ``evaluation/test_points.parquet``), each with its
 own bundle (feature state, boosters, calibration), so the comparison is like for like.
+
+A run that raised leak alarms (``training.evaluate.leak_alarms``: a feature that alone separates
+won from lost, a win model too good to be true) is never promoted, not even with ``force``, unless
+``override_leak_alarm`` says the user has looked and accepts it. A run that trained no slip model
+(its export had no expected-close-date history) promotes its win model alone and removes the slip
+model's champion alias, so serving never pairs models of different runs; it cannot replace a
+champion that has a slip model except by ``force``.
 """
 
 from __future__ import annotations
@@ -48,7 +55,15 @@ def decide_promotion(challenger: dict, champion: dict | None, config: GateConfig
         return GateDecision(True, ("no champion yet",), challenger, {})
     reasons: list[str] = []
     ok = True
+    for target in champion:
+        if target not in challenger:
+            ok = False
+            reasons.append(f"{target}: the challenger has no {target} model and the champion has one "
+                           "(promote it with --version N --force to accept losing it)")
     for target in challenger:
+        if target not in champion:
+            reasons.append(f"{target}: the champion has no {target} model; the challenger's is new (ok)")
+            continue
         new, old = challenger[target], champion[target]
         auc_ok = new["auc"] >= old["auc"] - config.auc_drop
         loss_ok = new["log_loss"] <= old["log_loss"] * (1 + config.log_loss_rise)
@@ -72,7 +87,8 @@ def score_bundle_on_points(bundle, export, points: pd.DataFrame) -> dict[str, di
     frame = build_features(export, points[["deal_id", "as_of"]], state)
     probabilities = predict_probabilities(bundle, frame)
     result = {}
-    for target, (label, column) in TARGETS.items():
+    for target in bundle.targets:
+        label, column = TARGETS[target]
         mask = points[label].notna().to_numpy()
         y = points.loc[mask, label].to_numpy(dtype=float)
         w = per_deal_weights(points.loc[mask, "deal_id"])
@@ -91,17 +107,21 @@ def run_promote(
     mapping: Path | None = None,
     uri: str | None = None,
     echo=print,
+    override_leak_alarm: bool = False,
 ) -> GateDecision:
     """Gate the challenger (or ``version``) against the champion and move the alias if it passes.
 
     ``force`` moves ``champion`` to ``version`` without evaluation: that is how to roll back.
+    A run with leak alarms is refused unless ``override_leak_alarm`` (with or without ``force``).
     """
     import mlflow
     from mlflow import MlflowClient
 
     from training.tracking import (
+        MODELS_TAG,
         download_bundle,
         download_table,
+        remove_alias,
         run_id_of_version,
         version_by_alias,
         version_of_run,
@@ -118,14 +138,31 @@ def run_promote(
         version = str(challenger.version)
     run_id = run_id_of_version(client, win_name, version)
     slip_version = version_of_run(client, slip_name, run_id)
-    if slip_version is None:
+    run_tags = client.get_run(run_id).data.tags
+    trained_slip = "slip" in run_tags.get(MODELS_TAG, "win,slip").split(",")
+    if slip_version is None and trained_slip:
         raise PromotionError(f"no version of {slip_name} was registered by run {run_id} (of {win_name} v{version})")
+    alarms = read_leak_alarms(client, run_id)
+    if alarms and not override_leak_alarm:
+        for alarm in alarms:
+            echo(f"LEAK ALARM: {alarm}")
+        echo(f"refused: run {run_id} ({win_name} v{version}) raised {len(alarms)} leak alarm(s); a model that "
+             "knows the outcome looks great offline and fails on open deals. Fix the export, or pass "
+             "--override-leak-alarm if you have checked that these inputs are known before the outcome")
+        return GateDecision(False, tuple(f"leak alarm: {alarm}" for alarm in alarms))
 
     def move() -> None:
         client.set_registered_model_alias(win_name, names.champion_alias, version)
-        client.set_registered_model_alias(slip_name, names.champion_alias, slip_version)
-        echo(f"'{names.champion_alias}' -> {win_name} v{version}, {slip_name} v{slip_version} (run {run_id})")
+        if slip_version is not None:
+            client.set_registered_model_alias(slip_name, names.champion_alias, slip_version)
+            echo(f"'{names.champion_alias}' -> {win_name} v{version}, {slip_name} v{slip_version} (run {run_id})")
+            return
+        removed = remove_alias(client, slip_name, names.champion_alias)
+        echo(f"'{names.champion_alias}' -> {win_name} v{version} (run {run_id}); run {run_id} trained no slip model"
+             + (f", so '{names.champion_alias}' was removed from {slip_name}" if removed else ""))
 
+    if alarms:
+        echo(f"leak alarm overridden: promoting run {run_id} despite {len(alarms)} alarm(s)")
     if force:
         move()
         return GateDecision(True, (f"forced: {win_name} v{version}",))
@@ -158,6 +195,18 @@ def run_promote(
     else:
         echo(f"refused: {win_name} v{version} is worse than champion v{champion.version} on the same test period")
     return decision
+
+
+def read_leak_alarms(client, run_id: str) -> list[str]:
+    """The leak alarms a training run raised (its report's ``leak_alarms``); [] when none or an older run."""
+    from training.tracking import LEAK_ALARMS_TAG, download_report
+
+    count = client.get_run(run_id).data.tags.get(LEAK_ALARMS_TAG, "0")
+    if count in ("", "0"):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        alarms = download_report(run_id, Path(tmp)).get("leak_alarms") or []
+    return [str(alarm) for alarm in alarms] or [f"{count} leak alarm(s) (their text is not in the run's report)"]
 
 
 def list_models(names: RegisteredNames, uri: str | None = None) -> pd.DataFrame:

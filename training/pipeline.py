@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from features.model.predict import (
     raw_probability,
 )
 from features.pointintime.definitions import CATEGORICAL_FEATURES, FEATURE_NAMES
+from features.pointintime.inputs import Skips, blank_features, plan_skips
 from features.pointintime.pipeline import build_features, subset_export
 from features.pointintime.snapshots import (
     SnapshotConfig,
@@ -48,6 +49,8 @@ from training.evaluate import (
     evaluate_predictions,
     evaluate_slices,
     flatten_metrics,
+    leak_alarms,
+    single_feature_aucs,
 )
 from training.fit import choose_blend_weight, fit_booster, monotone_vector
 from training.metrics import compute_metrics, per_deal_weights
@@ -75,6 +78,8 @@ class TrainingData:
 
     ``rows``: deal_id, as_of, won, slipped, side, weight (1/snapshots of the deal within its
     side), closed_at and amount of the deal (evaluation only; never features).
+    ``features`` holds every registry feature; those in ``skips.features`` are missing (NaN) in
+    every row and left out of ``feature_names``, the features the models use.
     """
 
     plan: SplitPlan
@@ -82,16 +87,22 @@ class TrainingData:
     rows: pd.DataFrame
     features: pd.DataFrame
     feature_names: list[str]
+    skips: Skips = field(default_factory=Skips)
+
+    @property
+    def targets(self) -> list[str]:
+        """The models this data trains ("win" always; "slip" unless skipped)."""
+        return [target for target in TARGETS if target not in self.skips.models]
 
     def side(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         mask = (self.rows["side"] == name).to_numpy()
         return self.rows.loc[mask].reset_index(drop=True), self.features.loc[mask].reset_index(drop=True)
 
 
-def label_points(export, sides: pd.Series) -> pd.DataFrame:
+def label_points(export, sides: pd.Series, missing_inputs: dict | None = None) -> pd.DataFrame:
     """Labelled snapshots (features.pointintime.snapshots) of the deals that have a side, one side each."""
     points = sample_snapshots(export, deal_ids=sides.index)
-    points = attach_sides(label_snapshots(export, points), sides)
+    points = attach_sides(label_snapshots(export, points, missing_inputs), sides)
     deals = export.deals.set_index("deal_id")
     return points.assign(
         closed_at=points["deal_id"].map(deals["closed_at"]),
@@ -150,13 +161,50 @@ def add_weights(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def prepare_training_data(export, config: TrainConfig) -> TrainingData:
-    """Split by close date, fit the feature state on the training period, build the features."""
+    """Split by close date, fit the feature state on the training period, build the features.
+
+    What the export lacks before the cutoff (the state's ``missing_inputs``) decides what is left
+    out (``features.pointintime.inputs.plan_skips``): features that need a missing table or an
+    untracked field are missing (NaN) in every row, whatever the deals row holds at export time,
+    and not used; a model without its label is not trained (``check_labels``).
+    """
     plan = plan_periods(export, config)
-    state = fit_feature_state(export, plan.cutoff)
-    rows = add_weights(label_points(export, assign_sides(export.deals, plan)))
-    features = build_features(export, rows[["deal_id", "as_of"]], state)
+    state = fit_feature_state(export, plan.cutoff, config.features.fiscal_year_start_month)
+    skips = plan_skips(state.missing_inputs or {})
+    rows = add_weights(label_points(export, assign_sides(export.deals, plan), state.missing_inputs))
+    features = blank_features(build_features(export, rows[["deal_id", "as_of"]], state), skips.features)
+    skips = check_labels(rows, skips)
     return TrainingData(plan=plan, state=state, rows=rows, features=features.reset_index(drop=True),
-                        feature_names=list(FEATURE_NAMES))
+                        feature_names=[name for name in FEATURE_NAMES if name not in skips.features], skips=skips)
+
+
+def check_labels(rows: pd.DataFrame, skips: Skips) -> Skips:
+    """``skips`` plus the models whose training or validation snapshots hold no usable label.
+
+    A slip model without labels is skipped with the reason; the win model cannot be (nothing
+    would be trained), so that raises ``InsufficientDataError``.
+
+    >>> rows = pd.DataFrame({"side": ["train", "train", "validation", "validation"], "won": [1, 0, 1, 0],
+    ...                      "slipped": [1.0, 1.0, None, None]})
+    >>> check_labels(rows, Skips()).models["slip"]
+    'the training snapshots have one slip label only (1.0); the validation snapshots have no slip label'
+    """
+    models = dict(skips.models)
+    for target, (label, _) in TARGETS.items():
+        if target in models:
+            continue
+        problems = []
+        for side, name in (("train", "training"), ("validation", "validation")):
+            known = rows.loc[(rows["side"] == side).to_numpy(), label].dropna()
+            if known.empty:
+                problems.append(f"the {name} snapshots have no {target} label")
+            elif known.nunique() < 2:
+                problems.append(f"the {name} snapshots have one {target} label only ({known.iloc[0]})")
+        if problems and target == "win":
+            raise InsufficientDataError(f"win model cannot be trained: {'; '.join(problems)}")
+        if problems:
+            models[target] = "; ".join(problems)
+    return replace(skips, models=models)
 
 
 def check_minimum_data(rows: pd.DataFrame, minimum: MinimumData) -> list[str]:
@@ -194,11 +242,12 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
     """
     train_rows, train_features = data.side("train")
     val_rows, val_features = data.side("validation")
-    spec = fit_matrix_spec(train_features)
+    spec = fit_matrix_spec(train_features, tuple(data.feature_names))
     x_train, x_val = encode_matrix(train_features, spec), encode_matrix(val_features, spec)
     names = list(spec.names)
     boosters, linears, calibrations = {}, {}, {}
-    for target, (label, _) in TARGETS.items():
+    for target in data.targets:
+        label, _ = TARGETS[target]
         t_mask = train_rows[label].notna().to_numpy()
         v_mask = val_rows[label].notna().to_numpy()
         sign = 1 if target == "win" else -1
@@ -222,10 +271,10 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
         boosters[target], linears[target] = booster, linear
         calibrations[target] = fit_calibration(raw_probability(booster, linear, val[0]), val[1], val[2])
     return ModelBundle(
-        win_model=boosters["win"], slip_model=boosters["slip"],
-        win_calibration=calibrations["win"], slip_calibration=calibrations["slip"],
+        win_model=boosters["win"], slip_model=boosters.get("slip"),
+        win_calibration=calibrations["win"], slip_calibration=calibrations.get("slip"),
         feature_state=data.state.to_dict(), features=spec.to_dict(), metrics=dict(fitted_on),
-        win_linear=linears["win"], slip_linear=linears["slip"],
+        win_linear=linears["win"], slip_linear=linears.get("slip"), skipped=data.skips.to_dict(),
     )
 
 
@@ -294,13 +343,15 @@ def evaluate_run(
                    "snapshots": int((data.rows["side"] == side).sum())}
             for side in ("train", "validation", "test")
         },
-        "best_iteration": {"win": int(bundle.win_model.best_iteration), "slip": int(bundle.slip_model.best_iteration)},
-        "linear_weight": {target: bundle.halves(target)[1].weight for target in TARGETS},
+        "best_iteration": {target: int(bundle.halves(target)[0].best_iteration) for target in bundle.targets},
+        "linear_weight": {target: bundle.halves(target)[1].weight for target in bundle.targets},
+        "skipped": data.skips.to_dict(),
     }
     plots: dict = {}
     slices = test_features[list(SLICE_FEATURES)]
     report["slices"] = {}
-    for target, (label, column) in TARGETS.items():
+    for target in bundle.targets:
+        label, column = TARGETS[target]
         mask = test_rows[label].notna().to_numpy()
         y = test_rows.loc[mask, label].to_numpy(float)
         w = per_deal_weights(test_rows.loc[mask, "deal_id"])
@@ -315,6 +366,8 @@ def evaluate_run(
         report["slices"][target] = evaluate_slices(slices.loc[mask].reset_index(drop=True), y, w, predictions, config.ece_bins)
         plots[target] = {"y": y, "w": w, "predictions": predictions}
     report["calibration"] = evaluate_calibration(bundle, data, config)
+    report["leak_check"] = check_leaks(data, report["win"]["model"]["auc"], config)
+    report["leak_alarms"] = report["leak_check"].pop("alarms")
     forecast_rows = test_rows.assign(won=test_rows["won"].astype(float), amount=test_rows["deal_amount"])
     forecast_predictions = {
         "model": test_probabilities["win_probability"].to_numpy(),
@@ -331,13 +384,33 @@ def evaluate_run(
     return clean_for_json(report), plots
 
 
+def check_leaks(data: TrainingData, win_test_auc: float, config: TrainConfig) -> dict:
+    """Each used feature's single-feature AUC on the training snapshots, and the alarms they and the
+    win model's test AUC raise (``training.evaluate.leak_alarms``; thresholds ``config.leak_alarm``)."""
+    rows, features = data.side("train")
+    mask = rows["won"].notna().to_numpy()
+    aucs = single_feature_aucs(features.loc[mask], data.feature_names, set(CATEGORICAL_FEATURES),
+                               rows.loc[mask, "won"].to_numpy(float), per_deal_weights(rows.loc[mask, "deal_id"]))
+    limits = config.leak_alarm
+    finite_aucs = [auc for auc in aucs.values() if np.isfinite(auc)]
+    return {
+        "alarms": leak_alarms(aucs, win_test_auc, limits.max_single_feature_auc, limits.max_win_auc),
+        "max_single_feature_auc": max(finite_aucs) if finite_aucs else None,
+        "strongest_feature": next(iter(aucs), None),
+        "win_test_auc": win_test_auc,
+        "thresholds": {"max_single_feature_auc": limits.max_single_feature_auc, "max_win_auc": limits.max_win_auc},
+        "single_feature_auc": aucs,
+    }
+
+
 def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Brier and ECE on the validation period before and after calibration (fitted there)."""
     rows, features = data.side("validation")
     raw = predict_raw(bundle, features)
     calibrated = apply_calibration(bundle, raw)
     result = {}
-    for target, (label, column) in TARGETS.items():
+    for target in bundle.targets:
+        label, column = TARGETS[target]
         mask = rows[label].notna().to_numpy()
         y, w = rows.loc[mask, label].to_numpy(float), per_deal_weights(rows.loc[mask, "deal_id"])
         before = compute_metrics(y, raw[column].to_numpy()[mask], w, config.ece_bins)
@@ -390,7 +463,7 @@ def bootstrap_auc_gap(
 def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
     """Calibration, lift, forecast and SHAP summary figures, keyed by artifact path."""
     figures = {}
-    for target in TARGETS:
+    for target in bundle.targets:
         p = plots[target]
         figures[f"plots/calibration_{target}.png"] = plot_calibration(p["y"], p["w"], p["predictions"], config.ece_bins)
         figures[f"plots/lift_{target}.png"] = plot_lift(p["y"], p["w"], p["predictions"])
@@ -399,7 +472,7 @@ def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: Training
     sample = test_features.sample(n=min(config.shap_sample, len(test_features)), random_state=config.seed)
     matrix = encode_bundle_matrix(bundle, sample)
     names = list(bundle.features["names"])
-    for target in TARGETS:
+    for target in bundle.targets:
         contributions = model_contributions(bundle, matrix, target)
         figures[f"plots/shap_summary_{target}.png"] = plot_shap_summary(contributions, matrix, names)
     return figures
@@ -412,14 +485,20 @@ def _share(report: dict, target: str) -> str:
 
 def write_model_card(report: dict, fingerprint: dict, config: TrainConfig, feature_names: list[str]) -> str:
     """A short markdown model card for the run."""
-    win, slip = report["win"], report["slip"]
+    win, slip = report["win"], report.get("slip")
 
     def line(block: dict, name: str) -> str:
         m = block[name]
-        return f"| {name} | {m['auc']:.3f} | {m['log_loss']:.4f} | {m['brier']:.4f} | {m['ece']:.4f} |"
+        return f"| {name} | {_num(m['auc'], '.3f')} | {_num(m['log_loss'], '.4f')} | {_num(m['brier'], '.4f')} | {_num(m['ece'], '.4f')} |"
 
     rows = "\n".join(line(win, n) for n in ("model", "stage_table", "logistic_regression"))
-    slip_rows = "\n".join(line(slip, n) for n in ("model", "stage_table", "logistic_regression"))
+    if slip is None:
+        slip_section = f"Not trained: {report['skipped']['models'].get('slip', 'no slip labels')}."
+    else:
+        slip_rows = "\n".join(line(slip, n) for n in ("model", "stage_table", "logistic_regression"))
+        slip_section = f"| predictor | AUC | log-loss | Brier | ECE |\n|---|---|---|---|---|\n{slip_rows}"
+    skipped = "\n".join(f"- {line}" for line in report.get("skipped", {}).get("lines", [])) or "- nothing"
+    alarms = "\n".join(f"- **{alarm}**" for alarm in report.get("leak_alarms", [])) or "- none"
     split = report["split"]
     return f"""# Model card: {config.names.win_model} / {config.names.slip_model}
 
@@ -442,15 +521,23 @@ Metrics are per-deal weighted (each snapshot weighs 1/snapshots of its deal).
 {rows}
 
 ## Slip model, test period
-| predictor | AUC | log-loss | Brier | ECE |
-|---|---|---|---|---|
-{slip_rows}
+{slip_section}
+
+## Left out for lack of data
+{skipped}
+
+## Leak alarms
+{alarms}
 
 **Intended use**: ranking and forecasting open B2B deals of the same CRM and process as the
 training export. **Limits**: a new sales process, new segments or a changed stage definition
 need retraining; probabilities are calibrated on the validation period and drift with the
 business; the slip model has no ground truth on generated data.
 """
+
+
+def _num(value, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
 
 
 def headline_metrics(report: dict, fingerprint: dict, trained_at: str) -> dict:
@@ -460,7 +547,7 @@ def headline_metrics(report: dict, fingerprint: dict, trained_at: str) -> dict:
         "trained_at": trained_at,
         "data_fingerprint": {"sha256": fingerprint["sha256"], "rows": fingerprint["rows"], "time_span": fingerprint["time_span"]},
         "split": report["split"],
-        "test": {t: {k: report[t]["model"][k] for k in keep} for t in ("win", "slip")},
+        "test": {t: {k: report[t]["model"][k] for k in keep} for t in ("win", "slip") if t in report},
         "linear_weight": report.get("linear_weight", {}),
     }
 

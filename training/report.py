@@ -108,16 +108,33 @@ def render_slice_table(report: dict, target: str = "win") -> Table:
     return table
 
 
+def render_leak_check(report: dict) -> str:
+    """One line: the strongest single feature and the win model's AUC against their leak-alarm thresholds."""
+    check = report.get("leak_check") or {}
+    limits = check.get("thresholds") or {}
+    if not limits:
+        return ""
+    return (
+        f"leak check: strongest single feature {check.get('strongest_feature')} AUC "
+        f"{_fmt(check.get('max_single_feature_auc'), '{:.3f}')} on the training snapshots (alarm above "
+        f"{limits['max_single_feature_auc']}); win model test AUC {_fmt(check.get('win_test_auc'), '{:.3f}')} "
+        f"(alarm above {limits['max_win_auc']}); alarms: {len(report.get('leak_alarms', []))}"
+    )
+
+
 def render_report(report: dict) -> Group:
     """Everything ``dealrisk train`` prints after training."""
     parts = [render_metric_table(report, "win")]
     if render_truth_gap(report):
         parts.append(render_truth_gap(report))
-    parts.append(render_metric_table(report, "slip"))
+    if "slip" in report:
+        parts.append(render_metric_table(report, "slip"))
     if report.get("slices"):
         parts.append(render_slice_table(report, "win"))
     if report.get("forecast"):
         parts.append(render_forecast_table(report))
+    if render_leak_check(report):
+        parts.append(render_leak_check(report))
     return Group(*parts)
 
 

@@ -28,13 +28,18 @@ CONFIG_ARTIFACT = "config/train.yaml"
 RESOLVED_CONFIG_ARTIFACT = "config/resolved.yaml"
 
 
+# Run tags the gate reads: which models the run trained, and how many leak alarms it raised.
+MODELS_TAG = "dealrisk.models"
+LEAK_ALARMS_TAG = "dealrisk.leak_alarms"
+
+
 @dataclass(frozen=True)
 class RegisteredPair:
-    """The win and slip model versions registered from one training run."""
+    """The win and slip model versions registered from one training run (slip None: not trained)."""
 
     run_id: str
     win_version: str
-    slip_version: str
+    slip_version: str | None
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -120,6 +125,8 @@ def log_training_run(
             "data.sha256": fingerprint["sha256"],
             "data.deals": str(fingerprint.get("rows", {}).get("deals")),
             "dealrisk.kind": "training",
+            MODELS_TAG: ",".join(bundle.targets),
+            LEAK_ALARMS_TAG: str(len(report.get("leak_alarms", []))),
         })
         if config_file is not None:
             mlflow.set_tags({"config.sha256": config_file.sha256, "config.file": Path(config_file.name).name})
@@ -128,8 +135,8 @@ def log_training_run(
         mlflow.log_dict(fingerprint, "data/fingerprint.json")
         mlflow.log_dict(bundle.features, "features/features.json")
         mlflow.log_dict(bundle.feature_state, "features/feature_state.json")
-        mlflow.log_dict(bundle.win_calibration.to_dict(), "calibration/win.json")
-        mlflow.log_dict(bundle.slip_calibration.to_dict(), "calibration/slip.json")
+        for target in bundle.targets:
+            mlflow.log_dict(getattr(bundle, f"{target}_calibration").to_dict(), f"calibration/{target}.json")
         mlflow.log_text(json.dumps(report, indent=2, sort_keys=True), "evaluation/report.json")
         mlflow.log_text(model_card, "model_card.md")
         for name, figure in figures.items():
@@ -149,12 +156,17 @@ def log_training_run(
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
         pip = [f"lightgbm=={package_version('lightgbm')}"]
         win_info = mlflow.lightgbm.log_model(bundle.win_model, name="win_model", pip_requirements=pip)
-        slip_info = mlflow.lightgbm.log_model(bundle.slip_model, name="slip_model", pip_requirements=pip)
+        slip_info = None  # a run that skipped the slip model registers none
+        if bundle.has("slip"):
+            slip_info = mlflow.lightgbm.log_model(bundle.slip_model, name="slip_model", pip_requirements=pip)
         run_id = run.info.run_id
 
     client = MlflowClient()
     win_version = _register(client, win_info.model_uri, names.win_model, names.challenger_alias, run_id)
-    slip_version = _register(client, slip_info.model_uri, names.slip_model, names.challenger_alias, run_id)
+    slip_version = None if slip_info is None else _register(
+        client, slip_info.model_uri, names.slip_model, names.challenger_alias, run_id)
+    if slip_version is None:  # an older run's slip challenger is not this run's: it would pair wrongly
+        remove_alias(client, names.slip_model, names.challenger_alias)
     return RegisteredPair(run_id=run_id, win_version=win_version, slip_version=slip_version)
 
 
@@ -164,6 +176,14 @@ def _register(client, model_uri: str, name: str, alias: str, run_id: str) -> str
     version = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
     client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+def remove_alias(client, name: str, alias: str) -> bool:
+    """Delete ``name@alias`` if it exists; True if there was one."""
+    if version_by_alias(client, name, alias) is None:
+        return False
+    client.delete_registered_model_alias(name, alias)
+    return True
 
 
 def run_id_of_version(client, name: str, version: str) -> str:
@@ -197,6 +217,14 @@ def download_bundle(run_id: str, destination: Path):
 
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(destination))
     return load_bundle_dir(Path(local))
+
+
+def download_report(run_id: str, destination: Path) -> dict:
+    """Download and read a training run's ``evaluation/report.json``."""
+    import mlflow  # ~1 s: see the module's imports
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/report.json", dst_path=str(destination))
+    return json.loads(Path(local).read_text())
 
 
 def download_table(run_id: str, artifact_path: str, destination: Path) -> pd.DataFrame:
