@@ -116,7 +116,7 @@ class Skips:
     reasons: dict[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        """The console/report/``GET /model`` lines: models, then fields, then other features.
+        """The console/report/``GET /model`` lines: models first, then one per missing input (``INPUTS`` order).
 
         >>> plan_skips({"deals.region": "deals have no region", "stage_history": "there is no stage_history table"}).lines()
         ['stage not used for training snapshots: there is no stage_history table; left out: current_stage, days_in_stage, days_in_stage_vs_won, stage_changes, stage_back_steps', 'features missing (NaN), not used by the models: region: deals have no region']
@@ -126,7 +126,7 @@ class Skips:
         for name, key in self.features.items():
             by_input.setdefault(key, []).append(name)
         history_of = {key: name for name, key in CHANGEABLE_FIELDS.items()}
-        for key, names in by_input.items():
+        for key, names in sorted(by_input.items(), key=lambda item: list(INPUTS).index(item[0])):
             if key in history_of:
                 out.append(f"{history_of[key]} not used for training snapshots: {self.reasons[key]}; "
                            f"left out: {describe_features(names)}")
