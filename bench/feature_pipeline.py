@@ -28,20 +28,12 @@ import time
 
 import numpy as np
 import pandas as pd
+from bench_common import make_export  # this folder is on sys.path when run as a script
 
 EVENT_TABLES = ("stage_history", "field_history", "contacts", "activities")
 
 
-def make_export(n_deals: int, seed: int):
-    """A validated generated export of ``n_deals`` deals (generation time is not measured)."""
-    from features.contract.check import check_tables
-    from generator.export import generate_export
 
-    generated = generate_export(n_deals, seed, truth_snapshots=0)
-    result = check_tables({k: v for k, v in generated.tables.items() if v is not None})
-    if result.export is None:
-        raise SystemExit(f"generated export failed the contract: {result.violations[:3]}")
-    return result.export
 
 
 def count_events(export) -> int:

@@ -33,37 +33,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_common import fit_quick_bundle, make_export  # this folder is on sys.path when run as a script
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.portfolio.postgres: the test suite's throwaway server
 
 
-def make_export(n_deals: int, seed: int):
-    """A validated generated export (generation is not measured)."""
-    from features.contract.check import check_tables
-    from generator.export import generate_export
-
-    generated = generate_export(n_deals, seed, truth_snapshots=0)
-    result = check_tables({k: v for k, v in generated.tables.items() if v is not None})
-    if result.export is None:
-        raise SystemExit(f"generated export failed the contract: {result.violations[:3]}")
-    return result.export
 
 
-def fit_quick_bundle(export, rounds: int):
-    """Training's own fit (``training.pipeline``) with the default booster capped at ``rounds``."""
-    from training.config import BoosterConfig, TrainConfig
-    from training.pipeline import fit_bundle, prepare_training_data
 
-    config = replace(TrainConfig(), booster=replace(BoosterConfig(), num_boost_round=rounds))
-    data = prepare_training_data(export, config)
-    return fit_bundle(data, config, {"trained_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")})
 
 
 def copy_open_deals(export, as_of, n_deals: int):
