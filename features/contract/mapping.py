@@ -140,20 +140,27 @@ def parse_mapping(document: object, source: str) -> dict[str, dict[str, str]]:
     return parsed
 
 
-def read_mapping_file(path: Path) -> dict[str, dict[str, str]]:
-    """Read and check one mapping file."""
+def read_yaml_file(path: Path, error: type[Exception] = ValueError):
+    """The YAML document of a mapping file; ``error`` naming the file when it is missing or unreadable.
+
+    Shared by the name mapping and the table importer's mapping, so both say the same things.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise MappingError(f"mapping file {path} does not exist") from None
+        raise error(f"mapping file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise MappingError(f"mapping file {path} cannot be read: {exc}") from None
+        raise error(f"mapping file {path} cannot be read: {exc}") from None
     try:
-        document = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise MappingError(f"mapping file {path} is not valid YAML: {exc}") from None
-    return parse_mapping(document, str(path))
+        raise error(f"mapping file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def read_mapping_file(path: Path) -> dict[str, dict[str, str]]:
+    """Read and check one mapping file."""
+    return parse_mapping(read_yaml_file(path, MappingError), str(path))
 
 
 @functools.lru_cache(maxsize=1)

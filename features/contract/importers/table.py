@@ -39,7 +39,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from features.contract.importers.sources import (
     Imported,
@@ -62,6 +61,7 @@ from features.contract.mapping import (
     merge_sections,
     normalize_name,
     parse_mapping,
+    read_yaml_file,
 )
 from features.contract.schema import CLOSED_STAGES, CONTEXT_PREFIX, OPEN_STAGES, TABLES, Column
 from features.contract.violations import Collector
@@ -241,18 +241,7 @@ def parse_spec(document, source: str) -> ImportSpec:
 
 def read_spec(path: Path) -> ImportSpec:
     """Read and check a mapping file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"mapping file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"mapping file {path} cannot be read: {exc}") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_spec(document, str(path))
+    return parse_spec(read_yaml_file(path, SpecError), str(path))
 
 
 def source_files(spec: ImportSpec, src: Path) -> dict[str, Path]:
