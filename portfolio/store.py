@@ -32,7 +32,7 @@ the frames ``ScoreStore.history()``, ``latest()`` and ``snapshots()`` return (``
 |---|---|---|
 | ``deal_id`` | str | the CRM's deal id |
 | ``as_of`` | datetime64[us, UTC] | the moment the deal was scored as of |
-| ``win_version``, ``slip_version`` | str | registry versions of the win and slip models |
+| ``win_version``, ``slip_version`` | str | registry versions of the win and slip models (``slip_version`` "" when the champion has no slip model) |
 | ``run_id`` | int64 | the ``scoring_runs`` row that last wrote it |
 | ``scored_at`` | datetime64[us, UTC] | when it was written |
 | ``source`` | str | ``batch`` or ``api`` (the run's) |
@@ -41,7 +41,7 @@ the frames ``ScoreStore.history()``, ``latest()`` and ``snapshots()`` return (``
 | ``amount`` | float64 | amount as of ``as_of`` (from the field history); NaN when unknown |
 | ``expected_close_date`` | datetime64[us, UTC] | expected close date known at ``as_of``; NaT when unknown |
 | ``segment``, ``lead_source`` | str | the deal's segment and lead source (channel) |
-| ``win_probability``, ``slip_probability`` | float64 | calibrated probabilities |
+| ``win_probability``, ``slip_probability`` | float64 | calibrated probabilities (slip missing without a slip model) |
 | ``score`` | int64 | win probability in percent, 1-99 |
 | ``grade`` | str | A-D (``features.model.grades``) |
 | ``risk_level`` | str | as ``features.model.grades`` defines it at scoring time |
@@ -111,7 +111,7 @@ deal_scores = sa.Table(
     sa.Column("segment", sa.String(200)),
     sa.Column("lead_source", sa.String(200)),
     sa.Column("win_probability", sa.Float, nullable=False),
-    sa.Column("slip_probability", sa.Float, nullable=False),
+    sa.Column("slip_probability", sa.Float, nullable=True),  # null: the champion has no slip model
     sa.Column("score", sa.Integer, nullable=False),
     sa.Column("grade", sa.String(8), nullable=False),
     sa.Column("risk_level", sa.String(16), nullable=False),
@@ -199,7 +199,8 @@ def score_rows(explained: pd.DataFrame, features: pd.DataFrame, deals: pd.DataFr
         "deal_id": explained["deal_id"].astype(str).to_numpy(dtype=object),
         "as_of": as_of.to_numpy(),
         "win_version": np.full(n, str(versions.get("win", "")), dtype=object),
-        "slip_version": np.full(n, str(versions.get("slip", "")), dtype=object),
+        # A win-only champion (no slip model trained: features.pointintime.inputs) keys its rows by "".
+        "slip_version": np.full(n, str(versions.get("slip") or ""), dtype=object),
         "owner_id": _texts(deals["owner_id"]),
         "stage": _texts(stage),
         "amount": explained["amount"].to_numpy(dtype=float, na_value=np.nan),

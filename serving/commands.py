@@ -139,7 +139,7 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
         store.close()
     v = model.versions
     typer.echo(f"scored {len(rows):,} open deals of {data} as of {moment.isoformat()} with "
-               f"{config.names.win_model} v{v['win']} / {config.names.slip_model} v{v['slip']}; "
+               f"{config.names.describe(v)}; "
                f"stored as run {run_id} in {store.describe()}")
     if out is not None:
         try:

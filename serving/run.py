@@ -80,7 +80,7 @@ def check_champion() -> str:
         raise ServeError(f"dealrisk serve: cannot start: {exc}") from None
     v = model.versions
     return (
-        f"{config.names.champion_alias} models: {config.names.win_model} v{v['win']}, {config.names.slip_model} v{v['slip']} "
+        f"{config.names.champion_alias} models: {config.names.describe(v)} "
         f"from {config.tracking_uri}"
     )
 

@@ -100,9 +100,7 @@ class DealRiskService:
         freeze_startup_objects()
         versions = self.reloader.champion.versions
         logger.info(
-            "dealrisk: serving %s v%s and %s v%s from %s",
-            self.config.names.win_model, versions["win"],
-            self.config.names.slip_model, versions["slip"] or " absent (not trained)", self.config.tracking_uri,
+            "dealrisk: serving %s from %s", self.config.names.describe(versions), self.config.tracking_uri,
         )
         if server_context.worker_index is not None:
             log_fair_accept(self.config.fair_accept, server_context.worker_index, running_loop())

@@ -65,6 +65,19 @@ class RegisteredNames:
         if self.champion_alias == self.challenger_alias:
             raise RegisteredNameError(f"the champion and challenger aliases need different names, both are {self.champion_alias!r}")
 
+    def describe(self, versions: Mapping[str, object]) -> str:
+        """The served pair in words, for start-up lines: a win-only champion says so.
+
+        >>> RegisteredNames().describe({"win": "3", "slip": "3"})
+        'deal-win v3, deal-slip v3'
+        >>> RegisteredNames().describe({"win": "4", "slip": None})
+        'deal-win v4 (no deal-slip: the champion run trained no slip model)'
+        """
+        win = f"{self.win_model} v{versions.get('win')}"
+        if versions.get("slip") in (None, ""):
+            return f"{win} (no {self.slip_model}: the champion run trained no slip model)"
+        return f"{win}, {self.slip_model} v{versions.get('slip')}"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "RegisteredNames":
         """Names from ``environ`` (default ``os.environ``); unset or empty variables keep the default."""

@@ -60,6 +60,18 @@ def test_rescoring_the_same_deal_as_of_and_models_replaces_the_row(opened):
     assert len(opened.runs()) == 2  # every run is recorded, its rows replaced
 
 
+def test_a_win_only_champion_stores_its_scores_with_slip_missing(opened):
+    # A deals-only export trains no slip model: its scores carry no slip probability and no slip version.
+    rows = rows_of([deal("D1", 0.30, slip=float("nan")), deal("D2", 0.60, slip=float("nan"))], "2026-03-02",
+                   versions=("4", None))
+    opened.write(rows, "batch", "x")
+    opened.write(rows, "batch", "x")  # idempotent with the empty slip version in the key
+    history = opened.history()
+    assert len(history) == 2
+    assert history["slip_probability"].isna().all() and set(history["slip_version"]) == {""}
+    assert set(history["win_version"]) == {"4"}
+
+
 def test_another_model_pair_or_as_of_adds_a_row(opened):
     opened.write(rows_of([deal("D1", 0.30)], "2026-03-02"), "batch", "x")
     opened.write(rows_of([deal("D1", 0.40)], "2026-03-02", versions=("2", "2")), "batch", "x")
