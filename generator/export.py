@@ -42,14 +42,14 @@ from generator.simulation import (
     DealState,
     SimulationParams,
     advance_day,
-    estimate_creation_probability,
-    estimate_win_probability,
+    estimate_creation_probabilities,
+    estimate_outcome_probabilities,
     open_deals,
     sigmoid,
 )
 
 DEFAULT_EXPORT_DATE = pd.Timestamp("2026-07-01T00:00:00Z")
-TRUTH_COLUMNS = ["deal_id", "as_of", "true_win_probability", "kind"]
+TRUTH_COLUMNS = ["deal_id", "as_of", "true_win_probability", "true_slip_probability", "kind"]
 Progress = Callable[[str, int, int], None]
 
 SEGMENTS = ("smb", "mid_market", "enterprise")
@@ -324,11 +324,13 @@ class Simulation:
     snapshot_deals: np.ndarray
     snapshot_as_of: np.ndarray  # whole days: the snapshot is the state at the end of day as_of - 1
     snapshot_states: DealState | None
+    snapshot_expected_close: np.ndarray | None = None  # whole days, as known at as_of (the slip label's date)
     # Weekly grid (``capture_grid``): the state of each open deal at the midnight starting the day of
     # each of its weekly points created_at + 7k days, k >= 1 (the training snapshots' grid).
     grid_deals: np.ndarray | None = None
     grid_weeks: np.ndarray | None = None  # k
     grid_states: DealState | None = None
+    grid_expected_close: np.ndarray | None = None
 
 
 def concat_states(states: list[DealState]) -> DealState | None:
@@ -367,6 +369,7 @@ def simulate_deals(
     snap_deals: list[np.ndarray] = []
     snap_days: list[np.ndarray] = []
     snap_states: list[DealState] = []
+    snap_expected: list[np.ndarray] = []
     snaps_per_day = rng.multinomial(truth_snapshots, np.full(span_days, 1.0 / span_days))
     day_start = np.searchsorted(pop.created, np.arange(span_days + 1))
     type_probs = np.array([[0.9, 0.06, 0.04], [0.25, 0.4, 0.35]])  # without / with an earlier win
@@ -377,6 +380,7 @@ def simulate_deals(
     grid_deals: list[np.ndarray] = []
     grid_weeks: list[np.ndarray] = []
     grid_states: list[DealState] = []
+    grid_expected: list[np.ndarray] = []
 
     for day in range(span_days):
         n_created = day_start[day]
@@ -417,6 +421,7 @@ def simulate_deals(
             snap_deals.append(picked)
             snap_days.append(np.full(len(picked), day + 1))
             snap_states.append(state.take(picked))
+            snap_expected.append(expected_close[picked].copy())
         if capture_grid and day >= 6:
             candidates = by_weekday[(day + 1) % 7]
             candidates = candidates[: np.searchsorted(candidates, day_start[day - 5])]  # created by day - 6
@@ -425,6 +430,7 @@ def simulate_deals(
                 grid_deals.append(due)
                 grid_weeks.append((day + 1 - created_day[due]) // 7)
                 grid_states.append(state.take(due))
+                grid_expected.append(expected_close[due].copy())
         if progress is not None and (day % 10 == 0 or day == span_days - 1):
             progress("simulate", day + 1, span_days)
 
@@ -435,9 +441,11 @@ def simulate_deals(
         snapshot_deals=np.concatenate(snap_deals) if snap_deals else np.array([], np.int64),
         snapshot_as_of=np.concatenate(snap_days) if snap_days else np.array([], np.int64),
         snapshot_states=concat_states(snap_states),
+        snapshot_expected_close=np.concatenate(snap_expected) if snap_expected else np.array([], np.int64),
         grid_deals=np.concatenate(grid_deals) if grid_deals else np.array([], np.int64),
         grid_weeks=np.concatenate(grid_weeks) if grid_weeks else np.array([], np.int64),
         grid_states=concat_states(grid_states),
+        grid_expected_close=np.concatenate(grid_expected) if grid_expected else np.array([], np.int64),
     )
 
 
@@ -721,21 +729,24 @@ def build_truth(
     grid_rows: np.ndarray | None = None,
     grid_rng: np.random.Generator | None = None,
 ) -> pd.DataFrame:
-    """True win probabilities: every deal at creation, the sampled open (deal, as_of) moments and
-    the chosen weekly-grid points (``grid_rows`` of ``sim.grid_*``, estimated with ``grid_rng``)."""
+    """True win and slip probabilities: every deal at creation, the sampled open (deal, as_of)
+    moments and the chosen weekly-grid points (``grid_rows`` of ``sim.grid_*``, with ``grid_rng``).
+
+    Slip is the training label's event: not won by the calendar day of the expected close date
+    known at ``as_of``. A continuation from the state at midnight of day D simulates day D first,
+    so "won by day E" is "won within E - D + 1 simulated days".
+    """
     n = len(pop.created)
     deal_ids = format_ids("D", np.arange(1, n + 1), 7)
     if progress is not None:
         progress("truth at creation", 0, 1)
-    creation = estimate_creation_probability(sim.state.quality, sim.state.pace, rng, params)
+    # A new deal is first simulated the day after its creation; its first close date is 7 x planned weeks later.
+    creation, creation_by = estimate_creation_probabilities(
+        sim.state.quality, sim.state.pace, rng, params, win_within=7 * pop.planned_weeks
+    )
     if progress is not None:
         progress("truth at creation", 1, 1)
-    frames = [
-        pd.DataFrame(
-            {"deal_id": text_array(deal_ids), "as_of": text_array(format_timestamps(pop.created, start)),
-             "true_win_probability": np.round(creation, 4), "kind": "creation"}
-        )
-    ]
+    frames = [truth_frame(deal_ids, format_timestamps(pop.created, start), creation, creation_by, "creation")]
 
     def ticker(step: str, total: int) -> Callable[[int], None]:
         done = [0]
@@ -749,33 +760,58 @@ def build_truth(
 
     if sim.snapshot_states is not None and len(sim.snapshot_deals):
         tick = ticker("truth at snapshots", len(sim.snapshot_deals))
-        snapshot = estimate_win_probability(sim.snapshot_states, n_paths, rng, params, progress=tick)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "deal_id": text_array(deal_ids[sim.snapshot_deals]),
-                    "as_of": text_array(format_timestamps(sim.snapshot_as_of.astype(float), start)),
-                    "true_win_probability": np.round(snapshot, 4),
-                    "kind": "snapshot",
-                }
-            )
+        within = sim.snapshot_expected_close - sim.snapshot_as_of + 1
+        snapshot, snapshot_by = estimate_outcome_probabilities(
+            sim.snapshot_states, n_paths, rng, params, win_within=within, progress=tick
         )
+        as_of = format_timestamps(sim.snapshot_as_of.astype(float), start)
+        frames.append(truth_frame(deal_ids[sim.snapshot_deals], as_of, snapshot, snapshot_by, "snapshot"))
     if grid_rows is not None and len(grid_rows):
         deals = sim.grid_deals[grid_rows]
-        as_of = to_minutes(pop.created[deals]) + MINUTES_PER_WEEK * sim.grid_weeks[grid_rows]
+        weeks = sim.grid_weeks[grid_rows]
+        as_of = to_minutes(pop.created[deals]) + MINUTES_PER_WEEK * weeks
+        midnight = np.floor(pop.created[deals]).astype(np.int64) + 7 * weeks
+        expected = expected_close_at(sim, deals, as_of, sim.grid_expected_close[grid_rows])
         tick = ticker("truth at weekly points", len(grid_rows))
-        grid = estimate_win_probability(sim.grid_states.take(grid_rows), n_paths, grid_rng, params, progress=tick)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "deal_id": text_array(deal_ids[deals]),
-                    "as_of": text_array(format_minutes(as_of, start)),
-                    "true_win_probability": np.round(grid, 4),
-                    "kind": "grid",
-                }
-            )
+        grid, grid_by = estimate_outcome_probabilities(
+            sim.grid_states.take(grid_rows), n_paths, grid_rng, params, win_within=expected - midnight + 1, progress=tick,
         )
+        frames.append(truth_frame(deal_ids[deals], format_minutes(as_of, start), grid, grid_by, "grid"))
     return pd.concat(frames, ignore_index=True)[TRUTH_COLUMNS]
+
+
+def expected_close_at(sim: Simulation, deals: np.ndarray, as_of_minutes: np.ndarray, at_midnight: np.ndarray) -> np.ndarray:
+    """The expected close day of ``deals`` as the CRM shows it at ``as_of_minutes``: the value at the
+    midnight before, moved by a close-date change logged that day at or before ``as_of`` (as the
+    slip label reads it from ``field_history``, whose times are rounded down to the minute)."""
+    log = sim.fields
+    dated = log["field"] == 0
+    change_deal = log["deal"][dated].astype(np.int64)
+    change_minute = to_minutes(log["time"][dated])
+    span = int(max(change_minute.max(initial=0), as_of_minutes.max(initial=0))) + 1
+    keys = change_deal * span + change_minute
+    order = np.argsort(keys, kind="stable")
+    keys, new = keys[order], log["new"][dated][order]
+    last = np.searchsorted(keys, deals * span + as_of_minutes, side="right") - 1
+    found = last >= 0
+    same_day = np.zeros(len(deals), bool)
+    same_day[found] = (keys[last[found]] // span == deals[found]) & (
+        keys[last[found]] % span >= (as_of_minutes[found] // 1440) * 1440
+    )
+    return np.where(same_day, new[np.maximum(last, 0)], at_midnight).astype(np.int64)
+
+
+def truth_frame(deal_ids: np.ndarray, as_of: np.ndarray, win: np.ndarray, won_by_close: np.ndarray, kind: str) -> pd.DataFrame:
+    """Truth rows: P(win) and P(slip) = 1 - P(won by the expected close date), rounded to 4 places."""
+    return pd.DataFrame(
+        {
+            "deal_id": text_array(deal_ids),
+            "as_of": text_array(as_of),
+            "true_win_probability": np.round(win, 4),
+            "true_slip_probability": np.round(1.0 - won_by_close, 4),
+            "kind": kind,
+        }
+    )
 
 
 def generate_export(

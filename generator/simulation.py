@@ -279,22 +279,35 @@ def advance_day(
 def simulate_to_close(
     state: DealState, rng: np.random.Generator, params: SimulationParams
 ) -> np.ndarray:
-    """Run every deal in ``state`` (consumed) forward until it closes; return a won flag per deal.
+    """Run every deal in ``state`` (consumed) forward until it closes; return a won flag per deal."""
+    return simulate_close(state, rng, params)[0]
+
+
+def simulate_close(
+    state: DealState, rng: np.random.Generator, params: SimulationParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run every deal in ``state`` (consumed) forward until it closes: a won flag per deal and the
+    step it closed on (1 = the first simulated day; 0 for a deal closed already).
 
     Closed deals are dropped from the working state once they are a fifth of it, so each step
-    works on whole arrays without index gathers.
+    works on whole arrays without index gathers. A closed deal never moves again and its
+    ``days_in_stage`` counts the days since it closed, which gives its closing step for free.
     """
     won = state.stage == WON
+    closed_step = np.zeros(len(state), np.int32)
     index = np.arange(len(state))
     work = state.take(np.flatnonzero(state.stage < N_OPEN))
     index = index[state.stage < N_OPEN]
+    step = 0
     while len(work):
         advance_day(work, None, rng, params)
+        step += 1
         is_open = work.stage < N_OPEN
         if is_open.sum() < 0.8 * len(work):
             won[index[~is_open]] = work.stage[~is_open] == WON
+            closed_step[index[~is_open]] = step - work.days_in_stage[~is_open]
             work, index = work.take(np.flatnonzero(is_open)), index[is_open]
-    return won
+    return won, closed_step
 
 
 def estimate_win_probability(
@@ -306,17 +319,38 @@ def estimate_win_probability(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """P(win | hidden state) per deal, by continuing each state ``n_paths`` times to its close."""
+    return estimate_outcome_probabilities(state, n_paths, rng, params, chunk_paths=chunk_paths, progress=progress)[0]
+
+
+def estimate_outcome_probabilities(
+    state: DealState,
+    n_paths: int,
+    rng: np.random.Generator,
+    params: SimulationParams,
+    win_within: np.ndarray | None = None,
+    chunk_paths: int = 200_000,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """P(win | hidden state) per deal and, with ``win_within`` (days per deal), P(won on one of the
+    next ``win_within`` simulated days), from the same ``n_paths`` continuations of each state.
+
+    The same random draws as ``estimate_win_probability``: asking for the second changes the first in nothing.
+    """
     n = len(state)
     result = np.empty(n)
+    within = None if win_within is None else np.empty(n)
     per_chunk = max(1, chunk_paths // n_paths)
     for start in range(0, n, per_chunk):
         stop = min(n, start + per_chunk)
         paths = state.take(np.repeat(np.arange(start, stop), n_paths))
-        won = simulate_to_close(paths, rng, params)
+        won, steps = simulate_close(paths, rng, params)
         result[start:stop] = won.reshape(stop - start, n_paths).mean(axis=1)
+        if within is not None:
+            limit = np.repeat(np.asarray(win_within)[start:stop], n_paths)
+            within[start:stop] = (won & (steps <= limit)).reshape(stop - start, n_paths).mean(axis=1)
         if progress is not None:
             progress(stop - start)
-    return result
+    return result, within
 
 
 def estimate_creation_probability(
@@ -327,25 +361,52 @@ def estimate_creation_probability(
     grid_size: tuple[int, int] = (17, 7),
     n_paths: int = 200,
 ) -> np.ndarray:
-    """P(win | state at creation) per deal.
+    """P(win | state at creation) per deal (``estimate_creation_probabilities`` without the timing)."""
+    return estimate_creation_probabilities(quality, pace, rng, params, grid_size=grid_size, n_paths=n_paths)[0]
+
+
+def estimate_creation_probabilities(
+    quality: np.ndarray,
+    pace: np.ndarray,
+    rng: np.random.Generator,
+    params: SimulationParams,
+    win_within: np.ndarray | None = None,
+    grid_size: tuple[int, int] = (17, 7),
+    n_paths: int = 200,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """P(win | state at creation) per deal and, with ``win_within``, P(won within that many days).
 
     At creation the hidden state is fully described by two numbers (quality, pace): momentum,
     budget shocks and engagement all start at zero and the first contact is still to be drawn.
     The probability is estimated by Monte Carlo on a grid of (quality, pace) and interpolated
-    bilinearly, which is far cheaper than continuing every deal and as accurate.
+    bilinearly, which is far cheaper than continuing every deal and as accurate; the timing part
+    interpolates each cell's share of paths won by each day the same way.
     """
     q_grid = np.linspace(quality.min() - 1e-6, quality.max() + 1e-6, grid_size[0])
     p_grid = np.linspace(pace.min() - 1e-6, pace.max() + 1e-6, grid_size[1])
     qq, pp = np.meshgrid(q_grid, p_grid, indexing="ij")
     state = DealState.fresh(np.repeat(qq.ravel(), n_paths), np.repeat(pp.ravel(), n_paths))
     open_deals(state, np.arange(len(state)), rng, params)
-    won = simulate_to_close(state, rng, params)
+    won, steps = simulate_close(state, rng, params)
     table = won.reshape(grid_size[0], grid_size[1], n_paths).mean(axis=2)
     qi = np.clip(np.searchsorted(q_grid, quality) - 1, 0, grid_size[0] - 2)
     pi = np.clip(np.searchsorted(p_grid, pace) - 1, 0, grid_size[1] - 2)
     qf = (quality - q_grid[qi]) / (q_grid[qi + 1] - q_grid[qi])
     pf = (pace - p_grid[pi]) / (p_grid[pi + 1] - p_grid[pi])
-    return (
-        table[qi, pi] * (1 - qf) * (1 - pf) + table[qi + 1, pi] * qf * (1 - pf)
-        + table[qi, pi + 1] * (1 - qf) * pf + table[qi + 1, pi + 1] * qf * pf
-    )
+
+    def interpolate(cells: np.ndarray, *last: np.ndarray) -> np.ndarray:
+        return (
+            cells[(qi, pi, *last)] * (1 - qf) * (1 - pf) + cells[(qi + 1, pi, *last)] * qf * (1 - pf)
+            + cells[(qi, pi + 1, *last)] * (1 - qf) * pf + cells[(qi + 1, pi + 1, *last)] * qf * pf
+        )
+
+    if win_within is None:
+        return interpolate(table), None
+    horizon = int(steps.max()) + 1
+    won_on = np.zeros((grid_size[0] * grid_size[1], horizon))
+    cell = np.repeat(np.arange(grid_size[0] * grid_size[1]), n_paths)
+    np.add.at(won_on, (cell[won], steps[won]), 1.0 / n_paths)
+    won_by = np.cumsum(won_on, axis=1).reshape(grid_size[0], grid_size[1], horizon)
+    day = np.clip(np.asarray(win_within, dtype=np.int64), -1, horizon - 1)
+    by = np.where(day < 0, 0.0, interpolate(won_by, np.maximum(day, 0)))
+    return interpolate(table), by

@@ -88,3 +88,18 @@ def test_one_point_per_deal_by_default_and_none_without_grid_deals():
     with pytest.raises(ValueError, match="truth_grid_points"):
         generate_export(10, 1, truth_grid_points=-1)
     assert np.isfinite(one.truth["true_win_probability"]).all()
+
+
+def test_slip_truth_counts_never_winning_and_tracks_the_slip_label(gridded, export):
+    from features.pointintime.snapshots import label_snapshots
+
+    truth = gridded.truth
+    # not won by the close date includes never won: slip >= 1 - win on every row (same paths)
+    assert (truth["true_slip_probability"] >= 1 - truth["true_win_probability"] - 1e-4).all()
+    grid = truth[truth["kind"] == "grid"].reset_index(drop=True)
+    points = pd.DataFrame({"deal_id": grid["deal_id"], "as_of": pd.to_datetime(grid["as_of"], utc=True).astype("datetime64[us, UTC]")})
+    slipped = label_snapshots(export, points)["slipped"].to_numpy()
+    known = ~np.isnan(slipped)
+    assert known.mean() > 0.95
+    assert roc_auc_score(slipped[known], grid["true_slip_probability"][known]) > 0.85
+    assert abs(grid["true_slip_probability"][known].mean() - slipped[known].mean()) < 0.05
