@@ -11,17 +11,38 @@ import math
 import numpy as np
 import pandas as pd
 
-from training.metrics import compute_metrics, forecast_by_month
+from training.metrics import INTERVAL_METRICS, LEAD_SIGN, bootstrap_intervals, compute_metrics, forecast_by_month
 
 HEADLINE: tuple[str, ...] = ("auc", "pr_auc", "log_loss", "brier", "ece", "lift_top_decile")
 SLICE_METRICS: tuple[str, ...] = ("auc", "brier", "ece")
 
 
 def evaluate_predictions(
-    y: np.ndarray, w: np.ndarray, predictions: dict[str, np.ndarray], bins: int = 10
+    y: np.ndarray, w: np.ndarray, predictions: dict[str, np.ndarray], bins: int = 10, deal_ids=None, seed: int = 0
 ) -> dict[str, dict[str, float]]:
-    """Metrics of each named prediction (model, stage_table, logistic_regression) on the same rows."""
-    return {name: compute_metrics(y, p, w, bins) for name, p in predictions.items()}
+    """Metrics of each named prediction (model, stage_table, logistic_regression) on the same rows.
+
+    With ``deal_ids``, AUC, Brier, ECE and log-loss each get a 90% deal-bootstrap interval
+    (``auc_ci90_low`` / ``auc_ci90_high``, ...), and ``lead_over_<baseline>`` holds the model's lead
+    over each baseline (AUC higher, Brier / ECE / log-loss lower: positive = the model is better)
+    with its interval from the same resamples, so "the model beats the stage table" can be told
+    from luck: it is real when the interval's low end is above 0.
+    """
+    result = {name: compute_metrics(y, p, w, bins) for name, p in predictions.items()}
+    if deal_ids is None:
+        return result
+    baselines = [name for name in predictions if name != "model"] if "model" in predictions else []
+    intervals = bootstrap_intervals(deal_ids, y, w, predictions, tuple(("model", b) for b in baselines), seed=seed, bins=bins)
+    for name in predictions:
+        for metric in INTERVAL_METRICS:
+            result[name][f"{metric}_ci90_low"], result[name][f"{metric}_ci90_high"] = intervals[name][metric]
+    for baseline in baselines:
+        lead = {}
+        for metric in INTERVAL_METRICS:
+            lead[metric] = LEAD_SIGN[metric] * (result["model"][metric] - result[baseline][metric])
+            lead[f"{metric}_ci90_low"], lead[f"{metric}_ci90_high"] = intervals[f"model-{baseline}"][metric]
+        result[f"lead_over_{baseline}"] = lead
+    return result
 
 
 def evaluate_slices(

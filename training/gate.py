@@ -23,9 +23,12 @@ import pandas as pd
 
 from features.model.names import RegisteredNames
 from training.config import GateConfig
-from training.metrics import compute_metrics, per_deal_weights
+from training.metrics import bootstrap_intervals, compute_metrics, per_deal_weights
 
 TARGETS: dict[str, tuple[str, str]] = {"win": ("won", "win_probability"), "slip": ("slipped", "slip_probability")}
+# MLflow param training logs: "False" for a run trained below minimum.reliable_closed closed deals whose
+# lead over the stage table was within luck (training.pipeline.judge_small_data); never promoted but by force.
+PROMOTABLE_PARAM = "data.promotable"
 
 
 class PromotionError(RuntimeError):
@@ -42,8 +45,13 @@ class GateDecision:
     champion: dict = field(default_factory=dict)
 
 
-def decide_promotion(challenger: dict, champion: dict | None, config: GateConfig) -> GateDecision:
+def decide_promotion(challenger: dict, champion: dict | None, config: GateConfig, leads: dict | None = None) -> GateDecision:
     """Compare metrics of both models on the same points; None champion -> promote.
+
+    ``leads`` (``lead_intervals``): per target, the 90% deal-bootstrap interval of the challenger's
+    lead in AUC and log-loss; each reason then says whether the lead is outside it (a real
+    difference) or inside (luck of which deals the test period holds). The decision itself is
+    the tolerance rule: a challenger within luck of the champion is promoted (newer data).
 
     >>> good = {"win": {"auc": 0.80, "log_loss": 0.50}}
     >>> decide_promotion(good, {"win": {"auc": 0.802, "log_loss": 0.501}}, GateConfig()).promote
@@ -68,24 +76,51 @@ def decide_promotion(challenger: dict, champion: dict | None, config: GateConfig
         auc_ok = new["auc"] >= old["auc"] - config.auc_drop
         loss_ok = new["log_loss"] <= old["log_loss"] * (1 + config.log_loss_rise)
         ok = ok and auc_ok and loss_ok
+        interval = (leads or {}).get(target, {})
         reasons.append(
             f"{target}: AUC challenger {new['auc']:.4f} vs champion {old['auc']:.4f} "
-            f"({'ok' if auc_ok else f'drops more than {config.auc_drop}'}); "
+            f"({'ok' if auc_ok else f'drops more than {config.auc_drop}'}){describe_lead(new['auc'] - old['auc'], interval.get('auc'))}; "
             f"log-loss challenger {new['log_loss']:.4f} vs champion {old['log_loss']:.4f} "
             f"({'ok' if loss_ok else f'rises more than {config.log_loss_rise:.0%}'})"
+            f"{describe_lead(old['log_loss'] - new['log_loss'], interval.get('log_loss'))}"
         )
     return GateDecision(ok, tuple(reasons), challenger, champion)
 
 
-def score_bundle_on_points(bundle, export, points: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Re-score a bundle on labelled points (deal_id, as_of, won, slipped): per-deal weighted metrics."""
-    from features.model.predict import predict_probabilities
-    from features.pointintime.pipeline import build_features
-    from features.pointintime.state import FeatureState
+def describe_lead(lead: float, interval: tuple[float, float] | None) -> str:
+    """", lead +0.0021 (90% -0.0014 .. +0.0057: inside, luck)" - empty without an interval.
 
-    state = FeatureState.from_dict(bundle.feature_state)
-    frame = build_features(export, points[["deal_id", "as_of"]], state)
-    probabilities = predict_probabilities(bundle, frame)
+    >>> describe_lead(0.01, (0.004, 0.016))
+    ', lead +0.0100 (90% +0.0040 .. +0.0160: outside, a real lead)'
+    >>> describe_lead(-0.002, (-0.006, 0.001))
+    ', lead -0.0020 (90% -0.0060 .. +0.0010: inside, luck)'
+    """
+    if not interval or not all(math.isfinite(bound) for bound in interval):
+        return ""
+    low, high = interval
+    verdict = "outside, a real lead" if low > 0 else "outside, really behind" if high < 0 else "inside, luck"
+    return f", lead {lead:+.4f} (90% {low:+.4f} .. {high:+.4f}: {verdict})"
+
+
+def lead_intervals(points: pd.DataFrame, new: pd.DataFrame, old: pd.DataFrame, targets, seed: int = 0) -> dict:
+    """Per target, 90% deal-bootstrap intervals of the challenger's lead over the champion (AUC
+    higher, log-loss lower: positive = the challenger is better), both scored on the same points
+    and the same resampled deals."""
+    result = {}
+    for target in targets:
+        label, column = TARGETS[target]
+        mask = points[label].notna().to_numpy()
+        y, w = points.loc[mask, label].to_numpy(dtype=float), per_deal_weights(points.loc[mask, "deal_id"])
+        predictions = {"challenger": new[column].to_numpy()[mask], "champion": old[column].to_numpy()[mask]}
+        intervals = bootstrap_intervals(points.loc[mask, "deal_id"], y, w, predictions, (("challenger", "champion"),), seed=seed)
+        result[target] = {metric: intervals["challenger-champion"][metric] for metric in ("auc", "log_loss")}
+    return result
+
+
+def score_bundle_on_points(bundle, export, points: pd.DataFrame, probabilities: pd.DataFrame | None = None) -> dict[str, dict[str, float]]:
+    """Re-score a bundle on labelled points (deal_id, as_of, won, slipped): per-deal weighted metrics."""
+    if probabilities is None:
+        probabilities = predict_on_points(bundle, export, points)
     result = {}
     for target in bundle.targets:
         label, column = TARGETS[target]
@@ -95,6 +130,16 @@ def score_bundle_on_points(bundle, export, points: pd.DataFrame) -> dict[str, di
         metrics = compute_metrics(y, probabilities[column].to_numpy()[mask], w)
         result[target] = {"auc": metrics["auc"], "log_loss": metrics["log_loss"], "brier": metrics["brier"]}
     return result
+
+
+def predict_on_points(bundle, export, points: pd.DataFrame) -> pd.DataFrame:
+    """The bundle's calibrated probabilities at (deal_id, as_of) points, with its own feature state."""
+    from features.model.predict import predict_probabilities
+    from features.pointintime.pipeline import build_features
+    from features.pointintime.state import FeatureState
+
+    state = FeatureState.from_dict(bundle.feature_state)
+    return predict_probabilities(bundle, build_features(export, points[["deal_id", "as_of"]], state))
 
 
 def run_promote(
@@ -166,9 +211,21 @@ def run_promote(
     if force:
         move()
         return GateDecision(True, (f"forced: {win_name} v{version}",))
+    unproven = client.get_run(run_id).data.params.get(PROMOTABLE_PARAM) == "False"
+
+    def refuse_unproven(decision: GateDecision) -> GateDecision:
+        reason = (f"refused: run {run_id} ({win_name} v{version}) was trained on fewer closed deals than "
+                  "minimum.reliable_closed and its lead over the CRM stage table on its test period is within luck "
+                  "(its report's small_data); the challenger stays registered and the champion alias stays where it "
+                  f"is. `dealrisk promote --version {version} --force` promotes it anyway")
+        echo(reason)
+        return GateDecision(False, (*decision.reasons, reason), decision.challenger, decision.champion)
+
     champion = version_by_alias(client, win_name, names.champion_alias)
     if champion is None:
         decision = decide_promotion({}, None, config)
+        if unproven:
+            return refuse_unproven(decision)
         move()
         return decision
     champion_run = run_id_of_version(client, win_name, str(champion.version))
@@ -185,11 +242,18 @@ def run_promote(
     export = load_export(data, mapping=mapping)
     with tempfile.TemporaryDirectory() as tmp:
         points = download_table(run_id, "evaluation/test_points.parquet", Path(tmp) / "points")
-        new = score_bundle_on_points(download_bundle(run_id, Path(tmp) / "challenger"), export, points)
-        old = score_bundle_on_points(download_bundle(champion_run, Path(tmp) / "champion"), export, points)
-    decision = decide_promotion(new, old, config)
+        new_bundle = download_bundle(run_id, Path(tmp) / "challenger")
+        old_bundle = download_bundle(champion_run, Path(tmp) / "champion")
+    new_probabilities = predict_on_points(new_bundle, export, points)
+    old_probabilities = predict_on_points(old_bundle, export, points)
+    new = score_bundle_on_points(new_bundle, export, points, new_probabilities)
+    old = score_bundle_on_points(old_bundle, export, points, old_probabilities)
+    shared = [target for target in new_bundle.targets if target in old_bundle.targets]
+    decision = decide_promotion(new, old, config, lead_intervals(points, new_probabilities, old_probabilities, shared))
     for reason in decision.reasons:
         echo(reason)
+    if decision.promote and unproven:
+        return refuse_unproven(decision)
     if decision.promote:
         move()
     else:

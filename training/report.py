@@ -26,8 +26,24 @@ def _fmt(value, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
+INTERVAL_KEYS = ("auc", "log_loss", "brier", "ece")  # the columns that carry a 90% deal-bootstrap interval
+INTERVAL_CAPTION = "(low-high): 90% interval from resampling deals (200 times); only a difference outside it is more than luck"
+
+
+def _cell(block: dict, key: str, pattern: str, prefix: str = "") -> str:
+    """A metric, with its interval in brackets when the block has one: ``0.846 (0.831-0.860)``."""
+    value = block.get(f"{prefix}{key}")
+    low, high = block.get(f"{prefix}{key}_ci90_low"), block.get(f"{prefix}{key}_ci90_high")
+    if value is None or key not in INTERVAL_KEYS or low is None or high is None:
+        return _fmt(value, pattern)
+    return f"{pattern.format(value)} ({pattern.format(low)}-{pattern.format(high)})"
+
+
 def render_metric_table(report: dict, target: str) -> Table:
-    """One table per target: model and baselines on the test period, then the truth comparison."""
+    """One table per target: model and baselines on the test period, then the truth comparison.
+
+    AUC, log-loss, Brier and ECE carry their 90% deal-bootstrap intervals.
+    """
     title = (
         f"{target} model - test: deals created {report['split']['test_start'][:10]} .. {report['split']['end'][:10]}, "
         "per-deal weighted (each snapshot weighs 1/snapshots of its deal)"
@@ -38,33 +54,70 @@ def render_metric_table(report: dict, target: str) -> Table:
         table.add_column(header, justify="right")
     block = report[target]
     weight = report.get("linear_weight", {}).get(target)
+    method = (report.get("calibration", {}).get(target) or {}).get("method")
+    captions = []
     if weight is not None:
-        table.caption = f"model = {1 - weight:.1f} x LightGBM + {weight:.1f} x logistic regression (log-odds), then calibrated"
+        calibrated = {"isotonic": "then calibrated (isotonic)", "platt": "then calibrated (Platt)",
+                      "none": "not recalibrated (the raw blend did best on held-out validation deals)"}.get(method, "then calibrated")
+        captions.append(f"model = {1 - weight:.1f} x LightGBM + {weight:.1f} x logistic regression (log-odds), {calibrated}")
+    captions.append(INTERVAL_CAPTION)
+    table.caption = "\n".join(captions)
     for name in ("model", "stage_table", "logistic_regression"):
         if name in block:
-            table.add_row(LABELS[name], *(_fmt(block[name].get(k), p) for k, _, p in COLUMNS))
+            table.add_row(LABELS[name], *(_cell(block[name], k, p) for k, _, p in COLUMNS))
     truth = block.get("truth")
-    if truth:
+    if truth and "auc" in truth:
         table.add_section()
-        table.add_row("truth (generator's probability)", *(_fmt(truth.get(k), p) for k, _, p in COLUMNS))
-        table.add_row("model on the same truth points", *(_fmt(truth.get(f"model_{k}", truth.get(k) if k in ("deals", "snapshots") else None), p) for k, _, p in COLUMNS))
-        if "stage_table_auc" in truth:
-            table.add_row(
-                "stage table on the truth points",
-                *(_fmt(truth.get(f"stage_table_{k}", truth.get(k) if k in ("deals", "snapshots") else None), p) for k, _, p in COLUMNS),
-            )
+        table.add_row("truth (generator's probability), each weekly point weighs 1", *(_cell(truth, k, p) for k, _, p in COLUMNS))
+        for name, label in (("model", "model on the same truth points"), ("stage_table", "stage table on the truth points")):
+            if f"{name}_auc" in truth:
+                table.add_row(label, *(_cell(truth, k, p, f"{name}_") if k not in ("deals", "snapshots") else _fmt(truth.get(k), p)
+                                       for k, _, p in COLUMNS))
     return table
 
 
-def render_truth_gap(report: dict) -> str:
-    """One line: the model's AUC gap to the generator's truth on the same points, with its interval."""
-    truth = report.get("win", {}).get("truth") or {}
-    if "model_auc_gap" not in truth or truth.get("model_auc_gap") is None:
+def _interval(block: dict, key: str, pattern: str) -> str:
+    return f"{_fmt(block.get(f'{key}_ci90_low'), pattern)} .. {_fmt(block.get(f'{key}_ci90_high'), pattern)}"
+
+
+def _verdict(block: dict, key: str) -> str:
+    low, high = block.get(f"{key}_ci90_low"), block.get(f"{key}_ci90_high")
+    if low is None or high is None:
+        return "no interval"
+    if low > 0:
+        return "ahead beyond luck"
+    if high < 0:
+        return "behind beyond luck"
+    return "within luck"
+
+
+def render_leads(report: dict, target: str) -> str:
+    """One line per baseline: how far the model is ahead of it, with the 90% interval and what that means."""
+    lines = []
+    for baseline, label in (("stage_table", "the CRM stage table"), ("logistic_regression", "the logistic regression")):
+        lead = report.get(target, {}).get(f"lead_over_{baseline}")
+        if not lead:
+            continue
+        lines.append(
+            f"{target} model ahead of {label}: AUC {_fmt(lead.get('auc'), '{:+.3f}')} (90% {_interval(lead, 'auc', '{:+.3f}')}: "
+            f"{_verdict(lead, 'auc')}), Brier {_fmt(lead.get('brier'), '{:+.4f}')} (90% {_interval(lead, 'brier', '{:+.4f}')}: "
+            f"{_verdict(lead, 'brier')})"
+        )
+    return "\n".join(lines)
+
+
+def render_truth_gap(report: dict, target: str = "win") -> str:
+    """One line: the model's AUC and Brier gap to the generator's truth on the same points, with intervals."""
+    truth = report.get(target, {}).get("truth") or {}
+    if truth.get("model_auc_gap") is None:
         return ""
+    by_deal, creation = truth.get("by_deal") or {}, truth.get("at_creation") or {}
     return (
-        f"win AUC gap to the truth on {truth['snapshots']:.0f} truth points ({truth['deals']:.0f} deals): "
-        f"{truth['model_auc_gap']:+.3f} (90% deal-bootstrap interval {_fmt(truth.get('model_auc_gap_ci90_low'), '{:+.3f}')} .. "
-        f"{_fmt(truth.get('model_auc_gap_ci90_high'), '{:+.3f}')})"
+        f"{target} gap to the truth on {truth['snapshots']:.0f} truth points of {truth['deals']:.0f} test deals "
+        f"(each weekly point weighs 1): AUC {truth['model_auc_gap']:+.3f} (90% {_interval(truth, 'model_auc_gap', '{:+.3f}')}), "
+        f"Brier {_fmt(truth.get('model_brier_gap'), '{:+.4f}')} (90% {_interval(truth, 'model_brier_gap', '{:+.4f}')}); "
+        f"each deal weighing 1: AUC {_fmt(by_deal.get('model_auc_gap'), '{:+.3f}')}; "
+        f"at creation ({_fmt(creation.get('deals'), '{:.0f}')} deals): AUC {_fmt(creation.get('model_auc_gap'), '{:+.3f}')}"
     )
 
 
@@ -124,11 +177,12 @@ def render_leak_check(report: dict) -> str:
 
 def render_report(report: dict) -> Group:
     """Everything ``dealrisk train`` prints after training."""
-    parts = [render_metric_table(report, "win")]
-    if render_truth_gap(report):
-        parts.append(render_truth_gap(report))
-    if "slip" in report:
-        parts.append(render_metric_table(report, "slip"))
+    parts = []
+    for target in ("win", "slip"):
+        if target not in report:
+            continue
+        parts.append(render_metric_table(report, target))
+        parts.extend(line for line in (render_leads(report, target), render_truth_gap(report, target)) if line)
     if report.get("slices"):
         parts.append(render_slice_table(report, "win"))
     if report.get("forecast"):
