@@ -155,7 +155,9 @@ def train(
                 started["n"] += 1
                 progress.update(task, description=description)
 
-            result = run_train(data, settings, truth_path=truth, mapping=mapping, step=step, config_file=config_file)
+            result = run_train(data, settings, truth_path=truth, mapping=mapping, step=step, config_file=config_file,
+                               notice=lambda line: progress.console.print(f"[bold yellow]small data:[/] {line}",
+                                                                          highlight=False, soft_wrap=True))
             progress.update(task, completed=steps, description="done")
     except _expected_errors() as exc:
         _fail(str(exc))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from features.contract.load import load_export
 from features.model.bundle import ModelBundle
@@ -41,7 +40,7 @@ from features.pointintime.snapshots import (
 )
 from features.pointintime.state import fit_feature_state
 from training.baselines import fit_linear_model, predict_stage_table
-from training.calibration import fit_calibration
+from training.calibration import choose_calibration
 from training.config import ConfigFile, MinimumData, TrainConfig
 from training.evaluate import (
     clean_for_json,
@@ -53,6 +52,7 @@ from training.evaluate import (
     single_feature_aucs,
 )
 from training.fit import choose_blend_weight, fit_booster, monotone_vector
+from training.gate import PROMOTABLE_PARAM
 from training.metrics import compute_metrics, per_deal_weights
 from training.plots import plot_calibration, plot_forecast, plot_lift, plot_shap_summary
 from training.split import SplitError, SplitPlan, assign_sides, attach_sides, plan_split
@@ -62,6 +62,7 @@ from training.tracking import (
     log_training_run,
     setup_mlflow,
 )
+from training.truth import TruthFileError, read_truth, select_truth_points, truth_block  # noqa: F401 - commands imports TruthFileError here
 
 STAGE_FEATURE = "current_stage"
 SLICE_FEATURES: tuple[str, ...] = ("current_stage", "segment", "deal_type")
@@ -233,19 +234,63 @@ def check_minimum_data(rows: pd.DataFrame, minimum: MinimumData) -> list[str]:
     return []
 
 
+def small_data_check(rows: pd.DataFrame, minimum: MinimumData) -> dict | None:
+    """What training says, before fitting, when the training period has fewer closed deals than
+    ``minimum.reliable_closed``; None when it has enough.
+
+    >>> rows = pd.DataFrame({"side": ["train"] * 3, "deal_id": ["a", "b", "c"], "won": [1.0, 0.0, 0.0]})
+    >>> small_data_check(rows, MinimumData(won=1, lost=1, reliable_closed=300))["closed"]
+    3
+    >>> small_data_check(rows, MinimumData(won=1, lost=1, reliable_closed=3)) is None
+    True
+    """
+    train = rows.loc[rows["side"] == "train"].drop_duplicates("deal_id")
+    won, lost = int((train["won"] == 1).sum()), int((train["won"] == 0).sum())
+    if won + lost >= minimum.reliable_closed:
+        return None
+    return {
+        "closed": won + lost, "won": won, "lost": lost, "reliable_closed": minimum.reliable_closed,
+        "message": (
+            f"the training period has {won + lost} closed deals ({won} won, {lost} lost), fewer than "
+            f"{minimum.reliable_closed}: on generated exports that small the model often beat the CRM stage table by "
+            "luck only (bench/minimum_data.py). Training goes ahead and reports every figure with its interval; the "
+            "run is registered but promoted only if its lead over the stage table on the test period is beyond luck "
+            "(AUC and Brier intervals above 0). `dealrisk promote --version N --force` promotes it anyway"
+        ),
+    }
+
+
+def judge_small_data(small: dict | None, report: dict) -> dict:
+    """The run's promotability: always for enough data; otherwise only with a real lead over the stage table."""
+    if small is None:
+        return {"promotable": True}
+    lead = report.get("win", {}).get("lead_over_stage_table") or {}
+    real = all((lead.get(f"{metric}_ci90_low") or 0.0) > 0 for metric in ("auc", "brier"))
+    verdict = (
+        f"the win model's lead over the CRM stage table is beyond luck (AUC {lead.get('auc', float('nan')):+.3f}, 90% "
+        f"{lead.get('auc_ci90_low', float('nan')):+.3f} .. {lead.get('auc_ci90_high', float('nan')):+.3f}; Brier "
+        f"{lead.get('brier', float('nan')):+.4f}, 90% {lead.get('brier_ci90_low', float('nan')):+.4f} .. "
+        f"{lead.get('brier_ci90_high', float('nan')):+.4f})"
+    )
+    if not real:
+        verdict = verdict.replace("is beyond luck", "is within luck") + ": this run will not be promoted"
+    return {**{k: v for k, v in small.items() if k != "message"}, "promotable": real, "verdict": verdict}
+
+
 def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> ModelBundle:
     """Fit the win and slip models and their calibrations.
 
     Per target: the booster (early stopping on validation), the logistic regression on the same
     training rows, their blend weight (``config.linear``; by default the validation log-loss
-    minimiser) and the isotonic calibration of the blend on validation.
+    minimiser) and the calibration of the blend on validation (``config.calibration``; by default
+    the method that predicts held-out validation deals best, ``training.calibration``).
     """
     train_rows, train_features = data.side("train")
     val_rows, val_features = data.side("validation")
     spec = fit_matrix_spec(train_features, tuple(data.feature_names))
     x_train, x_val = encode_matrix(train_features, spec), encode_matrix(val_features, spec)
     names = list(spec.names)
-    boosters, linears, calibrations = {}, {}, {}
+    boosters, linears, calibrations, calibration_choices = {}, {}, {}, {}
     for target in data.targets:
         label, _ = TARGETS[target]
         t_mask = train_rows[label].notna().to_numpy()
@@ -269,11 +314,14 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
                                          config.linear.weight_grid)
         linear = replace(linear, weight=float(weight))
         boosters[target], linears[target] = booster, linear
-        calibrations[target] = fit_calibration(raw_probability(booster, linear, val[0]), val[1], val[2])
+        choice = choose_calibration(raw_probability(booster, linear, val[0]), val[1], val[2],
+                                    val_rows.loc[v_mask, "deal_id"], config.calibration.method, config.seed)
+        calibrations[target], calibration_choices[target] = choice.calibration, choice.to_dict()
     return ModelBundle(
         win_model=boosters["win"], slip_model=boosters.get("slip"),
         win_calibration=calibrations["win"], slip_calibration=calibrations.get("slip"),
-        feature_state=data.state.to_dict(), features=spec.to_dict(), metrics=dict(fitted_on),
+        feature_state=data.state.to_dict(), features=spec.to_dict(),
+        metrics={**fitted_on, "calibration": calibration_choices},
         win_linear=linears["win"], slip_linear=linears.get("slip"), skipped=data.skips.to_dict(),
     )
 
@@ -281,41 +329,6 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
 def _weights(rows: pd.DataFrame) -> np.ndarray:
     # Re-weight within the labelled subset so every deal still sums to one.
     return per_deal_weights(rows["deal_id"])
-
-
-class TruthFileError(ValueError):
-    """The generator's truth file is missing or malformed."""
-
-
-def read_truth(path: Path) -> pd.DataFrame:
-    """The generator's truth file: snapshot rows (deal_id, as_of, true_win_probability)."""
-    try:
-        truth = pd.read_csv(path, dtype={"deal_id": "str", "kind": "str"})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise TruthFileError(f"truth file {path}: cannot be read ({exc})") from exc
-    missing = {"deal_id", "as_of", "kind", "true_win_probability"} - set(truth.columns)
-    if missing:
-        raise TruthFileError(f"truth file {path}: missing columns {sorted(missing)}; expected deal_id, as_of, kind, true_win_probability")
-    truth = truth.loc[truth["kind"] == "snapshot"]
-    try:
-        as_of = pd.to_datetime(truth["as_of"], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
-        probability = pd.to_numeric(truth["true_win_probability"]).astype(float)
-    except (ValueError, TypeError) as exc:
-        raise TruthFileError(f"truth file {path}: column as_of or true_win_probability unparseable ({exc})") from exc
-    return pd.DataFrame({"deal_id": truth["deal_id"], "as_of": as_of, "true_win_probability": probability}).reset_index(drop=True)
-
-
-def select_truth_points(truth: pd.DataFrame, export, test_deals: pd.Index) -> pd.DataFrame:
-    """Truth snapshots of test-period deals with a known outcome, taken while the deal was open."""
-    deals = export.deals.set_index("deal_id")
-    in_test = truth["deal_id"].isin(test_deals)
-    points = truth.loc[in_test].reset_index(drop=True)
-    closed_at = points["deal_id"].map(deals["closed_at"])
-    created_at = points["deal_id"].map(deals["created_at"])
-    open_then = (points["as_of"] < closed_at) & (points["as_of"] >= created_at)
-    points = points.loc[open_then.to_numpy()].reset_index(drop=True)
-    won = points["deal_id"].map(deals["outcome"]).eq("won").astype(float)
-    return points.assign(won=won.to_numpy(), weight=per_deal_weights(points["deal_id"]))
 
 
 def predict_all(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
@@ -362,7 +375,7 @@ def evaluate_run(
             "stage_table": stage,
             "logistic_regression": linear.predict(test_matrix[mask]),
         }
-        report[target] = evaluate_predictions(y, w, predictions, config.ece_bins)
+        report[target] = evaluate_predictions(y, w, predictions, config.ece_bins, test_rows.loc[mask, "deal_id"], config.seed)
         report["slices"][target] = evaluate_slices(slices.loc[mask].reset_index(drop=True), y, w, predictions, config.ece_bins)
         plots[target] = {"y": y, "w": w, "predictions": predictions}
     report["calibration"] = evaluate_calibration(bundle, data, config)
@@ -375,8 +388,13 @@ def evaluate_run(
     }
     report["forecast"] = evaluate_forecast(forecast_rows, forecast_predictions)
     if truth is not None:
-        report["win"]["truth"] = evaluate_truth(truth, data, bundle, config, export)
-        report["truth_note"] = "the truth file holds win probabilities only; slip has no truth block"
+        for target, block in evaluate_truth(truth, data, bundle, config, export).items():
+            report[target]["truth"] = block
+        report["truth_note"] = (
+            "truth: the generator's probabilities at its truth points of test deals (creation, one or more weekly "
+            "points, random midnights), every weekly point weighing one: the weighting on which the truth is the "
+            "best possible prediction; by_deal: every deal weighing one (looks ahead at when the deal closes)"
+        )
     report["forecast_note"] = (
         "per close month of the test period: sum over test deals closing that month of "
         "weight x win probability x deal amount, against the amount actually won that month"
@@ -418,46 +436,68 @@ def evaluate_calibration(bundle: ModelBundle, data: TrainingData, config: TrainC
         result[target] = {
             "validation_brier_raw": before["brier"], "validation_brier_calibrated": after["brier"],
             "validation_ece_raw": before["ece"], "validation_ece_calibrated": after["ece"],
+            "method": getattr(bundle, f"{target}_calibration").method,
+            **bundle.metrics.get("calibration", {}).get(target, {}),
         }
     return result
 
 
-def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle, config: TrainConfig, export) -> dict:
-    """Truth (the generator's probability) vs the model and the stage table on the same points."""
+def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle, config: TrainConfig, export) -> dict[str, dict]:
+    """The generator's truth against the model and the baselines on the truth's test points, per target.
+
+    Features are built at the truth points exactly as at any test snapshot (the weekly ones are
+    test snapshots). Each block (``training.truth.truth_block``) weighs every weekly point once,
+    the weighting on which the truth is the best possible prediction; ``by_deal`` repeats the
+    headline numbers with every deal weighing one (the report's other tables), and
+    ``at_creation`` compares them at creation (as_of = created_at), one point per test deal.
+    """
     test_deals = pd.Index(data.rows.loc[data.rows["side"] == "test", "deal_id"].unique())
     points = select_truth_points(truth, export, test_deals)
     if points.empty:
-        return {"note": "no truth snapshot falls in the test period"}
-    features = build_features(export, points[["deal_id", "as_of"]], data.state)
-    model = predict_all(bundle, features)["win_probability"].to_numpy()
-    stage = predict_stage_table(features[STAGE_FEATURE], config.stage_probabilities)
-    y, w = points["won"].to_numpy(float), points["weight"].to_numpy(float)
-    block = compute_metrics(y, points["true_win_probability"].to_numpy(float), w, config.ece_bins)
-    block.update({f"model_{k}": v for k, v in compute_metrics(y, model, w, config.ece_bins).items() if k not in ("deals", "snapshots")})
-    block.update({f"stage_table_{k}": v for k, v in compute_metrics(y, stage, w, config.ece_bins).items() if k not in ("deals", "snapshots")})
-    low, high = bootstrap_auc_gap(points["deal_id"], y, w, points["true_win_probability"].to_numpy(float), model, config.seed)
-    block.update({"model_auc_gap": block["auc"] - block["model_auc"], "model_auc_gap_ci90_low": low, "model_auc_gap_ci90_high": high})
-    return block
-
-
-def bootstrap_auc_gap(
-    deal_ids: pd.Series, y: np.ndarray, w: np.ndarray, truth: np.ndarray, model: np.ndarray, seed: int, rounds: int = 300
-) -> tuple[float, float]:
-    """90% interval of AUC(truth) - AUC(model), resampling deals (not snapshots) with replacement."""
-    codes, uniques = pd.factorize(deal_ids)
-    rng = np.random.default_rng(seed)
-    gaps = []
-    for _ in range(rounds):
-        times = np.bincount(rng.integers(0, len(uniques), len(uniques)), minlength=len(uniques))[codes]
-        weight = w * times
-        keep = weight > 0
-        if len(np.unique(y[keep])) < 2:
+        return {"win": {"note": "no truth point falls in the test period"}}
+    features = blank_features(build_features(export, points[["deal_id", "as_of"]], data.state), data.skips.features)
+    probabilities = predict_all(bundle, features)
+    matrix = encode_bundle_matrix(bundle, features)
+    stage_win = predict_stage_table(features[STAGE_FEATURE], config.stage_probabilities)
+    labels = label_snapshots(export, points[["deal_id", "as_of"]])
+    blocks: dict[str, dict] = {}
+    for target in bundle.targets:
+        label, column = TARGETS[target]
+        truth_column = f"true_{target}_probability"
+        mask = labels[label].notna().to_numpy() & points[truth_column].notna().to_numpy()
+        if not mask.any():
             continue
-        gaps.append(roc_auc_score(y[keep], truth[keep], sample_weight=weight[keep])
-                    - roc_auc_score(y[keep], model[keep], sample_weight=weight[keep]))
-    if not gaps:
-        return float("nan"), float("nan")
-    return float(np.quantile(gaps, 0.05)), float(np.quantile(gaps, 0.95))
+        _, linear = bundle.halves(target)
+        predictions = {
+            "truth": points[truth_column].to_numpy(float),
+            "model": probabilities[column].to_numpy(),
+            "stage_table": stage_win if target == "win" else 1.0 - stage_win,
+            "logistic_regression": linear.predict(matrix),
+        }
+        y = labels[label].to_numpy(float)
+        weighted = mask & (points["week_weight"] > 0).to_numpy()
+        if not weighted.any():
+            continue
+        main = _truth_on(points, y, predictions, weighted, "week", config)
+        by_deal = _truth_on(points, y, predictions, weighted, "deal", config)
+        at_creation = _truth_on(points, y, predictions, mask & (points["kind"] == "creation").to_numpy(), "week", config)
+        main["by_deal"] = {k: by_deal[k] for k in TRUTH_SUMMARY_KEYS if k in by_deal}
+        main["at_creation"] = {k: at_creation[k] for k in TRUTH_SUMMARY_KEYS if k in at_creation}
+        blocks[target] = main
+    return blocks
+
+
+def _truth_on(points: pd.DataFrame, y: np.ndarray, predictions: dict, keep: np.ndarray, weighting: str, config: TrainConfig) -> dict:
+    return truth_block(points.loc[keep].reset_index(drop=True), y[keep], {k: v[keep] for k, v in predictions.items()},
+                       weighting, config.ece_bins, config.seed)
+
+
+# What the by_deal and at_creation views of a truth block keep.
+TRUTH_SUMMARY_KEYS: tuple[str, ...] = (
+    "deals", "snapshots", "auc", "brier", "model_auc", "model_brier", "stage_table_auc",
+    "model_auc_gap", "model_auc_gap_ci90_low", "model_auc_gap_ci90_high",
+    "model_brier_gap", "model_brier_gap_ci90_low", "model_brier_gap_ci90_high",
+)
 
 
 def build_figures(report: dict, plots: dict, bundle: ModelBundle, data: TrainingData, config: TrainConfig) -> dict:
@@ -584,10 +624,12 @@ def run_train(
     step: Callable[[str], None] = lambda description: None,
     uri: str | None = None,
     config_file: ConfigFile | None = None,
+    notice: Callable[[str], None] = lambda line: None,
 ) -> TrainResult:
     """Train, evaluate, log and register the win and slip models from an export folder.
 
     ``config_file``: the file ``config`` was read from (``dealrisk train --config``); the run keeps it.
+    ``notice`` hears, before anything is fitted, what training will do about too little data.
     """
     seconds: dict[str, float] = {}
     lap = lap_timer(seconds)
@@ -600,6 +642,9 @@ def run_train(
     step("splitting by close date, fitting feature state, building features")
     data = prepare_training_data(export, config)
     warnings = check_minimum_data(data.rows, config.minimum)
+    small = small_data_check(data.rows, config.minimum)
+    if small is not None:
+        notice(small["message"])
     lap("features")
     return train_and_log(export, data, config, fingerprint, truth, warnings, step, uri, seconds, config_file)
 
@@ -627,6 +672,10 @@ def train_and_log(
     lap("fit")
     step("evaluating on the test period")
     report, plots = evaluate_run(data, bundle, config, export, truth)
+    small = small_data_check(data.rows, config.minimum)
+    report["small_data"] = judge_small_data(small, report)
+    if small is not None:
+        warnings.extend([small["message"], report["small_data"]["verdict"]])
     report["warnings"] = warnings
     bundle.metrics = headline_metrics(report, fingerprint, trained_at)
     lap("evaluate")
@@ -636,7 +685,7 @@ def train_and_log(
     test_rows, _ = data.side("test")
     registered = log_training_run(
         params={**config.to_params(), **{f"split.{k}": v for k, v in data.plan.to_dict().items()},
-                "features.count": len(data.feature_names)},
+                "features.count": len(data.feature_names), PROMOTABLE_PARAM: report["small_data"]["promotable"]},
         metrics=flatten_metrics(report),
         fingerprint=fingerprint,
         bundle=bundle,

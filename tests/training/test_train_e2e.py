@@ -50,7 +50,7 @@ def test_report_json_has_documented_keys(trained):
     truth = report["win"]["truth"]
     assert {"auc", "brier", "log_loss", "ece", "model_auc", "model_brier", "model_log_loss", "model_ece"} <= set(truth)
     assert truth["model_auc_gap_ci90_low"] <= truth["model_auc_gap"] <= truth["model_auc_gap_ci90_high"]
-    assert "truth" not in report["slip"]
+    assert {"auc", "model_auc", "model_brier_gap", "model_auc_gap_ci90_low"} <= set(report["slip"]["truth"])  # slip truth too
     assert report["forecast"]["months"] and "model_error_pct" in report["forecast"]["months"][0]
     assert {"model_mean_abs_error_pct", "stage_table_mean_abs_error_pct"} <= set(report["forecast"])
     for target in ("win", "slip"):
@@ -78,11 +78,12 @@ def logged_bundle(trained, tmp_path):
         run_id=trained.report["run_id"], artifact_path="bundle", dst_path=str(tmp_path)))
 
 
-def test_shipped_calibration_is_the_isotonic_fit_of_the_validation_period(trained, tmp_path):
-    # Not of training rows (overconfident boosters), not of the test period (that would leak it).
+def test_shipped_calibration_is_the_one_chosen_on_the_validation_period(trained, tmp_path):
+    # Not of training rows (overconfident boosters), not of the test period (that would leak it);
+    # the method is the one with the lowest held-out validation log-loss (training.calibration, "auto").
     from features.contract.load import load_export
     from features.model.predict import predict_raw
-    from training.calibration import fit_calibration
+    from training.calibration import choose_calibration
     from training.metrics import per_deal_weights
     from training.pipeline import TARGETS, prepare_training_data
 
@@ -91,10 +92,13 @@ def test_shipped_calibration_is_the_isotonic_fit_of_the_validation_period(traine
     raw = predict_raw(bundle, features)
     for target, (label, column) in TARGETS.items():
         mask = rows[label].notna().to_numpy()
-        refit = fit_calibration(raw[column].to_numpy()[mask], rows.loc[mask, label].to_numpy(float),
-                                per_deal_weights(rows.loc[mask, "deal_id"]))
+        refit = choose_calibration(raw[column].to_numpy()[mask], rows.loc[mask, label].to_numpy(float),
+                                   per_deal_weights(rows.loc[mask, "deal_id"]), rows.loc[mask, "deal_id"])
         shipped = getattr(bundle, f"{target}_calibration")
-        assert shipped.x == pytest.approx(refit.x) and shipped.y == pytest.approx(refit.y), target
+        assert shipped.method == refit.method == trained.report["calibration"][target]["method"], target
+        assert shipped.x == pytest.approx(refit.calibration.x) and shipped.y == pytest.approx(refit.calibration.y), target
+        losses = trained.report["calibration"][target]["held_out_log_loss"]
+        assert losses[refit.method] == min(losses.values()), target
 
 
 def test_calibration_holds_up_on_the_test_period_it_never_saw(trained, tmp_path):
