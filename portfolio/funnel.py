@@ -160,8 +160,15 @@ def summarise_funnel(
         raise FunnelError("funnel: the export has no stage_history table; the funnel is read from it")
     if quarters < 1:
         raise FunnelError(f"funnel: quarters must be at least 1, got {quarters}")
-    start = quarter_start(as_of, quarters - 1)
     history = export.stage_history
+    first = history["entered_at"].min()
+    if pd.notna(first) and as_of < first:
+        raise FunnelError(f"funnel: as_of {as_of.isoformat()} is before the first stage entry of the export "
+                          f"({first.isoformat()}); nothing had happened yet")
+    try:
+        start = quarter_start(as_of, quarters - 1)
+    except (ValueError, OverflowError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
+        raise FunnelError(f"funnel: {quarters} quarters back from {as_of.date()} is before year 1 ({exc})") from None
     reach = stage_reach_times(history, as_of)
     stays = stage_stays(history, as_of)
     last = stays.groupby("deal_id", sort=False).tail(1).set_index("deal_id").reindex(reach.index)

@@ -111,6 +111,11 @@ def test_funnel_errors_name_the_problem():
         summarise_funnel(export, AS_OF, by=["region"])
     with pytest.raises(FunnelError, match="quarters must be at least 1"):
         summarise_funnel(export, AS_OF, quarters=0)
+    # an as_of of year 0001 and a window reaching before year 1 were tracebacks (strftime, OutOfBoundsDatetime)
+    with pytest.raises(FunnelError, match="is before the first stage entry of the export"):
+        summarise_funnel(export, pd.Timestamp("0001-01-01", tz="UTC").as_unit("us"))
+    with pytest.raises(FunnelError, match="100000000 quarters back from .* is before year 1"):
+        summarise_funnel(export, AS_OF, quarters=100_000_000)
 
 
 def test_funnel_command_on_the_hand_checked_export(tmp_path):
