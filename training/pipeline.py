@@ -24,7 +24,7 @@ from features.model.matrix import encode_matrix, fit_matrix_spec
 from features.model.predict import (
     apply_calibration,
     encode_bundle_matrix,
-    predict_probabilities,
+    predict_matrix_probabilities,
     predict_raw,
     raw_probability,
 )
@@ -331,11 +331,6 @@ def _weights(rows: pd.DataFrame) -> np.ndarray:
     return per_deal_weights(rows["deal_id"])
 
 
-def predict_all(bundle: ModelBundle, features: pd.DataFrame) -> pd.DataFrame:
-    """Calibrated win and slip probabilities through the shared scoring path."""
-    return predict_probabilities(bundle, features)
-
-
 def evaluate_run(
     data: TrainingData, bundle: ModelBundle, config: TrainConfig, export, truth: pd.DataFrame | None
 ) -> tuple[dict, dict]:
@@ -345,8 +340,8 @@ def evaluate_run(
     training rows and features).
     """
     test_rows, test_features = data.side("test")
-    test_probabilities = predict_all(bundle, test_features)
-    test_matrix = encode_bundle_matrix(bundle, test_features)
+    test_matrix = encode_bundle_matrix(bundle, test_features)  # once, for the probabilities and the linear baseline
+    test_probabilities = predict_matrix_probabilities(bundle, test_matrix, test_features.index)
     stage_win = predict_stage_table(test_features[STAGE_FEATURE], config.stage_probabilities)
     report: dict = {
         "weighting": "per-deal: each snapshot weighs 1 / (snapshots of its deal), so every deal counts once",
@@ -456,8 +451,8 @@ def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle,
     if points.empty:
         return {"win": {"note": "no truth point falls in the test period"}}
     features = blank_features(build_features(export, points[["deal_id", "as_of"]], data.state), data.skips.features)
-    probabilities = predict_all(bundle, features)
     matrix = encode_bundle_matrix(bundle, features)
+    probabilities = predict_matrix_probabilities(bundle, matrix, features.index)
     stage_win = predict_stage_table(features[STAGE_FEATURE], config.stage_probabilities)
     labels = label_snapshots(export, points[["deal_id", "as_of"]])
     blocks: dict[str, dict] = {}

@@ -76,11 +76,12 @@ def read(folder: Path, table: str) -> pd.DataFrame:
 
 
 def fit_and_check(export, data):
-    from training.pipeline import check_leaks, fit_bundle, predict_all
+    from features.model.predict import predict_probabilities
+    from training.pipeline import check_leaks, fit_bundle
 
     bundle = fit_bundle(data, ONE_THREAD, {})
     rows, features = data.side("test")
-    p = predict_all(bundle, features)["win_probability"].to_numpy()
+    p = predict_probabilities(bundle, features)["win_probability"].to_numpy()
     auc = weighted_auc(p, rows["won"].to_numpy(float), 1.0 / rows["deal_id"].map(rows["deal_id"].value_counts()).to_numpy())
     return bundle, auc, check_leaks(data, auc, ONE_THREAD)
 
