@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from features.pointintime.events import DAY_US, to_micros
-from training.metrics import INTERVAL_METRICS, bootstrap_intervals, compute_metrics
+from features.pointintime.snapshots import SnapshotConfig
+from training.metrics import INTERVAL_METRICS, LEAD_SIGN, bootstrap_intervals, compute_metrics
 
 TRUTH_KINDS: tuple[str, ...] = ("creation", "grid", "snapshot")
 WEIGHTINGS: tuple[str, ...] = ("week", "deal")
@@ -82,7 +83,7 @@ def weekly_points(created_at: pd.Series, closed_at: pd.Series) -> np.ndarray:
     >>> weekly_points(created, created + pd.to_timedelta([7, 7.5], unit="D")).tolist()
     [1, 2]
     """
-    step = 7 * DAY_US
+    step = int(round(SnapshotConfig().every_days * DAY_US))  # the training snapshots' step, so the weights match
     return np.maximum(-((to_micros(created_at) - to_micros(closed_at)) // step), 0)
 
 
@@ -148,7 +149,7 @@ def truth_block(
             block[f"{prefix}{metric}_ci90_low"], block[f"{prefix}{metric}_ci90_high"] = low, high
     for name in others:
         for metric in INTERVAL_METRICS:
-            sign = 1.0 if metric == "auc" else -1.0
+            sign = LEAD_SIGN[metric]
             block[f"{name}_{metric}_gap"] = sign * (block[metric] - block[f"{name}_{metric}"])
             low, high = intervals[f"{TRUTH_NAME}-{name}"][metric]
             block[f"{name}_{metric}_gap_ci90_low"], block[f"{name}_{metric}_gap_ci90_high"] = low, high

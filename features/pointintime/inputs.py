@@ -24,14 +24,10 @@ from features.pointintime.definitions import (
     INPUTS,
     MODEL_NEEDS,
 )
+from features.pointintime.events import parse_as_of
 
 # Features listed by name in a line before the rest are counted ("... and 8 more").
 LISTED_FEATURES = 6
-
-
-def _utc(value) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def _rows_before(frame: pd.DataFrame, column: str, before: pd.Timestamp | None) -> pd.DataFrame:
@@ -53,7 +49,7 @@ def find_inputs(export: Export, before=None) -> dict[str, str | None]:
     >>> found["activities"], found["contacts"], found["history:amount"], found["history:owner_id"][:40]
     ('there is no activities table', None, None, 'the data contract keeps no owner history')
     """
-    cutoff = None if before is None else _utc(before)
+    cutoff = None if before is None else parse_as_of(before)
     later = "" if cutoff is None else " before the training cutoff"
     deals = _rows_before(export.deals, "created_at", cutoff)
     found: dict[str, str | None] = {}
