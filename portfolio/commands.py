@@ -47,31 +47,19 @@ def run_rank(owner=(), stage=(), close_from=None, close_to=None, close_in=None, 
     """Read the store, add the trend, filter and rank, print the table (and write ``csv``)."""
     # Imported here, not at module level: the ``dealrisk`` CLI imports this module for every
     # command, and SQLAlchemy with the store's tables costs ~0.2 s that only these commands need.
-    from portfolio.files import write_table
     from portfolio.rank import STORE_COLUMNS, FilterError, make_filters, rank_deals, rank_table
-    from portfolio.store import ScoreStore, StoreError
     from portfolio.trend import add_trend
 
     if limit < 0:
         _fail("rank", f"--limit {limit}: expected 0 (all) or more")
-    if csv is not None and csv.suffix not in (".csv", ".parquet"):
-        _fail("rank", f"--csv {csv}: the file must end in .csv or .parquet")
+    _check_output("rank", "--csv", csv)
     try:
         filters = make_filters(owner, stage, close_from, close_to, close_in, min_amount, changed)
     except FilterError as exc:
         _fail("rank", str(exc))
-    try:
-        opened = ScoreStore.open(store_url, create=False)
-        try:
-            snapshots = opened.snapshots(columns=STORE_COLUMNS)
-            runs = opened.runs()
-        finally:
-            opened.close()
-    except StoreError as exc:
-        _fail("rank", str(exc))
-    if snapshots.empty:
-        _fail("rank", f"the score store {opened.describe()} holds no scores yet; "
-                      "fill it with 'dealrisk score --data EXPORT_FOLDER'")
+    opened, (snapshots, runs) = _read_store("rank", store_url,
+                                            lambda s: (s.snapshots(columns=STORE_COLUMNS), s.runs()))
+    _require_scores("rank", opened, snapshots)
     trended = add_trend(snapshots)
     ranked = rank_deals(trended, filters)
     shown = ranked if limit == 0 else ranked.head(limit)
@@ -101,19 +89,13 @@ def run_rank(owner=(), stage=(), close_from=None, close_to=None, close_in=None, 
         for note in notes:
             console.print(note, soft_wrap=True)
     if csv is not None:
-        try:
-            written = write_table(ranked, csv)
-        except (OSError, ValueError) as exc:
-            _fail("rank", f"--csv {csv}: {exc}")
-        typer.echo(f"wrote {len(ranked):,} deals to {written}")
+        _write("rank", "--csv", ranked, csv, "deals")
 
 
 def gain_note() -> str:
     """What a next best action's gain is (and is not), said wherever gains are shown."""
-    try:
-        from features.model.actions import GAIN_NOTE
-    except ImportError:
-        return "Action gains are the model's estimate, not a promise that the step causes the gain."
+    from features.model.actions import GAIN_NOTE  # here: it loads LightGBM, which most commands never need
+
     return GAIN_NOTE
 
 
@@ -153,6 +135,13 @@ def _read_store(command: str, store_url: str | None, read):
             opened.close()
     except StoreError as exc:
         _fail(command, str(exc))
+
+
+def _require_scores(command: str, opened, scores) -> None:
+    """``_fail`` when the store read back no scores, saying how to fill it."""
+    if scores.empty:
+        _fail(command, f"the score store {opened.describe()} holds no scores yet; "
+                       "fill it with 'dealrisk score --data EXPORT_FOLDER'")
 
 
 def _load_export(command: str, data: Path, mapping: Path | None, console):
@@ -236,9 +225,7 @@ def run_forecast(period: str = "month", outcomes: Path | None = None, csv: Path 
         return latest, as_of, past
 
     opened, (latest, as_of, past) = _read_store("forecast", store_url, read)
-    if latest.empty:
-        _fail("forecast", f"the score store {opened.describe()} holds no scores yet; "
-                          "fill it with 'dealrisk score --data EXPORT_FOLDER'")
+    _require_scores("forecast", opened, latest)
     as_of = as_of if as_of is not None else latest["as_of"].max()
     table = with_total(forecast_bookings(latest, as_of, period))
     title = (f"Expected bookings by {period} of expected close: {len(latest):,} open deals scored as of "
@@ -296,9 +283,7 @@ def run_team(at_risk_level: str = "high", csv: Path | None = None, store_url: st
         _fail("team", f"--at-risk-level {at_risk_level!r}: expected one of {list(RISK_LEVELS)}")
     _check_output("team", "--csv", csv)
     opened, (latest, as_of) = _read_store("team", store_url, lambda s: (s.latest(json_columns=False), s.latest_batch_as_of()))
-    if latest.empty:
-        _fail("team", f"the score store {opened.describe()} holds no scores yet; "
-                      "fill it with 'dealrisk score --data EXPORT_FOLDER'")
+    _require_scores("team", opened, latest)
     as_of = as_of if as_of is not None else latest["as_of"].max()
     summary = summarise_team(latest, at_risk_level)
     owners = len(summary) - 1
