@@ -1,7 +1,7 @@
 """The ``dealrisk serve`` and ``dealrisk score`` commands. Wiring only.
 
 ``serve``: ``serving.run`` checks the champion and starts BentoML. ``score``: every open deal of
-an export through the service's own scoring path (``serving.scoring.score_export``), stored in
+an export through the service's own scoring path (``serving.scoring.score_batches``), stored in
 the score store (``portfolio.store``) and optionally written to a file.
 """
 
@@ -73,17 +73,18 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
 
     from features.contract.mapping import MappingError, load_mapping
     from features.contract.violations import ContractError
-    from features.pointintime.pipeline import select_open_deals
     from portfolio.files import write_table
     from portfolio.store import JSON_COLUMNS, ScoreStore, StoreError, score_rows
     from serving.config import ConfigError, ServingConfig
     from serving.loader import ChampionError, load_champion
     from serving.scoring import (
         RequestError,
+        deal_actions,
         load_model,
         read_export_checked,
         resolve_export_as_of,
-        score_export,
+        score_batches,
+        split_open_deals,
     )
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own bar is the one to read
@@ -117,17 +118,17 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
         store = ScoreStore.open(store_url)
     except StoreError as exc:
         _fail(str(exc))
-    total = len(select_open_deals(export, moment))
+    open_batches = split_open_deals(export, moment)
+    total = sum(len(batch.deals) for batch in open_batches)
     if total == 0:
         _fail(f"no deal of {data} is open as of {moment.isoformat()} (created by then and not closed); nothing scored")
-    actions_of = next_best_actions_hook(model, moment) if with_actions else None
     console = Console(file=sys.stderr)
     batches = []
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("deals"), TimeElapsedColumn(),
                   console=console, transient=not console.is_terminal) as progress:
         task = progress.add_task("scoring", total=total)
-        for batch in score_export(model, export, moment, config.explain):
-            actions = actions_of(batch) if actions_of is not None else None
+        for batch in score_batches(model, open_batches, moment, config.explain):
+            actions = deal_actions(model, batch.export, moment, batch.features) if with_actions else None
             batches.append(score_rows(batch.explained, batch.features, batch.export.deals, model.versions, actions))
             progress.advance(task, len(batch))
     rows = pd.concat(batches, ignore_index=True)
@@ -149,30 +150,6 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
         typer.echo(f"wrote {written}")
     typer.echo("next: 'dealrisk rank' lists the open deals by value at risk")
     return run_id
-
-
-def next_best_actions_hook(model, as_of):
-    """A function giving each scored batch's next best actions, or None when the model code has none.
-
-    ``features.model.actions.next_best_actions`` (when present) re-scores each deal with the
-    steps a rep can take, reusing the batch's features and the loaded feature state; its
-    per-deal lists (``action, label, gain_points, win_probability_after, sentence``, best
-    first; empty when no step is recommended) go to the store's ``actions`` column, which
-    ``dealrisk rank`` shows. Without the module, ``actions`` stays None.
-    """
-    try:
-        from features.model import actions as nba
-    except ImportError:
-        return None
-
-    def actions_of(batch) -> list[list[dict]]:
-        deal_ids = batch.features["deal_id"].astype(str).tolist()
-        found = nba.next_best_actions(model.bundle, batch.export, as_of, top=3, state=model.state,
-                                      deal_ids=deal_ids, base_features=batch.features)
-        by_deal = nba.actions_by_deal(found)
-        return [by_deal.get(deal_id, []) for deal_id in deal_ids]
-
-    return actions_of
 
 
 def register(app: typer.Typer) -> None:

@@ -366,11 +366,18 @@ def with_next_best_actions(response: dict, model: LoadedModel, export, as_of: pd
     rep can take, by the model's gain in win probability) and ``next_best_actions_note``: the gains
     are the model's estimate, not a promise of cause. ``features`` are those the scores came from,
     so the deals are not built twice."""
-    deal_ids = features["deal_id"].astype(str).tolist()
-    actions = actions_by_deal(next_best_actions(model.bundle, export, as_of, state=model.state, deal_ids=deal_ids,
-                                                base_features=features))
+    actions = dict(zip(features["deal_id"].astype(str), deal_actions(model, export, as_of, features)))
     deals = [{**deal, "next_best_actions": actions.get(deal["deal_id"], [])} for deal in response["deals"]]
     return {**response, "deals": deals, "next_best_actions_note": GAIN_NOTE}
+
+
+def deal_actions(model: LoadedModel, export, as_of: pd.Timestamp, features: pd.DataFrame) -> list[list[dict]]:
+    """Each deal's next best actions (best first, empty when no step is recommended), in the order of
+    ``features``: the deals' own features, so they are not built again. The answer's and the store's."""
+    deal_ids = features["deal_id"].astype(str).tolist()
+    by_deal = actions_by_deal(next_best_actions(model.bundle, export, as_of, state=model.state, deal_ids=deal_ids,
+                                                base_features=features))
+    return [by_deal.get(deal_id, []) for deal_id in deal_ids]
 
 
 RESPONSE_NUMBERS = ("win_probability", "slip_probability", "amount", "value_at_risk")
@@ -691,6 +698,12 @@ def score_export(model: LoadedModel, export, as_of: pd.Timestamp, config: Explai
     A generator, so the caller can show progress and store each batch; the deals of the export
     that are not open at ``as_of`` (closed by then, or created later) are left out.
     """
-    for batch in split_open_deals(export, as_of, batch_deals):
+    return score_batches(model, split_open_deals(export, as_of, batch_deals), as_of, config)
+
+
+def score_batches(model: LoadedModel, batches: list, as_of: pd.Timestamp,
+                  config: ExplainConfig = ExplainConfig()) -> Iterator[ScoredBatch]:
+    """``score_export`` on batches already split by ``split_open_deals`` (a caller that counts them first)."""
+    for batch in batches:
         features, explained = explain_export(model, batch, as_of, config)
         yield ScoredBatch(export=batch, features=features, explained=explained)
