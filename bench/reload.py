@@ -50,6 +50,7 @@ def copy_champion(source_uri: str, folder: Path) -> str:
     from mlflow import MlflowClient
 
     from features.model.bundle import save_bundle_dir
+    from features.model.integrity import BUNDLE_DIGEST_TAG, bundle_digest
     from serving.config import ServingConfig
     from serving.loader import load_champion
 
@@ -66,8 +67,11 @@ def copy_champion(source_uri: str, folder: Path) -> str:
         with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
             save_bundle_dir(bundle, Path(tmp) / "bundle")
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
+            tags = {BUNDLE_DIGEST_TAG: bundle_digest(Path(tmp) / "bundle")}  # serving loads only recorded bundles
+            mlflow.set_tags(tags)
         for name in names:
-            client.create_model_version(name, source=f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id)
+            client.create_model_version(name, source=f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id,
+                                        tags=tags)
     promote(uri, "1")
     return uri
 

@@ -3,6 +3,12 @@
 The registry alias is the only hand-off from training: the registered win and slip models
 named by ``features.model.names`` (default ``deal-win`` and ``deal-slip``) with alias ``champion``; each version's run holds the artifact folder ``bundle/``
 (``features.model.bundle``). MLflow is touched here and nowhere else in serving.
+
+Every downloaded file is checked against the digest training recorded (the tag
+``dealrisk.bundle.sha256`` of the registered version, else of its run) before any parser reads
+it: ``features.model.integrity.verify_bundle_dir``, for the start-up check, each worker's load and
+every reload alike. A cut or changed file, a missing or extra one, or a bundle without a recorded
+digest is a ``ChampionError`` naming the file (LightGBM would crash the process on a cut booster).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.model.bundle import BundleError, ModelBundle, load_bundle_dir
+from features.model.integrity import BUNDLE_DIGEST_TAG, BundleIntegrityError, verify_bundle_dir
 from serving.config import ServingConfig
 
 
@@ -64,14 +71,36 @@ def read_champion_aliases(config: ServingConfig) -> ChampionAliases:
     )
 
 
-def _download_bundle(run_id: str, name: str, dst: Path) -> ModelBundle:
+def recorded_digest(client, version) -> str | None:
+    """The bundle digest training recorded for a model version: its tag, else its run's; None when neither has one.
+
+    The two are written together; tags that disagree mean one was changed, and nothing is trusted.
+    """
+    on_version = (version.tags or {}).get(BUNDLE_DIGEST_TAG)
+    on_run = client.get_run(version.run_id).data.tags.get(BUNDLE_DIGEST_TAG)
+    if on_version and on_run and on_version != on_run:
+        raise ChampionError(
+            f"{version.name} v{version.version}: its tag {BUNDLE_DIGEST_TAG} ({on_version[:12]}...) differs from "
+            f"its run {version.run_id}'s ({on_run[:12]}...); retrain and promote, or set the right tag"
+        )
+    return on_version or on_run
+
+
+def _download_bundle(client, version, dst: Path) -> ModelBundle:
+    """Download the ``bundle/`` artefact of ``version``'s run, check every file, then read it."""
     import mlflow.artifacts  # lazy: see load_champion
     from mlflow.exceptions import MlflowException
 
+    run_id, name = version.run_id, version.name
+    digest = recorded_digest(client, version)
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(dst))
     except (MlflowException, OSError) as exc:
         raise ChampionError(f"cannot download artefact 'bundle/' of run {run_id} ({name}): {exc}") from None
+    try:
+        verify_bundle_dir(Path(local), digest, f"'bundle/' of run {run_id} ({name} v{version.version})")
+    except BundleIntegrityError as exc:
+        raise ChampionError(str(exc)) from None
     try:
         return load_bundle_dir(Path(local))
     except (BundleError, ValueError, KeyError, TypeError) as exc:
@@ -97,10 +126,10 @@ def load_champion(config: ServingConfig) -> ModelBundle:
     names = config.names
     win_version = _champion_version(client, names.win_model, names.champion_alias)
     with tempfile.TemporaryDirectory(prefix="dealrisk-champion-") as tmp:
-        bundle = _download_bundle(win_version.run_id, names.win_model, Path(tmp) / "win")
+        bundle = _download_bundle(client, win_version, Path(tmp) / "win")
         slip_version = _champion_version(client, names.slip_model, names.champion_alias) if bundle.has("slip") else None
         if slip_version is not None and slip_version.run_id != win_version.run_id:
-            slip = _download_bundle(slip_version.run_id, names.slip_model, Path(tmp) / "slip")
+            slip = _download_bundle(client, slip_version, Path(tmp) / "slip")
             if slip.features != bundle.features or slip.feature_state != bundle.feature_state:
                 raise ChampionError(
                     f"champion win (run {win_version.run_id}) and slip (run {slip_version.run_id}) models were "

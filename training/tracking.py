@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.contract.schema import TABLES
 from features.model.bundle import load_bundle_dir, save_bundle_dir
+from features.model.integrity import BUNDLE_DIGEST_TAG, bundle_digest, verify_bundle_dir
 from features.model.names import RegisteredNames
 from features.pointintime.state import FeatureState
 from training.config import ConfigFile, tracking_uri
@@ -111,6 +112,9 @@ def log_training_run(
     ``config/resolved.yaml``: ``dealrisk train --config`` on it repeats the run's settings.
     ``config_file``, the file the user gave, is logged byte for byte as ``config/train.yaml``
     with its SHA-256 in the tag ``config.sha256`` (and its name in ``config.file``).
+    The bundle's digest (``features.model.integrity``: the SHA-256 of its ``manifest.json``, which
+    holds every file's size and SHA-256) tags the run and each registered version
+    (``dealrisk.bundle.sha256``); loaders check the downloaded files against it before parsing.
     """
     # MLflow ~1 s, matplotlib ~0.4 s: see the module's imports.
     import matplotlib.pyplot as plt
@@ -153,7 +157,9 @@ def log_training_run(
                 frame.to_parquet(path, index=False)
                 mlflow.log_artifact(str(path), str(Path(name).parent))
             save_bundle_dir(bundle, Path(tmp) / "bundle")
+            digest = bundle_digest(Path(tmp) / "bundle")
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
+            mlflow.set_tag(BUNDLE_DIGEST_TAG, digest)
         pip = [f"lightgbm=={package_version('lightgbm')}"]
         win_info = mlflow.lightgbm.log_model(bundle.win_model, name="win_model", pip_requirements=pip)
         slip_info = None  # a run that skipped the slip model registers none
@@ -162,18 +168,18 @@ def log_training_run(
         run_id = run.info.run_id
 
     client = MlflowClient()
-    win_version = _register(client, win_info.model_uri, names.win_model, names.challenger_alias, run_id)
+    win_version = _register(client, win_info.model_uri, names.win_model, names.challenger_alias, run_id, digest)
     slip_version = None if slip_info is None else _register(
-        client, slip_info.model_uri, names.slip_model, names.challenger_alias, run_id)
+        client, slip_info.model_uri, names.slip_model, names.challenger_alias, run_id, digest)
     if slip_version is None:  # an older run's slip challenger is not this run's: it would pair wrongly
         remove_alias(client, names.slip_model, names.challenger_alias)
     return RegisteredPair(run_id=run_id, win_version=win_version, slip_version=slip_version)
 
 
-def _register(client, model_uri: str, name: str, alias: str, run_id: str) -> str:
+def _register(client, model_uri: str, name: str, alias: str, run_id: str, digest: str) -> str:
     import mlflow  # ~1 s: see the module's imports
 
-    version = mlflow.register_model(model_uri, name, tags={"run_id": run_id})
+    version = mlflow.register_model(model_uri, name, tags={"run_id": run_id, BUNDLE_DIGEST_TAG: digest})
     client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
 
@@ -212,11 +218,19 @@ def version_of_run(client, name: str, run_id: str) -> str | None:
 
 
 def download_bundle(run_id: str, destination: Path):
-    """Download and read the ``bundle/`` artifact of a training run."""
+    """Download the ``bundle/`` artifact of a training run, check it against the run's digest, read it.
+
+    A mismatch is a ``BundleIntegrityError`` naming the file. A run logged before bundles had a
+    digest is read unchecked: the gate compares a new challenger with such a champion in order to
+    replace it (serving refuses to load one).
+    """
     import mlflow  # ~1 s: see the module's imports
 
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(destination))
-    return load_bundle_dir(Path(local))
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle", dst_path=str(destination)))
+    digest = mlflow.MlflowClient().get_run(run_id).data.tags.get(BUNDLE_DIGEST_TAG)
+    if digest is not None:
+        verify_bundle_dir(local, digest, f"of run {run_id}")
+    return load_bundle_dir(local)
 
 
 def download_report(run_id: str, destination: Path) -> dict:

@@ -20,6 +20,10 @@ Bundle folder layout (artifact path ``bundle/`` of the training run)::
                              bundles from before it was written: nothing skipped
       win_model.txt          LightGBM booster (Booster.save_model) for the win model
       slip_model.txt         LightGBM booster for the slip model
+      manifest.json          size and SHA-256 of every other file (features.model.integrity); its
+                             own SHA-256 is the bundle's digest, which training tags the run and
+                             the registered versions with, so a loader checks every file before
+                             parsing it (absent in bundles from before it was written: refused)
 
 A bundle without a slip model (its export had no expected close date history: ``skipped.json``
 says so) has no ``calibration_slip.json``, ``linear_slip.json`` or ``slip_model.txt``; it scores
@@ -35,6 +39,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from features.model.integrity import BundleError, write_manifest
 from features.model.linear import LinearModel
 
 
@@ -116,6 +121,7 @@ class ModelBundle:
 
 
 def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
+    """Write ``bundle`` into ``folder``, its manifest last (``features.model.integrity.bundle_digest`` reads its digest)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(folder / "features.json", bundle.features)
@@ -128,11 +134,16 @@ def save_bundle_dir(bundle: ModelBundle, folder: Path) -> Path:
         booster.save_model(str(folder / f"{target}_model.txt"))
         if linear is not None:
             _write_json(folder / f"linear_{target}.json", linear.to_dict())
+    write_manifest(folder)
     return folder
 
 
 def load_bundle_dir(folder: Path) -> ModelBundle:
-    """Read a bundle folder; raises ``BundleError`` naming the file that is missing or unreadable."""
+    """Read a bundle folder; raises ``BundleError`` naming the file that is missing or unreadable.
+
+    It parses what it finds: a folder from the registry is checked with
+    ``features.model.integrity.verify_bundle_dir`` first (LightGBM crashes on a cut booster file).
+    """
     folder = Path(folder)
 
     def read(name: str, parse=None):
@@ -174,10 +185,6 @@ def load_bundle_dir(folder: Path) -> ModelBundle:
         slip_linear=None if slip_skipped else linear("slip"),
         skipped=skipped,
     )
-
-
-class BundleError(RuntimeError):
-    """A model bundle could not be read."""
 
 
 def _write_json(path: Path, data) -> None:

@@ -55,6 +55,7 @@ def register_bundle(bundle, uri: str, win_name: str = "deal-win", slip_name: str
     from mlflow import MlflowClient
 
     from features.model.bundle import save_bundle_dir
+    from features.model.integrity import BUNDLE_DIGEST_TAG, bundle_digest
 
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -67,12 +68,15 @@ def register_bundle(bundle, uri: str, win_name: str = "deal-win", slip_name: str
     with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
         save_bundle_dir(bundle, Path(tmp) / "bundle")
         mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
+        tags = {BUNDLE_DIGEST_TAG: bundle_digest(Path(tmp) / "bundle")}  # recorded as training records it
+        mlflow.set_tags(tags)
     for name in (win_name, slip_name):
         try:
             client.create_registered_model(name)
         except mlflow.exceptions.MlflowException:
             pass  # already registered by an earlier call
-        version = client.create_model_version(name, source=f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id)
+        version = client.create_model_version(name, source=f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id,
+                                              tags=tags)
         client.set_registered_model_alias(name, "champion", version.version)
     return run.info.run_id
 

@@ -123,7 +123,7 @@ def test_an_unreadable_new_champion_keeps_the_old_pair(config, caplog):
     with caplog.at_level(logging.INFO, logger="dealrisk.serving"):
         outcome = reloader.reload("scheduled check")
     assert not outcome.switched
-    assert "unreadable" in outcome.error and "win_model.txt" in outcome.error
+    assert "not what training wrote" in outcome.error and "win_model.txt" in outcome.error
     assert reloader.champion is before and served_versions(reloader, config) == {"win": "2", "slip": "2"}
     [record] = [r for r in caplog.records if "not reloaded" in r.getMessage()]
     assert record.levelno == logging.ERROR and record.exc_info is None
