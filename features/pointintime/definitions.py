@@ -512,7 +512,9 @@ Each event table is sorted once by (deal, time, file order) with running sums of
 features count; a point's features are read off with binary searches at `as_of` and at
 `as_of - window` (`features.pointintime.events.EventIndex`). There is no per-deal loop: the cost is
 O((events + points) log events), one code path for a whole export (training snapshots) and for
-a one-deal export (a serving request). `bench/feature_pipeline.py` measures both.
+a one-deal export (a serving request). `bench/feature_pipeline.py` measures both. The running sums
+restart at each deal, so a deal's features are the same to the last bit whichever other deals
+share the export: a whole export, a one-deal request, or one partition of a Dask run (`--engine dask`).
 
 ## Missing is not zero
 

@@ -44,6 +44,12 @@ class EventIndex:
     ``locate(codes, times)`` returns, for each query, the slice ``[start, stop)`` of the sorted
     events of that entity at or before that time: ``stop - start`` events, ``stop - 1`` the last.
 
+    Running sums restart at each entity (``group_running_sums``), so a window's sum depends on
+    that entity's events alone: a deal's features are the same to the last bit whatever other
+    deals share the export (one deal in a request, a batch, a partition of a Dask run). A sum
+    running over the whole export would make ``cum[stop] - cum[start]`` round differently with
+    the deals before it.
+
     >>> index = EventIndex(np.array([0, 0, 1]), np.array([10, 20, 5]), {"one": np.ones(3)})
     >>> start, stop = index.locate(np.array([0, 0, 1]), np.array([15, 20, 4]))
     >>> (stop - start).tolist(), index.window_sum("one", stop, start).tolist()
@@ -59,23 +65,27 @@ class EventIndex:
         self.stride = np.int64(len(self.unique_times) + 1)
         rank = np.searchsorted(self.unique_times, self.times)
         self.keys = self.codes.astype(np.int64) * self.stride + rank + 1
+        # Where the previous sorted event is of the same entity: a window starting there does not
+        # start at the entity's first event.
+        self.continues = np.zeros(len(order), dtype=bool)
+        self.continues[1:] = self.codes[1:] == self.codes[:-1]
         self.cums: dict[str, np.ndarray] = {}
         if values:
-            # One 2-D cumulative sum for all columns: far fewer numpy calls than one per column.
-            matrix = np.empty((len(order) + 1, len(values)))
-            matrix[0] = 0.0
+            # One 2-D running sum for all columns: far fewer calls than one per column.
+            matrix = np.empty((len(order), len(values)))
             for j, value in enumerate(values.values()):
-                matrix[1:, j] = np.asarray(value, dtype=float)[order]
+                matrix[:, j] = np.asarray(value, dtype=float)[order]
             np.nan_to_num(matrix, copy=False, nan=0.0)
-            np.cumsum(matrix, axis=0, out=matrix)
-            self.cums = {name: matrix[:, j] for j, name in enumerate(values)}
+            running = group_running_sums(self.codes, matrix)
+            self.cums = {name: running[:, j] for j, name in enumerate(values)}
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def add_running_sum(self, name: str, sorted_values: np.ndarray) -> None:
-        """Store the running sum of values already in sorted order (NaN counts as 0)."""
-        self.cums[name] = np.concatenate(([0.0], np.cumsum(np.nan_to_num(sorted_values, nan=0.0))))
+        """Store the per-entity running sum of values already in sorted order (NaN counts as 0)."""
+        values = np.nan_to_num(np.asarray(sorted_values, dtype=float), nan=0.0)
+        self.cums[name] = group_running_sums(self.codes, values[:, None])[:, 0]
 
     def stop(self, codes: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Sorted position just past the entity's last event at or before each time."""
@@ -94,9 +104,17 @@ class EventIndex:
         return self.start(codes), self.stop(codes, times)
 
     def window_sum(self, name: str, stop: np.ndarray, start: np.ndarray) -> np.ndarray:
-        """Sum of ``name`` over sorted events in ``[start, stop)``."""
-        cum = self.cums[name]
-        return cum[stop] - cum[start]
+        """Sum of ``name`` over sorted events in ``[start, stop)`` (one entity's events; 0 when empty).
+
+        The entity's running sum at ``stop - 1`` less its running sum just before ``start``.
+        """
+        running = self.cums[name]
+        out = np.zeros(len(stop))
+        has = stop > start
+        first, last = start[has], stop[has] - 1
+        before = np.where(self.continues[first], running[np.maximum(first - 1, 0)], 0.0)
+        out[has] = running[last] - before
+        return out
 
     def last_value(self, sorted_values: np.ndarray, start: np.ndarray, stop: np.ndarray, fill=np.nan) -> np.ndarray:
         """``sorted_values`` at the last event in ``[start, stop)``; ``fill`` where it is empty."""
@@ -117,6 +135,20 @@ def forward_fill_last(mask: np.ndarray, codes: np.ndarray) -> np.ndarray:
     same = position >= 0
     same[same] = codes[position[same]] == codes[same]
     return np.where(same, position, -1)
+
+
+def group_running_sums(codes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Running sums of each column of ``matrix`` (rows sorted by ``codes``), restarting at every code.
+
+    Each entity's sums are computed from its own rows only (pandas' grouped cumulative sum, which
+    also compensates rounding), so they do not depend on the rows of other entities.
+
+    >>> group_running_sums(np.array([0, 0, 1, 1]), np.array([[0.1], [0.2], [0.1], [0.2]]))[:, 0].tolist()
+    [0.1, 0.30000000000000004, 0.1, 0.30000000000000004]
+    """
+    if len(codes) == 0:
+        return np.zeros(matrix.shape)
+    return pd.DataFrame(matrix, copy=False).groupby(codes, sort=False).cumsum().to_numpy(dtype=float)
 
 
 def group_cumcount(*keys: np.ndarray) -> np.ndarray:
@@ -491,10 +523,9 @@ def running_min_ratio(old: np.ndarray, new: np.ndarray, codes: np.ndarray) -> np
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(old > 0, new / old, np.nan)
     ratio = np.clip(np.nan_to_num(ratio, nan=1.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    # Entities are sorted ascending; shifting each one 2 lower than the previous (values lie in
-    # [0, 1]) makes one running minimum restart at every entity.
-    offset = 2.0 * codes.astype(float)
-    return np.minimum.accumulate(ratio - offset) + offset if len(ratio) else ratio
+    # A grouped running minimum: exact, and each entity's from its own changes only (shifting
+    # entities apart by an offset and back rounded the ratio differently for each entity code).
+    return pd.Series(ratio, copy=False).groupby(codes, sort=False).cummin().to_numpy(dtype=float) if len(ratio) else ratio
 
 
 def parse_as_of(value) -> pd.Timestamp:
