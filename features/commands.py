@@ -1,4 +1,4 @@
-"""Data commands of the ``dealrisk`` CLI: ``validate``, ``import salesforce|table`` and the wiring behind ``features``.
+"""Data commands of the ``dealrisk`` CLI: ``validate``, ``partition``, ``import salesforce|table`` and the wiring behind ``features``.
 
 Wiring only; the logic lives in ``features.contract`` and ``features.pointintime``. The
 ``features`` command itself sits in ``training.commands``, which can read a registered model's
@@ -15,7 +15,9 @@ import typer
 from features.contract.importers.run import run_import_salesforce, run_import_table
 from features.contract.io import write_frame
 from features.contract.load import load_export
+from features.contract.partitioned import PartitionError, write_partitioned
 from features.contract.report import run_validate
+from features.contract.violations import ContractError
 from features.pointintime.events import parse_as_of
 from features.pointintime.pipeline import build_features, select_open_deals
 from features.pointintime.state import FeatureState, fit_feature_state
@@ -46,6 +48,60 @@ def validate(
 ) -> None:
     """Check an export against the data contract; list every violation and exit 1 if any."""
     raise typer.Exit(run_validate(data, mapping=mapping, max_errors=max_errors))
+
+
+def run_partition(export: Path, out: Path, partitions: int, mapping: Path | None = None) -> int:
+    """Check an export and write it as a partitioned export; print the outcome, return the exit code.
+
+    0: written; 1: the export breaks the contract (the report is printed, nothing is written) or
+    the output folder cannot be used.
+    """
+    # rich is only needed here (progress on a large export).
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True, soft_wrap=True)
+    source, target = Path(export).resolve(), Path(out).resolve()
+    if source == target or source in target.parents or target in source.parents:
+        console.print(f"error: {out} overlaps the export {export}; write the partitions to a folder of their own",
+                      highlight=False)
+        return 1
+    try:
+        with console.status(f"reading and checking {export}"):
+            checked = load_export(Path(export), mapping=mapping)
+        with Progress(TextColumn("writing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=not console.is_terminal) as progress:
+            tasks: dict[str, int] = {}
+
+            def advance(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = progress.add_task(table, total=total)
+                progress.update(tasks[table], completed=done)
+
+            layout = write_partitioned(checked, Path(out), partitions, progress=advance)
+    except ContractError as exc:
+        console.print(str(exc), highlight=False, markup=False)
+        return 1
+    except (PartitionError, OSError) as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False)
+        return 1
+    rows = ", ".join(f"{name} {layout.rows[name]:,}" for name in layout.tables)
+    typer.echo(f"wrote {layout.partitions} partitions of {export} to {out} ({rows} rows)")
+    return 0
+
+
+def partition(
+    export: Annotated[Path, typer.Argument(help="Export folder (CSV or Parquet tables) to lay out.")],
+    out: Annotated[Path, typer.Argument(help="Folder to write the partitioned export to (replaced as a whole when it "
+                                             "is one already; must not overlap EXPORT).")],
+    partitions: Annotated[int, typer.Option(help="Number of partitions; every row of a deal lands in one "
+                                                 "(a stable hash of deal_id).", min=1)],
+    mapping: Annotated[
+        Optional[Path], typer.Option(help="YAML mapping of CRM stage/role names (as for validate).")
+    ] = None,
+) -> None:
+    """Lay an export out as Parquet partitions by deal for the Dask engine (--engine dask)."""
+    raise typer.Exit(run_partition(export, out, partitions, mapping))
 
 
 import_app = typer.Typer(
@@ -110,4 +166,5 @@ def import_table(
 def register(app: typer.Typer) -> None:
     """Add the data commands to the root app."""
     app.command()(validate)
+    app.command()(partition)
     app.add_typer(import_app)

@@ -32,13 +32,22 @@ def generate(
     ] = 1,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     messy: Annotated[bool, typer.Option(help="Plant realistic dirt (duplicates, bad dates, unknown names).")] = False,
+    partitions: Annotated[
+        Optional[int], typer.Option(help="Write the export straight to N Parquet partitions by deal (the form "
+                                         "'dealrisk partition' writes, for --engine dask) instead of a folder of tables.",
+                                    min=1)
+    ] = None,
 ) -> None:
     """Simulate a realistic CRM export (and its hidden ground truth, kept apart)."""
-    run_generate(
-        n_deals=deals, seed=seed, out=out, truth=truth, span_days=span_days,
-        truth_snapshots=truth_snapshots, fmt=fmt, messy=messy, truth_grid_deals=deals // 10 if truth_grid_deals is None else truth_grid_deals,
-        truth_grid_points=truth_grid_points,
-    )
+    try:
+        run_generate(
+            n_deals=deals, seed=seed, out=out, truth=truth, span_days=span_days,
+            truth_snapshots=truth_snapshots, fmt=fmt, messy=messy, truth_grid_deals=deals // 10 if truth_grid_deals is None else truth_grid_deals,
+            truth_grid_points=truth_grid_points, partitions=partitions,
+        )
+    except ValueError as exc:  # a bad combination of options, an unusable output folder (PartitionError)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,9 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table as RichTable
 
+from features.contract.check import check_tables
 from features.contract.io import write_frame, write_tables
+from features.contract.partitioned import write_partitioned
 from features.contract.schema import (
     ACTIVITY_TYPES,
     DEAL_TYPES,
@@ -31,7 +33,9 @@ from features.contract.schema import (
     SENIORITIES,
     STAGES,
     TABLES,
+    Export,
 )
+from features.contract.violations import ContractError
 from generator.messy import plant_problems
 from generator.simulation import (
     LOST,
@@ -880,6 +884,14 @@ def summarize_export(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     return summary
 
 
+def checked_export(tables: dict[str, pd.DataFrame]) -> Export:
+    """The generated tables through the contract check (``ContractError`` if they broke it)."""
+    result = check_tables(tables)
+    if result.export is None:
+        raise ContractError(result.violations, result.counts)
+    return result.export
+
+
 def resolve_truth_path(out: Path, truth: Path | None) -> Path:
     """The truth file: ``truth.csv`` beside the export folder by default, never inside it."""
     out = Path(out)
@@ -900,10 +912,19 @@ def run_generate(
     messy: bool = False,
     truth_grid_deals: int = 2000,
     truth_grid_points: int = 1,
+    partitions: int | None = None,
 ) -> GeneratedExport:
-    """CLI edge: generate, write the export (atomically) and the truth file beside it, print a summary."""
+    """CLI edge: generate, write the export (atomically) and the truth file beside it, print a summary.
+
+    ``partitions``: write the export straight to the partitioned Parquet form the Dask engine
+    reads (``features.contract.partitioned.write_partitioned``, after the contract check) instead
+    of a folder of tables.
+    """
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"format must be csv or parquet, got {fmt!r}")
+    if partitions is not None and messy:
+        raise ValueError("--messy and --partitions do not go together: a partitioned export holds checked tables only, "
+                         "and the planted dirt breaks the contract on purpose")
     truth_path = resolve_truth_path(out, truth)
     console = Console()
     began = time.perf_counter()
@@ -923,7 +944,10 @@ def run_generate(
             truth_grid_deals=truth_grid_deals, truth_grid_points=truth_grid_points,
         )
         report("write files", 0, 1)
-        write_tables(result.tables, out, fmt=fmt)
+        if partitions is None:
+            write_tables(result.tables, out, fmt=fmt)
+        else:
+            write_partitioned(checked_export(result.tables), out, partitions)
         write_frame(result.truth, truth_path)
         if result.planted is not None:
             write_frame(result.planted, truth_path.with_name("planted.csv"))

@@ -13,6 +13,7 @@ from features.contract.io import (
     read_raw_tables,
 )
 from features.contract.mapping import MappingError, NameMapping, load_mapping
+from features.contract.partitioned import PartitionError, is_partitioned, read_all
 from features.contract.schema import (
     TABLES,
     Export,
@@ -52,6 +53,9 @@ def read_export_tables(folder: Path) -> dict[str, pd.DataFrame]:
 def load_export(folder: Path, mapping: NameMapping | Path | None = None) -> Export:
     """Read and check an export folder; return the typed export or raise ``ContractError``.
 
+    A partitioned export (``features.contract.partitioned``) is read whole, each partition through
+    the same check, so every command of the local engine reads it too.
+
     ``mapping`` is a loaded ``NameMapping``, a YAML file to load, or None for the default; an
     unusable mapping file is also a ``ContractError``.
     """
@@ -60,6 +64,11 @@ def load_export(folder: Path, mapping: NameMapping | Path | None = None) -> Expo
             mapping = load_mapping(mapping)
         except MappingError as exc:  # one error type for callers: the inputs are not usable
             raise ContractError([Violation("(mapping)", "-", str(mapping), str(exc), "mapping")]) from None
+    if is_partitioned(Path(folder)):  # a partitioned export (dealrisk partition), read whole
+        try:
+            return read_all(Path(folder), mapping)
+        except PartitionError as exc:
+            raise ContractError([_folder_violation(Path(folder), str(exc))]) from None
     result = check_tables(read_export_tables(folder), mapping)
     if result.export is None:
         raise ContractError(result.violations, result.counts)
