@@ -15,7 +15,7 @@ import typer
 from features.contract.importers.run import run_import_salesforce, run_import_table
 from features.contract.io import write_frame
 from features.contract.load import load_export
-from features.contract.partitioned import PartitionError, write_partitioned
+from features.contract.partitioned import PartitionError, read_layout, write_partitioned
 from features.contract.report import run_validate
 from features.contract.violations import ContractError
 from features.pointintime.events import parse_as_of
@@ -23,15 +23,45 @@ from features.pointintime.pipeline import build_features, select_open_deals
 from features.pointintime.state import FeatureState, fit_feature_state
 
 
+ENGINES: tuple[str, ...] = ("local", "dask")
+ENGINE_HELP = ("local: pandas in this process (an export folder, or a partitioned one read whole); dask: each "
+               "partition of a partitioned export ('dealrisk partition') on a Dask cluster, the same functions")
+SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://host:8786) for --engine dask; default: a LocalCluster here."
+WORKERS_HELP = "Worker processes of the LocalCluster started without --scheduler."
+
+
+def check_engine(engine: str, scheduler: str | None, workers: int) -> None:
+    """``ValueError`` naming the option when the engine options do not fit together."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "local" and scheduler is not None:
+        raise ValueError("--scheduler is for --engine dask")
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+
+
 def run_features(
-    data: Path, as_of: str, out: Path, state: FeatureState | None = None, mapping: Path | None = None
+    data: Path, as_of: str, out: Path, state: FeatureState | None = None, mapping: Path | None = None,
+    engine: str = "local", scheduler: str | None = None, workers: int = 2,
 ) -> Path:
     """Load the export, pick the deals open at as_of, compute their features, write them.
 
     ``state`` is a fitted feature state (a registered model's); by default it is fitted on the deals
-    closed before as_of, so the output is exactly what could have been known at as_of.
+    closed before as_of, so the output is exactly what could have been known at as_of. With
+    ``engine="dask"`` the partitioned export ``data`` is read partition by partition on the cluster
+    (``features.pointintime.distributed``): the same features, rows sorted by deal_id.
     """
+    check_engine(engine, scheduler, workers)
     as_of_ts = parse_as_of(as_of)
+    if engine == "dask":
+        # Dask and distributed load only for this engine (about 1 s every other command would pay).
+        from features.pointintime.distributed import cluster, features_as_of_dask, fit_feature_state_dask
+
+        read_layout(Path(data))  # not a partitioned export: say so before starting a cluster
+        with cluster(scheduler, workers) as client:
+            if state is None:
+                state = fit_feature_state_dask(client, Path(data), as_of_ts)
+            return write_frame(features_as_of_dask(client, Path(data), as_of_ts, state), Path(out))
     export = load_export(Path(data), mapping=mapping)
     if state is None:
         state = fit_feature_state(export, as_of_ts)

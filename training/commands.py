@@ -18,7 +18,7 @@ from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from features.commands import run_features
+from features.commands import ENGINE_HELP, SCHEDULER_HELP, WORKERS_HELP, check_engine, run_features
 from features.contract.io import ExportFolderError
 from features.contract.violations import ContractError
 from features.pointintime.events import FeatureInputError
@@ -265,6 +265,9 @@ def features(
         typer.Option(help="Take fitted feature state from this registered model URI (e.g. models:/deal-win@champion)."),
     ] = None,
     mapping: Annotated[Optional[Path], typer.Option(help="YAML name mapping.")] = None,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP)] = None,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 2,
 ) -> None:
     """Write point-in-time features of every deal open at AS_OF."""
     # LightGBM (through the bundle) and MLflow behind it: see the module docstring.
@@ -272,8 +275,10 @@ def features(
 
     _quiet_downloads()
     try:
+        check_engine(engine, scheduler, workers)
         state = load_model_feature_state(model) if model else None
-        written = run_features(data=data, as_of=as_of, out=out, state=state, mapping=mapping)
+        written = run_features(data=data, as_of=as_of, out=out, state=state, mapping=mapping,
+                               engine=engine, scheduler=scheduler, workers=workers)
     except (*_expected_errors(), FeatureInputError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"wrote features to {written}")
