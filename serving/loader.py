@@ -76,8 +76,13 @@ def recorded_digest(client, version) -> str | None:
 
     The two are written together; tags that disagree mean one was changed, and nothing is trusted.
     """
+    from mlflow.exceptions import MlflowException  # lazy: see load_champion
+
     on_version = (version.tags or {}).get(BUNDLE_DIGEST_TAG)
-    on_run = client.get_run(version.run_id).data.tags.get(BUNDLE_DIGEST_TAG)
+    try:
+        on_run = client.get_run(version.run_id).data.tags.get(BUNDLE_DIGEST_TAG)
+    except MlflowException as exc:
+        raise ChampionError(f"cannot read run {version.run_id} of {version.name} v{version.version}: {exc.message}") from None
     if on_version and on_run and on_version != on_run:
         raise ChampionError(
             f"{version.name} v{version.version}: its tag {BUNDLE_DIGEST_TAG} ({on_version[:12]}...) differs from "

@@ -10,6 +10,7 @@ from training.config import TrainConfig
 BUNDLE_FILES = {
     "features.json", "feature_state.json", "calibration_win.json", "calibration_slip.json",
     "metrics.json", "win_model.txt", "slip_model.txt", "linear_win.json", "linear_slip.json", "skipped.json",
+    "manifest.json",
 }
 
 
