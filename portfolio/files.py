@@ -3,8 +3,8 @@
 Managers open these files in a spreadsheet, and a text cell that starts with ``=``, ``+``, ``-``
 or ``@`` is taken there as a formula (CSV injection: a deal name or a CRM note such as
 ``=HYPERLINK(...)`` would run). Text cells of a CSV are therefore neutralised with a leading
-apostrophe, which spreadsheets show as text; numbers are left alone. Parquet keeps its types and
-is not touched.
+apostrophe (``features.contract.formulas``, the one function every CSV for people goes through),
+which spreadsheets show as text; numbers are left alone. Parquet keeps its types and is not touched.
 """
 
 from __future__ import annotations
@@ -15,29 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.contract.formulas import neutralise_text_columns
 from features.contract.io import write_frame
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
-
-
-def neutralise_formula(text):
-    """A text cell a spreadsheet will not run as a formula; other values unchanged.
-
-    >>> neutralise_formula("=HYPERLINK(\\"http://x\\")"), neutralise_formula("-3 days"), neutralise_formula("ok")
-    ('\\'=HYPERLINK("http://x")', "'-3 days", 'ok')
-    >>> neutralise_formula(-3.5)
-    -3.5
-    """
-    if isinstance(text, str) and text.startswith(FORMULA_STARTS):
-        return "'" + text
-    return text
-
-
-def neutralise_text_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every text cell passed through ``neutralise_formula`` (a new frame)."""
-    text = [name for name in frame.columns if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])]
-    return frame.assign(**{name: frame[name].map(neutralise_formula) for name in text})
 
 
 def json_cells(values) -> list:

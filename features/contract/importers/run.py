@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
+from features.contract.formulas import neutralise_text_columns
 from features.contract.importers.salesforce import REPORT_FORMATS, SalesforceOptions, import_salesforce
 from features.contract.importers.sources import (
     Imported,
@@ -88,7 +89,9 @@ def finish(imported: Imported, out: Path, fmt: str, max_errors: int, echo: Echo,
     if comparison is not None and imported.comparison is not None:
         # Written first under a temporary name, moved into place only once the export is: either
         # both are there, or neither is new.
-        staged = write_frame(imported.comparison, comparison.with_name(f".{comparison.name}.{os.getpid()}.tmp.csv"))
+        # A file for people to open beside the CRM's numbers: picklist text neutralised as a spreadsheet formula.
+        staged = write_frame(neutralise_text_columns(imported.comparison),
+                             comparison.with_name(f".{comparison.name}.{os.getpid()}.tmp.csv"))
     try:
         write_tables(frames, out, fmt)
     except BaseException:
