@@ -90,7 +90,7 @@ def label_snapshots(export: Export, points: pd.DataFrame, missing_inputs: dict |
     won = np.where(known, (outcome == "won").astype(float), np.nan)
     expected = reconstruct_field(export, pts, "expected_close_date")["value"]  # microseconds, NaN unknown
     expected_day = pd.to_datetime(pd.Series(expected), unit="us", utc=True).dt.floor("D").to_numpy()
-    closed_day = pd.Series(closed_at).dt.floor("D").to_numpy()
+    closed_day = pd.Series(closed_at, dtype=TIMESTAMP_DTYPE).dt.floor("D").to_numpy()  # typed: no points is no rows
     late = closed_day > expected_day
     slipped = np.where(outcome == "lost", 1.0, np.where(late, 1.0, 0.0))
     slipped = np.where(known & ~np.isnan(expected), slipped, np.nan)

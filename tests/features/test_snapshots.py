@@ -68,6 +68,13 @@ def test_slipped_is_missing_when_no_close_date_was_known():
     assert labels["won"].iloc[0] == 1.0 and np.isnan(labels["slipped"].iloc[0])
 
 
+def test_no_points_get_no_labels():
+    # A partition of a Dask run can hold no mature deal: no snapshots, an empty labelled frame.
+    export = make_export()
+    labels = label_snapshots(export, sample_snapshots(export, deal_ids=[]))
+    assert labels.empty and list(labels.columns) == ["deal_id", "as_of", "won", "slipped"]
+
+
 def test_maturity_rule_drops_recent_and_open_deals():
     export = make_export()
     # Cycles: D1 68, D2 46, D4 36 days -> the 90% quantile is 63.6 days.
