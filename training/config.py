@@ -216,8 +216,16 @@ class LinearConfig:
     c: float = 1.0
     min_frequency: int = 5
     max_iter: int = 500
+    # The logistic half and the leak check's single-feature AUCs read the training snapshots of a
+    # stable sample of deals holding about this many rows when training has more (None: always
+    # all; training.pipeline.linear_sample). About 400k deals' worth: a few dozen coefficients are
+    # settled long before, and the Dask engine collects only these rows into the training process
+    # (the boosters always see every row).
+    max_rows: int | None = 1_000_000
 
     def __post_init__(self) -> None:
+        if self.max_rows is not None:
+            _check(self, max_rows=_at_least(1))
         if self.weight is not None:
             _check(self, weight=_PROBABILITY)
         if not self.weight_grid:

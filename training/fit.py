@@ -1,4 +1,5 @@
-"""LightGBM fitting with early stopping on the validation period."""
+"""LightGBM fitting with early stopping on the validation period: in this process (``fit_booster``)
+or on a Dask cluster through LightGBM's own Dask interface (``fit_booster_dask``)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,93 @@ def fit_booster(
         valid_names=["validation"],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)] if early_stopping else [],
     )
+
+
+# LightGBM's binary_logloss clips probabilities at this epsilon (kEpsilon in its metric code).
+LOG_LOSS_EPSILON = 1e-15
+# Trees per leaf-index call when replaying early stopping (rows x block integers at a time).
+REPLAY_BLOCK = 100
+
+
+def replay_early_stopping(booster: lgb.Booster, validation: tuple[np.ndarray, np.ndarray, np.ndarray], rounds: int) -> lgb.Booster:
+    """``booster`` cut where ``lgb.early_stopping(rounds)`` on ``validation`` would have stopped it.
+
+    LightGBM's rule replayed tree by tree on the weighted validation log-loss: the best iteration
+    is the first with the lowest loss so far, and training stops ``rounds`` iterations after it
+    without a strictly lower loss (or at the last tree). The returned booster holds the trees up
+    to the best iteration, with ``best_iteration`` set, as ``lgb.train`` with the callback leaves it.
+    ``lightgbm.dask`` has no early stopping (each worker would judge its own share of the
+    validation rows), so the Dask engine fits every round and cuts here, on the whole validation
+    period in this process.
+    """
+    x, y, w = validation
+    y, w = np.asarray(y, dtype=float), np.asarray(w, dtype=float)
+    raw = np.zeros(len(y))
+    best, best_loss = 0, np.inf
+    for start in range(0, booster.current_iteration(), REPLAY_BLOCK):
+        # One leaf-index call per block of trees (a predict call per tree is slow on busy cores).
+        leaves = np.atleast_2d(booster.predict(x, pred_leaf=True, start_iteration=start, num_iteration=REPLAY_BLOCK))
+        leaves = leaves.reshape(len(y), -1)
+        for offset in range(leaves.shape[1]):
+            iteration = start + offset
+            outputs = np.array([booster.get_leaf_output(iteration, leaf) for leaf in range(int(leaves[:, offset].max()) + 1)])
+            raw += outputs[leaves[:, offset]]
+            p = sigmoid(raw)
+            loss = -np.where(y > 0, np.log(np.maximum(p, LOG_LOSS_EPSILON)), np.log(np.maximum(1.0 - p, LOG_LOSS_EPSILON)))
+            value = float((w * loss).sum() / w.sum())
+            if iteration == 0 or value < best_loss:
+                best, best_loss = iteration, value
+            elif iteration - best >= rounds:
+                return _cut(booster, best + 1)
+    return _cut(booster, best + 1)
+
+
+def _cut(booster: lgb.Booster, iterations: int) -> lgb.Booster:
+    cut = lgb.Booster(model_str=booster.model_to_string(num_iteration=iterations))
+    cut.best_iteration = iterations
+    return cut
+
+
+def fit_booster_dask(
+    client,
+    train: tuple,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray],
+    config: BoosterConfig,
+    feature_names: list[str],
+    n_rows: int,
+    categorical: list[str] | None = None,
+    monotone: list[int] | None = None,
+    early_stopping: bool = True,
+) -> lgb.Booster:
+    """``fit_booster`` on a Dask cluster: ``lightgbm.dask.DaskLGBMClassifier`` with the same parameters.
+
+    ``train`` is (X, y, weight) as Dask collections on ``client``'s cluster (X a Dask DataFrame with
+    the ``feature_names`` columns, float64 as ``features.model.matrix.encode_matrix`` gives them);
+    ``validation`` is (X, y, weight) in this process; ``n_rows``: training rows (the leaf minimum
+    scales with them, as in ``booster_params``). Each worker trains on the partitions it holds and
+    LightGBM's data-parallel learner joins their histograms, so leaf sizes and splits count every
+    row. Two things differ from ``fit_booster``, both LightGBM's: early stopping is replayed on
+    the validation period after fitting all ``num_boost_round`` rounds (``replay_early_stopping``),
+    and monotone constraints use the ``basic`` method (LightGBM refuses ``advanced`` in
+    distributed learning and would fall back to ``basic`` itself).
+    """
+    import warnings
+
+    from lightgbm.dask import DaskLGBMClassifier  # dask and distributed, ~1 s: only the Dask engine loads them
+
+    x_train, y_train, w_train = train
+    params = booster_params(config, monotone, n_rows=n_rows)
+    params.pop("num_threads", None)  # lightgbm.dask gives each worker its own thread count
+    if "monotone_constraints_method" in params:
+        params["monotone_constraints_method"] = "basic"
+    cat = [c for c in (categorical or []) if c in feature_names]
+    model = DaskLGBMClassifier(client=client, n_estimators=config.num_boost_round, **params)
+    with warnings.catch_warnings():
+        # the scikit-learn wrapper always carries n_jobs; lightgbm.dask drops it with a warning
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
+        model.fit(x_train, y_train, sample_weight=w_train, feature_name=feature_names, categorical_feature=cat or "auto")
+    booster = model.to_local().booster_
+    return replay_early_stopping(booster, validation, config.early_stopping_rounds) if early_stopping else booster
 
 
 def choose_blend_weight(

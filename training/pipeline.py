@@ -9,6 +9,7 @@ logistic regression) -> calibration -> evaluation against baselines (and the gen
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -81,6 +82,9 @@ class TrainingData:
     side), closed_at and amount of the deal (evaluation only; never features).
     ``features`` holds every registry feature; those in ``skips.features`` are missing (NaN) in
     every row and left out of ``feature_names``, the features the models use.
+    ``distributed``: on the Dask engine (``training.distributed``), the training side as it stays
+    on the cluster; ``rows`` and ``features`` then hold the validation and test rows and the
+    training rows of ``linear_sample``'s deals only (the rows this process needs).
     """
 
     plan: SplitPlan
@@ -89,6 +93,7 @@ class TrainingData:
     features: pd.DataFrame
     feature_names: list[str]
     skips: Skips = field(default_factory=Skips)
+    distributed: object | None = None  # training.distributed.DistributedTraining
 
     @property
     def targets(self) -> list[str]:
@@ -98,6 +103,27 @@ class TrainingData:
     def side(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         mask = (self.rows["side"] == name).to_numpy()
         return self.rows.loc[mask].reset_index(drop=True), self.features.loc[mask].reset_index(drop=True)
+
+    def label_rows(self) -> pd.DataFrame:
+        """Rows enough to count labels and closed training deals (``label_summary`` of every side)."""
+        return self.rows if self.distributed is None else self.distributed.labels
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Deals and snapshots per side, of all rows (``side_counts``)."""
+        return side_counts(self.rows) if self.distributed is None else self.distributed.counts
+
+    def level_rows(self) -> pd.DataFrame:
+        """Training features holding every categorical level seen in training (``fit_matrix_spec`` reads them)."""
+        return self.side("train")[1] if self.distributed is None else self.distributed.level_rows
+
+    def features_at(self, export, points: pd.DataFrame) -> pd.DataFrame:
+        """``build_features`` at ``points`` with this data's state, blanked as the training rows are;
+        in this process, or on the cluster for the Dask engine (in ``points``' order and index)."""
+        if self.distributed is None:
+            built = build_features(export, points, self.state)
+        else:
+            built = self.distributed.features_at(points, self.state)
+        return blank_features(built, self.skips.features)
 
 
 def label_points(export, sides: pd.Series, missing_inputs: dict | None = None) -> pd.DataFrame:
@@ -128,18 +154,20 @@ def balance_cutoff(created: pd.Series, horizon_days: float, gap_days: int, matur
     return (epoch + pd.Timedelta(days=float(best))).floor("s")
 
 
-def plan_periods(export, config: TrainConfig) -> SplitPlan:
+def plan_periods(export, config: TrainConfig, end: pd.Timestamp | None = None) -> SplitPlan:
     """The split plan: maturity at the export end from ``features.pointintime.snapshots``' horizon rule.
 
     With ``train_mature_at_cutoff`` the training horizon is measured on deals closed before the
     cutoff only, and the default cutoff balances the two cohorts (``balance_cutoff``) instead of
-    taking a plain quantile, so the horizon does not starve training.
+    taking a plain quantile, so the horizon does not starve training. ``end``: the export's end
+    when ``export`` holds only some of its tables (the Dask engine's global tables), else
+    ``export_end(export)``.
     """
     quantile = SnapshotConfig().maturity_quantile
     horizon = maturity_days(export, quantile)
     if np.isnan(horizon):
         raise SplitError("deals: no won or lost deal; nothing to train on")
-    mature_by = export_end(export) - pd.Timedelta(days=horizon)
+    mature_by = (export_end(export) if end is None else end) - pd.Timedelta(days=horizon)
     split = config.split
     deals = export.deals
     if split.train_mature_at_cutoff and split.cutoff is None:
@@ -161,22 +189,105 @@ def add_weights(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(weight=per_deal_weights(rows["deal_id"]))
 
 
+# The steps below read one deal's rows only (with the plan and the fitted state, which are the
+# whole export's), so they give the same rows on a whole export and on each partition of it:
+# the Dask engine (training.distributed) runs them per partition, the local one on the export.
+
+
+def label_training_rows(export, plan: SplitPlan, state) -> pd.DataFrame:
+    """The labelled, weighted snapshot rows of the export's deals that have a side."""
+    return add_weights(label_points(export, assign_sides(export.deals, plan), state.missing_inputs))
+
+
+def training_features(export, rows: pd.DataFrame, state, skips: Skips) -> pd.DataFrame:
+    """Features of the rows' points, those in ``skips.features`` missing in every row (one row each, rows' index)."""
+    return blank_features(build_features(export, rows[["deal_id", "as_of"]], state), skips.features)
+
+
+def training_frame(export, plan: SplitPlan, state, skips: Skips) -> pd.DataFrame:
+    """``label_training_rows`` and their ``training_features`` side by side: one frame per partition."""
+    rows = label_training_rows(export, plan, state)
+    return rows.join(training_features(export, rows, state, skips).drop(columns=["deal_id", "as_of"]))
+
+
+def side_counts(rows: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Deals and snapshots per side (a deal is on one side, so partitions' counts add up).
+
+    >>> side_counts(pd.DataFrame({"deal_id": ["a", "a", "b"], "side": ["train", "train", "test"]}))["train"]
+    {'deals': 1, 'snapshots': 2}
+    """
+    return {side: {"deals": int(rows.loc[rows["side"] == side, "deal_id"].nunique()),
+                   "snapshots": int((rows["side"] == side).sum())}
+            for side in ("train", "validation", "test")}
+
+
+def label_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """The distinct (deal, side, labels) of the rows: all ``check_labels``, ``check_minimum_data`` and
+    ``small_data_check`` read of them, at most two rows a deal (its slip label may change)."""
+    return rows[["deal_id", "side", "won", "slipped"]].drop_duplicates().reset_index(drop=True)
+
+
+def distinct_level_rows(features: pd.DataFrame) -> pd.DataFrame:
+    """The rows where some categorical feature shows a value for the first time: every level, few rows.
+
+    ``fit_matrix_spec`` of these rows equals that of all of them (it keeps each feature's levels).
+
+    >>> frame = pd.DataFrame({"segment": ["smb", "smb", "ent"], "deal_type": ["new", "new", "new"], "amount": [1.0, 2.0, 3.0]})
+    >>> distinct_level_rows(frame)["amount"].tolist()
+    [1.0, 3.0]
+    """
+    columns = [name for name in CATEGORICAL_FEATURES if name in features.columns]
+    first = np.zeros(len(features), dtype=bool)
+    for name in columns:
+        first |= ~features[name].duplicated().to_numpy()
+    return features.loc[first]
+
+
+# A stable key (16 bytes, as pandas' hash wants it), apart from the partitioning's: a deal's place in the sample.
+SAMPLE_HASH_KEY = "dealrisk.linear.1"[:16]
+
+
+def linear_sample(deal_ids: pd.Series, max_rows: int | None, total_rows: int) -> np.ndarray:
+    """Mask of the rows whose deal is in a stable sample of deals holding about ``max_rows`` of
+    ``total_rows`` training rows; all rows when there are no more than that (or ``max_rows`` is None).
+
+    A deal is in when a keyed hash of its id, as a share of 2**64, is below ``max_rows / total_rows``:
+    the same deals on every machine, for a whole export and per partition, and the sample of a
+    sample is itself (the Dask engine collects it per partition; ``fit_bundle`` applies it again).
+
+    >>> linear_sample(pd.Series(["a", "b"]), None, 10).tolist()
+    [True, True]
+    >>> int(linear_sample(pd.Series([f"D{i}" for i in range(10_000)]), 1_000, 10_000).sum())
+    986
+    """
+    if max_rows is None or total_rows <= max_rows:
+        return np.ones(len(deal_ids), dtype=bool)
+    share = pd.util.hash_array(np.asarray(deal_ids, dtype=object), hash_key=SAMPLE_HASH_KEY) / 2.0**64
+    return share < max_rows / total_rows
+
+
 def prepare_training_data(export, config: TrainConfig) -> TrainingData:
     """Split by close date, fit the feature state on the training period, build the features.
 
     What the export lacks before the cutoff (the state's ``missing_inputs``) decides what is left
     out (``features.pointintime.inputs.plan_skips``): features that need a missing table or an
     untracked field are missing (NaN) in every row, whatever the deals row holds at export time,
-    and not used; a model without its label is not trained (``check_labels``).
+    and not used; a model without its label is not trained (``check_labels``). The Dask engine
+    (``training.distributed.prepare_training_data_dask``) runs the same steps, the per-deal ones
+    on each partition.
     """
     plan = plan_periods(export, config)
     state = fit_feature_state(export, plan.cutoff, config.features.fiscal_year_start_month)
     skips = plan_skips(state.missing_inputs or {})
-    rows = add_weights(label_points(export, assign_sides(export.deals, plan), state.missing_inputs))
-    features = blank_features(build_features(export, rows[["deal_id", "as_of"]], state), skips.features)
-    skips = check_labels(rows, skips)
+    rows = label_training_rows(export, plan, state)
+    features = training_features(export, rows, state, skips)
     return TrainingData(plan=plan, state=state, rows=rows, features=features.reset_index(drop=True),
-                        feature_names=[name for name in FEATURE_NAMES if name not in skips.features], skips=skips)
+                        feature_names=used_features(skips), skips=check_labels(rows, skips))
+
+
+def used_features(skips: Skips) -> list[str]:
+    """The registry's features the models use: all but those skipped."""
+    return [name for name in FEATURE_NAMES if name not in skips.features]
 
 
 def check_labels(rows: pd.DataFrame, skips: Skips) -> Skips:
@@ -287,24 +398,28 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
     """
     train_rows, train_features = data.side("train")
     val_rows, val_features = data.side("validation")
-    spec = fit_matrix_spec(train_features, tuple(data.feature_names))
+    spec = fit_matrix_spec(data.level_rows(), tuple(data.feature_names))
     x_train, x_val = encode_matrix(train_features, spec), encode_matrix(val_features, spec)
     names = list(spec.names)
+    categorical = [c for c in CATEGORICAL_FEATURES if c in names]
+    sample = training_sample(data, train_rows, config)
     boosters, linears, calibrations, calibration_choices = {}, {}, {}, {}
     for target in data.targets:
         label, _ = TARGETS[target]
         t_mask = train_rows[label].notna().to_numpy()
         v_mask = val_rows[label].notna().to_numpy()
         sign = 1 if target == "win" else -1
-        train = (x_train[t_mask], train_rows.loc[t_mask, label].to_numpy(float), _weights(train_rows.loc[t_mask]))
+        monotone = monotone_vector(names, config.booster.monotone_win, sign)
         val = (x_val[v_mask], val_rows.loc[v_mask, label].to_numpy(float), _weights(val_rows.loc[v_mask]))
-        booster = fit_booster(
-            train, val, config.booster, names,
-            categorical=[c for c in CATEGORICAL_FEATURES if c in names],
-            monotone=monotone_vector(names, config.booster.monotone_win, sign),
-        )
+        if data.distributed is None:
+            train = (x_train[t_mask], train_rows.loc[t_mask, label].to_numpy(float), _weights(train_rows.loc[t_mask]))
+            booster = fit_booster(train, val, config.booster, names, categorical=categorical, monotone=monotone)
+        else:  # every training row, where it lies on the cluster
+            booster = data.distributed.fit_booster(label, spec, val, config.booster, categorical, monotone)
+        l_mask = t_mask & sample
         linear = fit_linear_model(
-            train[0], names, spec["categorical"], train[1], train[2],
+            x_train[l_mask], names, spec["categorical"], train_rows.loc[l_mask, label].to_numpy(float),
+            _weights(train_rows.loc[l_mask]),
             monotone={k: sign * v for k, v in config.linear_monotone().items()},
             c=config.linear.c, min_frequency=config.linear.min_frequency, max_iter=config.linear.max_iter,
         )
@@ -324,6 +439,11 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
         metrics={**fitted_on, "calibration": calibration_choices},
         win_linear=linears["win"], slip_linear=linears.get("slip"), skipped=data.skips.to_dict(),
     )
+
+
+def training_sample(data: TrainingData, train_rows: pd.DataFrame, config: TrainConfig) -> np.ndarray:
+    """Mask of ``train_rows`` the logistic half and the leak check read (``linear_sample`` of all training rows)."""
+    return linear_sample(train_rows["deal_id"], config.linear.max_rows, data.counts()["train"]["snapshots"])
 
 
 def _weights(rows: pd.DataFrame) -> np.ndarray:
@@ -346,11 +466,7 @@ def evaluate_run(
     report: dict = {
         "weighting": "per-deal: each snapshot weighs 1 / (snapshots of its deal), so every deal counts once",
         "split": data.plan.to_dict(),
-        "counts": {
-            side: {"deals": int(data.rows.loc[data.rows["side"] == side, "deal_id"].nunique()),
-                   "snapshots": int((data.rows["side"] == side).sum())}
-            for side in ("train", "validation", "test")
-        },
+        "counts": data.counts(),
         "best_iteration": {target: int(bundle.halves(target)[0].best_iteration) for target in bundle.targets},
         "linear_weight": {target: bundle.halves(target)[1].weight for target in bundle.targets},
         "skipped": data.skips.to_dict(),
@@ -398,10 +514,10 @@ def evaluate_run(
 
 
 def check_leaks(data: TrainingData, win_test_auc: float, config: TrainConfig) -> dict:
-    """Each used feature's single-feature AUC on the training snapshots, and the alarms they and the
+    """Each used feature's single-feature AUC on the training snapshots (``training_sample``'s), and the alarms they and the
     win model's test AUC raise (``training.evaluate.leak_alarms``; thresholds ``config.leak_alarm``)."""
     rows, features = data.side("train")
-    mask = rows["won"].notna().to_numpy()
+    mask = rows["won"].notna().to_numpy() & training_sample(data, rows, config)
     aucs = single_feature_aucs(features.loc[mask], data.feature_names, set(CATEGORICAL_FEATURES),
                                rows.loc[mask, "won"].to_numpy(float), per_deal_weights(rows.loc[mask, "deal_id"]))
     limits = config.leak_alarm
@@ -450,7 +566,7 @@ def evaluate_truth(truth: pd.DataFrame, data: TrainingData, bundle: ModelBundle,
     points = select_truth_points(truth, export, test_deals)
     if points.empty:
         return {"win": {"note": "no truth point falls in the test period"}}
-    features = blank_features(build_features(export, points[["deal_id", "as_of"]], data.state), data.skips.features)
+    features = data.features_at(export, points[["deal_id", "as_of"]])
     matrix = encode_bundle_matrix(bundle, features)
     probabilities = predict_matrix_probabilities(bundle, matrix, features.index)
     stage_win = predict_stage_table(features[STAGE_FEATURE], config.stage_probabilities)
@@ -606,6 +722,15 @@ def headline_metrics(report: dict, fingerprint: dict, trained_at: str) -> dict:
     }
 
 
+def engine_params(engine: dict) -> dict[str, str]:
+    """The run's ``engine`` param and tag (local or dask) and ``engine.<key>`` for the rest of ``engine_record``.
+
+    >>> engine_params({"engine": "dask", "workers": 2, "threads": 2})
+    {'engine': 'dask', 'engine.workers': '2', 'engine.threads': '2'}
+    """
+    return {("engine" if key == "engine" else f"engine.{key}"): str(value) for key, value in engine.items()}
+
+
 @dataclass
 class TrainResult:
     """What ``run_train`` hands back to the CLI and the tests."""
@@ -655,12 +780,30 @@ def run_train(
     lap("load")
     step("splitting by close date, fitting feature state, building features")
     data = prepare_training_data(export, config)
-    warnings = check_minimum_data(data.rows, config.minimum)
-    small = small_data_check(data.rows, config.minimum)
-    if small is not None:
-        notice(small["message"])
+    warnings = check_training_data(data, config, notice)
     lap("features")
     return train_and_log(export, data, config, fingerprint, truth, warnings, step, uri, seconds, config_file)
+
+
+def check_training_data(data: TrainingData, config: TrainConfig, notice: Callable[[str], None]) -> list[str]:
+    """Before fitting: refuse too few closed training deals, warn of an extreme win rate (returned),
+    and tell ``notice`` when the data is small (``small_data_check``)."""
+    warnings = check_minimum_data(data.label_rows(), config.minimum)
+    small = small_data_check(data.label_rows(), config.minimum)
+    if small is not None:
+        notice(small["message"])
+    return warnings
+
+
+def engine_record(data: TrainingData, config: TrainConfig) -> dict:
+    """Where the run computed, for its params, tags and report: the engine, scheduler, workers and threads.
+
+    Local: this process, with LightGBM's threads (``booster.num_threads``, 0: one per core).
+    Dask: the cluster ``training.distributed`` describes, and what its fit does differently.
+    """
+    if data.distributed is not None:
+        return dict(data.distributed.engine)
+    return {"engine": "local", "scheduler": "-", "workers": 1, "threads": config.booster.num_threads or os.cpu_count() or 1}
 
 
 def train_and_log(
@@ -675,7 +818,10 @@ def train_and_log(
     seconds: dict[str, float] | None = None,
     config_file: ConfigFile | None = None,
 ) -> TrainResult:
-    """Fit, evaluate, log and register from prepared training data (the second half of ``run_train``)."""
+    """Fit, evaluate, log and register from prepared training data (the second half of ``run_train``).
+
+    ``export``: what ``evaluate_truth`` reads deals and labels from (the Dask engine's global tables).
+    """
     seconds = dict(seconds or {})
     warnings = list(warnings or [])
     lap = lap_timer(seconds)
@@ -686,8 +832,10 @@ def train_and_log(
     lap("fit")
     step("evaluating on the test period")
     report, plots = evaluate_run(data, bundle, config, export, truth)
-    small = small_data_check(data.rows, config.minimum)
+    small = small_data_check(data.label_rows(), config.minimum)
     report["small_data"] = judge_small_data(small, report)
+    engine = engine_record(data, config)
+    report["engine"] = engine
     if small is not None:
         warnings.extend([small["message"], report["small_data"]["verdict"]])
     report["warnings"] = warnings
@@ -699,7 +847,8 @@ def train_and_log(
     test_rows, _ = data.side("test")
     registered = log_training_run(
         params={**config.to_params(), **{f"split.{k}": v for k, v in data.plan.to_dict().items()},
-                "features.count": len(data.feature_names), PROMOTABLE_PARAM: report["small_data"]["promotable"]},
+                "features.count": len(data.feature_names), PROMOTABLE_PARAM: report["small_data"]["promotable"],
+                **engine_params(engine)},
         metrics=flatten_metrics(report),
         fingerprint=fingerprint,
         bundle=bundle,
@@ -710,6 +859,7 @@ def train_and_log(
         names=config.names,
         resolved_config=config.to_yaml(),
         config_file=config_file,
+        tags=engine_params(engine),
     )
     lap("mlflow")
     report["run_id"] = registered.run_id

@@ -67,15 +67,30 @@ def setup_mlflow(experiment: str, uri: str | None = None) -> str:
 
 
 def fingerprint_files(folder: Path) -> dict:
-    """SHA-256 over the export's files (names and bytes, sorted), per file and overall."""
+    """SHA-256 over the export's files (paths relative to ``folder`` and bytes, sorted), per file and overall.
+
+    Files in subfolders count (a partitioned export keeps each table's partitions in one); hidden
+    files and folders do not. For a flat export folder the paths are the file names.
+    """
     folder = Path(folder)
     total = hashlib.sha256()
     files = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        files[path.name] = digest
-        total.update(path.name.encode() + b"\0" + digest.encode())
+    found = (p for p in folder.rglob("*") if p.is_file())
+    for relative in sorted(p.relative_to(folder).as_posix() for p in found):
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue
+        digest = _file_sha256(folder / relative)
+        files[relative] = digest
+        total.update(relative.encode() + b"\0" + digest.encode())
     return {"sha256": total.hexdigest(), "files": files}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:  # in blocks: an export's files can be larger than memory allows twice
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def describe_export(export) -> dict:
@@ -103,6 +118,7 @@ def log_training_run(
     names: RegisteredNames,
     resolved_config: str | None = None,
     config_file: ConfigFile | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RegisteredPair:
     """Log one training run and register its two boosters under ``names``, aliased as its challenger.
 
@@ -112,6 +128,7 @@ def log_training_run(
     ``config/resolved.yaml``: ``dealrisk train --config`` on it repeats the run's settings.
     ``config_file``, the file the user gave, is logged byte for byte as ``config/train.yaml``
     with its SHA-256 in the tag ``config.sha256`` (and its name in ``config.file``).
+    ``tags``: more run tags (the engine the run computed on and its size).
     The bundle's digest (``features.model.integrity``: the SHA-256 of its ``manifest.json``, which
     holds every file's size and SHA-256) tags the run and each registered version
     (``dealrisk.bundle.sha256``); loaders check the downloaded files against it before parsing.
@@ -131,6 +148,7 @@ def log_training_run(
             "dealrisk.kind": "training",
             MODELS_TAG: ",".join(bundle.targets),
             LEAK_ALARMS_TAG: str(len(report.get("leak_alarms", []))),
+            **{key: str(value) for key, value in (tags or {}).items()},
         })
         if config_file is not None:
             mlflow.set_tags({"config.sha256": config_file.sha256, "config.file": Path(config_file.name).name})
