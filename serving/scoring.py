@@ -26,6 +26,7 @@ import pandas as pd
 import pydantic_core
 from pydantic import TypeAdapter
 
+from features.contract.cells import TIMESTAMP_RANGE, timestamp_in_range
 from features.contract.check import check_tables
 from features.contract.io import read_table_bytes
 from features.contract.load import read_export_tables
@@ -35,6 +36,7 @@ from features.contract.schema import (
     TABLES,
     TIMESTAMP_DTYPE,
 )
+from features.contract.violations import show_value, shown_text
 from features.model.actions import GAIN_NOTE, actions_by_deal, next_best_actions
 from features.model.explain import explain_scores, frame_from_blocks
 from features.model.grades import ExplainConfig, value_at_risk_from
@@ -281,15 +283,23 @@ def check_times(export, paths: dict[str, RowPaths], as_of: pd.Timestamp) -> None
 
 
 def _micros(stamp: pd.Timestamp) -> int:
-    """A UTC timestamp as int64 microseconds since the epoch (``features.pointintime.pipeline.to_micros`` units)."""
-    return int(stamp.value // 1000)  # Timestamp.value is nanoseconds whatever the unit
+    """A UTC timestamp as int64 microseconds since the epoch (``features.pointintime.pipeline.to_micros`` units).
+
+    Read in the timestamp's own unit: ``Timestamp.value`` is nanoseconds and overflows before 1677.
+    """
+    return int(stamp.as_unit("us").asm8.view(np.int64))
 
 
 def resolve_as_of(request: ScoreRequest | "TableRequest", now: pd.Timestamp | None = None) -> pd.Timestamp:
-    """The request's ``as_of`` in UTC (default: now); ``RequestError(422)`` if far in the future."""
+    """The request's ``as_of`` in UTC (default: now); ``RequestError(422)`` if outside the contract's
+    timestamp range or far in the future."""
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     if request.as_of is None:
         return now.floor("s")
+    if not timestamp_in_range(request.as_of):
+        raise RequestError(422, "as_of is outside the supported range", [
+            Problem("as_of", f"{show_value(request.as_of.isoformat())} is outside the supported range {TIMESTAMP_RANGE}")
+        ])
     as_of = _utc(request.as_of)
     if as_of > now + MAX_AS_OF_AHEAD:
         raise RequestError(422, "as_of is in the future", [Problem("as_of", "is more than one day after now")])
@@ -472,7 +482,7 @@ class TablePaths:
 def table_request(files: dict[str, bytes], as_of: str | None) -> TableRequest:
     """Validate the parts of an upload (names, ``as_of``); ``RequestError`` names a wrong one."""
     problems = [
-        Problem(name, f"unknown part; the parts are {', '.join(TABLE_PARTS)} and as_of")
+        Problem(shown_text(name), f"unknown part; the parts are {', '.join(TABLE_PARTS)} and as_of")
         for name in files if name not in TABLE_PARTS
     ]
     if "deals" not in files:

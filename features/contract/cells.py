@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 from features.contract.mapping import MAPPING_FILE_WHERE, NameMapping, normalize_name
 from features.contract.schema import (
     TIMESTAMP_DTYPE,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
     Column,
     Table,
 )
@@ -180,6 +182,45 @@ def timestamps_of(micros: np.ndarray) -> pd.api.extensions.ExtensionArray:
     if simple_new is None:
         return pd.array(wall, dtype=_TS_DTYPE)
     return simple_new(wall, dtype=_TS_DTYPE)
+
+
+# The supported range (``features.contract.schema.TIMESTAMP_MIN`` / ``TIMESTAMP_MAX``) in words, as reasons say it.
+TIMESTAMP_RANGE = f"{TIMESTAMP_MIN:%Y-%m-%dT%H:%M:%SZ} to {TIMESTAMP_MAX:%Y-%m-%dT%H:%M:%SZ}"
+_RANGE_MOMENTS = (TIMESTAMP_MIN.to_pydatetime(), TIMESTAMP_MAX.to_pydatetime())
+
+
+def outside_timestamp_range(counts: np.ndarray, unit: str = "us") -> np.ndarray:
+    """Where times, int64 counts of ``unit`` since the epoch (int64 min for NaT, never outside),
+    lie outside the supported range. Compared in the times' own unit, so nothing overflows.
+
+    >>> outside_timestamp_range(np.array([0, -1, NAT, 7_258_118_400_000_000, 7_258_118_400_000_001])).tolist()
+    [False, True, False, False, True]
+    """
+    low, high = (int(bound.as_unit(unit).asm8.view(np.int64)) for bound in (TIMESTAMP_MIN, TIMESTAMP_MAX))
+    return (counts != NAT) & ((counts < low) | (counts > high))
+
+
+def timestamp_in_range(moment: dt.datetime) -> bool:
+    """Whether one moment (naive: UTC) lies in the supported range, compared as Python datetimes
+    (no conversion to pandas' units, so year 1 with any offset neither overflows nor wraps).
+
+    >>> timestamp_in_range(dt.datetime(1, 1, 1)), timestamp_in_range(dt.datetime(2026, 6, 30, tzinfo=dt.timezone.utc))
+    (False, True)
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return _RANGE_MOMENTS[0] <= moment <= _RANGE_MOMENTS[1]
+
+
+def _within_range(values: pd.api.extensions.ExtensionArray) -> tuple[pd.api.extensions.ExtensionArray, np.ndarray]:
+    """A typed datetime array with the times outside the range set to NaT, and where they were:
+    converting such a time to microseconds may overflow (a Parquet ``timestamp[s]`` of year 10^7)."""
+    outside = outside_timestamp_range(values.asi8, values.unit)
+    if not outside.any():
+        return values, outside
+    values = values.copy()
+    values[outside] = pd.NaT
+    return values, outside
 
 
 def _is_utc(dtype: pd.DatetimeTZDtype) -> bool:
@@ -556,24 +597,30 @@ def parse_timestamp_column(raw: Raw, table: Table, column: Column, out: Collecto
     n = len(raw)
     strings = _string_cells(raw)
     dtype = raw.dtype
+    outside = np.zeros(n, dtype=bool)  # typed times outside the range, found before any unit conversion
     if strings is not None:  # text: CSV cells, or request cells that are all strings or missing
         micros, missing, malformed, not_utc = parse_times(strings)
     elif isinstance(dtype, pd.DatetimeTZDtype) and _is_utc(dtype):
         # Typed UTC times (a Parquet export): nothing to parse or report, only the unit to settle.
         values = pd.array(raw, copy=False)
         missing = values.isna()
+        values, outside = _within_range(values)
         micros = values.as_unit("us").asi8.copy()  # owned: the export never shares the input's memory
         malformed = not_utc = np.zeros(n, dtype=bool)
     elif isinstance(dtype, pd.DatetimeTZDtype):
         missing = raw.isna().to_numpy(dtype=bool)
-        values = raw.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
-        wall = raw.dt.tz_localize(None).astype("datetime64[us]").to_numpy()
-        not_utc = (~missing) & (wall != values.dt.tz_localize(None).to_numpy())
+        within, outside = _within_range(raw.array)
+        within = pd.Series(within, index=raw.index, copy=False)
+        values = within.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
+        wall = within.dt.tz_localize(None).astype("datetime64[us]").to_numpy()
+        not_utc = (~missing) & ~outside & (wall != values.dt.tz_localize(None).to_numpy())
         malformed = np.zeros(n, dtype=bool)
         micros = _micros_of(values.array).copy()  # owned: the export never shares the input's memory
     elif pd.api.types.is_datetime64_dtype(dtype):
         missing = raw.isna().to_numpy(dtype=bool)
-        micros = _micros_of(raw.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE).array).copy()
+        within, outside = _within_range(raw.array)
+        within = pd.Series(within, index=raw.index, copy=False)
+        micros = _micros_of(within.dt.tz_localize("UTC").astype(TIMESTAMP_DTYPE).array).copy()
         not_utc = malformed = np.zeros(n, dtype=bool)
     elif dtype == object:
         values, missing, malformed, not_utc = _parse_timestamp_objects(pd.Series(raw, copy=False))
@@ -601,6 +648,16 @@ def parse_timestamp_column(raw: Raw, table: Table, column: Column, out: Collecto
             ],
         )
         invalid = malformed | not_utc
+    outside = (outside | outside_timestamp_range(micros)) & ~invalid
+    if outside.any():
+        placeholder = "; leave the cell empty where it stands for no date" if column.nullable else ""
+        out.add_rows(
+            table, frame, column.name, "out_of_range", outside,
+            lambda pos: [
+                f"{show_value(shown[p])} is outside the supported range {TIMESTAMP_RANGE}{placeholder}" for p in pos
+            ],
+        )
+        invalid = invalid | outside
     if invalid.any():
         micros = np.where(invalid, NAT, micros)
     return Parsed(timestamps_of(micros), missing, invalid, micros=micros)

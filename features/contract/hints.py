@@ -13,6 +13,7 @@ import difflib
 import re
 
 from features.contract.schema import Table
+from features.contract.violations import show_value
 
 # Headers other CRMs and spreadsheets use for a contract column, in their matching form
 # (``header_words``). Salesforce's API names first: an Opportunity exported as is.
@@ -118,7 +119,7 @@ def missing_column_hint(table: Table, found: list[str], missing: list[str]) -> s
     guesses = suggest_columns(table, found, missing)
     parts = []
     if guesses:
-        parts.append("probably renamed: " + ", ".join(f"{header!r} is {column}?" for column, header in guesses.items())
+        parts.append("probably renamed: " + ", ".join(f"{show_value(header)} is {column}?" for column, header in guesses.items())
                      + " (rename the header, or map it with 'dealrisk import table')")
     if table.name == "deals" and len(SALESFORCE_OPPORTUNITY & {str(c).strip() for c in found}) >= 2:
         parts.append("these are Salesforce Opportunity fields: 'dealrisk import salesforce' converts a Salesforce export")

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contract.cells import NAT, Parsed, parse_times, to_float
+from features.contract.cells import NAT, TIMESTAMP_RANGE, Parsed, outside_timestamp_range, parse_times, to_float
 from features.contract.hints import extra_column_hints, missing_column_hint
 from features.contract.schema import (
     CLOSED_STAGES,
@@ -32,7 +32,9 @@ from features.contract.violations import (
     SMALL_COLUMN,
     Cells,
     Collector,
+    show_names,
     show_value,
+    shown_text,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -48,7 +50,7 @@ def check_columns(table: Table, frame: pd.DataFrame, out: Collector, notes: list
         out.add(
             table.name, ", ".join(missing), "missing_column", "whole table",
             f"required column{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}; "
-            f"expected: {expected}; found: {', '.join(found) or '(none)'}{missing_column_hint(table, found, missing)}",
+            f"expected: {expected}; found: {show_names(found) or '(none)'}{missing_column_hint(table, found, missing)}",
         )
     extra = [c for c in found if c not in table.column_names]
     if extra and table.name == "deals":
@@ -57,8 +59,8 @@ def check_columns(table: Table, frame: pd.DataFrame, out: Collector, notes: list
     if extra:
         absent = [c.name for c in table.columns if not c.required and c.name not in found]
         likely = extra_column_hints(table, extra, absent) if absent else {}
-        shown = [f"{c} (probably {likely[c]}?)" if c in likely else c for c in extra]
-        notes.append(f"{table.name}: extra columns ignored: {', '.join(shown)}")
+        notes.append(f"{table.name}: extra columns ignored: " + show_names(
+            extra, show=lambda c: f"{shown_text(c)} (probably {likely[c]}?)" if c in likely else shown_text(c)))
     return [c.name for c in table.columns if c.name in found]
 
 
@@ -405,13 +407,22 @@ def check_field_values(frame: pd.DataFrame, parsed: dict[str, Parsed], out: Coll
         cells = values.objects  # one conversion; the subsets below are numpy takes
         shown = Cells(cells)
         if is_date.any():
-            _, _, malformed, not_utc = parse_times(pa.array(cells[is_date], type=LARGE_STRING))
+            micros, _, malformed, not_utc = parse_times(pa.array(cells[is_date], type=LARGE_STRING))
             bad = np.zeros(len(cells), dtype=bool)
             bad[np.flatnonzero(is_date)] = malformed | not_utc
             out.add_rows(
                 table, frame, column, "bad_field_value", bad,
                 lambda pos: [
                     f"expected_close_date value {show_value(shown[p])} is not an ISO-8601 UTC date" for p in pos
+                ],
+            )
+            outside = np.zeros(len(cells), dtype=bool)
+            outside[np.flatnonzero(is_date)] = outside_timestamp_range(micros) & ~(malformed | not_utc)
+            out.add_rows(
+                table, frame, column, "bad_field_value", outside,
+                lambda pos: [
+                    f"expected_close_date value {show_value(shown[p])} is outside the supported range {TIMESTAMP_RANGE}"
+                    for p in pos
                 ],
             )
         if is_amount.any():

@@ -52,6 +52,14 @@ TRACKED_FIELDS: tuple[str, ...] = ("expected_close_date", "amount")
 # Canonical in-memory dtypes after loading. Timestamps are tz-aware UTC.
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
 
+# The supported range of every timestamp of the contract and of a request's as_of, both ends
+# included. A CRM's deals, events and close dates lie well inside it; a time outside it is a
+# placeholder (1900-01-01, 0001-01-01, 9999-12-31) or a mistake, and is reported as one wherever
+# times are read (``dealrisk validate``, ``/score``, ``/score/tables``). Inside it every time and
+# every difference of two fits pandas' nanosecond timestamps (1677-09-21 to 2262-04-11).
+TIMESTAMP_MIN = pd.Timestamp("1970-01-01T00:00:00Z")
+TIMESTAMP_MAX = pd.Timestamp("2200-01-01T00:00:00Z")
+
 
 @dataclass(frozen=True)
 class Column:

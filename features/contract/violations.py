@@ -151,7 +151,7 @@ def describe_rows(frame: pd.DataFrame, table: Table, positions: np.ndarray) -> l
     columns = [frame[k].iloc[positions].tolist() for k in keys]
     labels = []
     for i, pos in enumerate(positions):
-        parts = ", ".join(f"{k}={_show_key(columns[j][i])}" for j, k in enumerate(keys))
+        parts = ", ".join(f"{k}={shown_text(columns[j][i])}" for j, k in enumerate(keys))
         labels.append(f"row {pos + 1} ({parts})" if parts else f"row {pos + 1}")
     return labels
 
@@ -160,16 +160,65 @@ def _show_key(value: object) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT or value is pd.NA:
         return "(empty)"
     if isinstance(value, pd.Timestamp | dt.datetime):
-        return pd.Timestamp(value).isoformat()
+        stamp = pd.Timestamp(value)
+        try:
+            return stamp.isoformat()
+        except (ValueError, OverflowError, NotImplementedError):  # beyond Python's years 1-9999
+            return np.datetime_as_string(stamp.asm8) + ("+00:00" if stamp.tz is not None else "")
+    if isinstance(value, np.datetime64):
+        return np.datetime_as_string(value)
     return str(value)
 
 
-def show_value(value: object) -> str:
-    """Show a cell value in a reason: quoted, shortened when long."""
+# User input shown in a message (a cell, an id, a name) is cut to this many characters, then "…".
+SHOWN_CHARACTERS = 60
+
+
+def escape_text(text: str) -> str:
+    r"""``text`` with each character that is not printable (NUL, newlines, escapes, bidi controls)
+    written as ``repr`` writes it; printable text, letters of any script included, unchanged.
+
+    >>> print(escape_text("D-1\x00\n\u202eé"))
+    D-1\x00\n\u202eé
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def shown_text(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    r"""User input as it appears unquoted in a message (a key in a row label, a name, a reader's
+    reason): its first ``limit`` characters, control characters escaped (``escape_text``), "…"
+    when cut.
+
+    >>> print(shown_text("D-1"), shown_text("\x00" * 3 + "x" * 80, limit=5))
+    D-1 \x00\x00\x00xx…
+    """
     text = _show_key(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return repr(text)
+    return escape_text(text) if len(text) <= limit else escape_text(text[:limit]) + "…"
+
+
+def show_value(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    r"""A value quoted in a message, the one way contract and request reasons echo input: as
+    ``repr`` writes it (quoted; NUL, newlines and other control characters escaped), its first
+    ``limit`` characters only, with "…" after the closing quote when cut.
+
+    >>> print(show_value("Closed Won"), show_value("=cmd|' /C calc'!A0\x00\n"), show_value("y" * 99, limit=5))
+    'Closed Won' "=cmd|' /C calc'!A0\x00\n" 'yyyyy'…
+    """
+    text = _show_key(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
+def show_names(names: Sequence[object], most: int = 20, show: Callable[[object], str] | None = None) -> str:
+    """Names from the input (headers, tables) listed in a message: each as ``show`` writes it
+    (default ``shown_text``), at most ``most`` of them, then how many more.
+
+    >>> show_names(["deal_id", "Amount\\n"]), show_names(list("abcd"), most=2)
+    ('deal_id, Amount\\\\n', 'a, b and 2 more')
+    """
+    shown = ", ".join((show or shown_text)(name) for name in names[:most])
+    return f"{shown} and {len(names) - most} more" if len(names) > most else shown
 
 
 class Cells:
@@ -180,7 +229,13 @@ class Cells:
 
     def __getitem__(self, position: int) -> object:
         if isinstance(self.series, pd.Series):
-            return self.series.iloc[int(position)]
+            try:
+                return self.series.iloc[int(position)]
+            except (ValueError, OverflowError, NotImplementedError):
+                # A time pandas cannot give as a Timestamp in its zone (year 10^7 of a Parquet
+                # column): its UTC value as numpy holds it.
+                array = self.series.array
+                return np.datetime64(int(array.asi8[int(position)]), array.unit)
         if isinstance(self.series, pa.Array | pa.ChunkedArray):
             return self.series[int(position)].as_py()
         return self.series[int(position)]
