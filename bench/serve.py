@@ -258,10 +258,16 @@ class Connection:
         self.reader = self.writer = None
 
     async def post(self, path: str, payload: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+        status, _, body = await self.request("POST", path, payload, content_type)
+        return status, body
+
+    async def request(self, method: str, path: str, payload: bytes = b"",
+                      content_type: str = "application/json") -> tuple[int, dict[str, str], bytes]:
+        """One request; the status, the response's header fields (lower-case names) and its body."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: {content_type}\r\n"
-                f"content-length: {len(payload)}\r\n{self.extra}\r\n").encode()
+        body_fields = f"content-type: {content_type}\r\ncontent-length: {len(payload)}\r\n" if method == "POST" else ""
+        head = f"{method} {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n{body_fields}{self.extra}\r\n".encode()
         self.writer.write(head + payload)
         await self.writer.drain()
         lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
@@ -278,7 +284,7 @@ class Connection:
             body = b"".join(chunks)
         if fields.get("connection", "").lower() == "close":
             await self.close()
-        return status, body
+        return status, fields, body
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -17,6 +17,8 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_STORE_URL`` | ``sqlite:///data/scores.db`` | the score store (SQLAlchemy URL; ``postgresql://...`` for a server) |
 | ``DEALRISK_PAGE_EXPORT`` | unset | an export folder the managers' page (``serving.page``) reads for the funnel view and the deals' decision chains; without it the funnel is not shown and the decision chain comes from the stored warnings and factors |
 | ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
+| ``DEALRISK_CONNECTION_SECONDS`` | ``5`` | a kept-alive connection this many seconds old is closed after its next answer (``Connection: close``; the client reconnects through the fair accept), so a worker restarted after a crash gets its share of the clients again within seconds (``serving.traffic.WorkerConnections``); ``0``: connections stay open until the client or the 5 s idle timeout closes them |
+| ``DEALRISK_METRICS_TOKEN`` | ``off`` | ``on``: ``GET /metrics`` needs ``Authorization: Bearer <DEALRISK_API_TOKEN>`` too (401 otherwise; for Prometheus's ``authorization`` scrape setting); refused at start-up without a token set |
 | ``DEALRISK_MAPPING`` | unset | a YAML name-mapping file (the one ``--mapping`` takes: a CRM's own stage, role, ... names), added to the shipped default for every request; read and checked at start-up |
 | ``DEALRISK_RELOAD_SECONDS`` | ``60`` | how often each worker re-reads the champion aliases and, when they moved, loads the new pair and switches to it without a restart (``serving.reload``); ``0``: never on a schedule (``POST /admin/reload`` still works) |
 | ``DEALRISK_RELOAD_WITHOUT_TOKEN`` | ``off`` | ``on``: ``POST /admin/reload`` answers without a token when ``DEALRISK_API_TOKEN`` is unset (only on a host that only trusted users reach); ``off``: refused (403) until a token is set |
@@ -55,6 +57,8 @@ class ServingConfig:
     batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer
     log_requests: bool = False
     fair_accept: bool = True  # see serving.service.fair_accept
+    connection_seconds: float = 5.0  # DEALRISK_CONNECTION_SECONDS: see serving.traffic.WorkerConnections; 0: never
+    metrics_token: bool = False  # DEALRISK_METRICS_TOKEN: /metrics behind the bearer token (serving.guard)
     store_write: bool = False  # see serving.service.store_sink
     store_url: str | None = field(default=None, repr=False)  # None: portfolio.store's default; may hold a password
     explain: ExplainConfig = field(default_factory=ExplainConfig)
@@ -95,6 +99,20 @@ class ServingConfig:
         fair = cls.fair_accept if raw_fair in (None, "") else SWITCHES.get(raw_fair.strip().lower())
         if fair is None:
             raise ConfigError(f"DEALRISK_FAIR_ACCEPT must be on or off, got {raw_fair!r}")
+        raw_connection = env.get("DEALRISK_CONNECTION_SECONDS")
+        try:
+            connection_seconds = cls.connection_seconds if raw_connection in (None, "") else float(raw_connection)
+        except ValueError:
+            connection_seconds = -1.0
+        if not 0 <= connection_seconds <= 86400:
+            raise ConfigError("DEALRISK_CONNECTION_SECONDS must be a number of seconds from 0 (never close) to 86400, "
+                              f"got {raw_connection!r}")
+        raw_metrics = env.get("DEALRISK_METRICS_TOKEN")
+        metrics_token = cls.metrics_token if raw_metrics in (None, "") else SWITCHES.get(raw_metrics.strip().lower())
+        if metrics_token is None:
+            raise ConfigError(f"DEALRISK_METRICS_TOKEN must be on or off, got {raw_metrics!r}")
+        if metrics_token and not env.get("DEALRISK_API_TOKEN"):
+            raise ConfigError("DEALRISK_METRICS_TOKEN=on needs DEALRISK_API_TOKEN: /metrics takes the same bearer token")
         raw_store = env.get("DEALRISK_STORE_WRITE")
         store_write = cls.store_write if raw_store in (None, "") else SWITCHES.get(raw_store.strip().lower())
         if store_write is None:
@@ -134,6 +152,8 @@ class ServingConfig:
             log_requests=(env.get("DEALRISK_LOG_REQUESTS", "").lower() in ("1", "true", "yes")),
             batch_linger_ms=linger,
             fair_accept=fair,
+            connection_seconds=connection_seconds,
+            metrics_token=metrics_token,
             store_write=store_write,
             store_url=(env.get("DEALRISK_STORE_URL") or "").strip() or None,
             explain=ExplainConfig(warnings=thresholds),

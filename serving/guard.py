@@ -2,7 +2,9 @@
 body-size limit, media type.
 
 Runs before BentoML parses anything, so an oversized or unauthenticated request costs nothing
-and never reaches the models. Health, readiness, metrics and the OpenAPI spec stay open.
+and never reaches the models. Health, readiness and the OpenAPI spec stay open; so does
+``/metrics`` unless ``DEALRISK_METRICS_TOKEN=on`` puts it behind the same bearer token
+(``METRICS_PATH``; Prometheus sends it with its ``authorization`` scrape setting).
 
 With ``DEALRISK_API_TOKEN`` set, the page (``PAGE_PATH`` and below, ``serving.page``) takes the
 same bearer header as the scoring routes, or, for people in a browser, the session cookie its
@@ -22,6 +24,8 @@ from serving.batcher import ARRIVALS
 from serving.config import ServingConfig
 
 PROTECTED_PATHS: frozenset[str] = frozenset({"/score", "/score/tables", "/model"})
+# BentoML's Prometheus endpoint: protected only with DEALRISK_METRICS_TOKEN=on.
+METRICS_PATH = "/metrics"
 # The managers' page (serving.page), mounted here by the service; everything under it is protected
 # but the login form and the style sheet the form uses.
 PAGE_PATH = "/page"
@@ -90,12 +94,13 @@ class RequestGuard:
         self.config = config or ServingConfig.from_env()
         self._token = None if self.config.api_token is None else f"Bearer {self.config.api_token}".encode()
         self._session = None if self.config.api_token is None else session_value(self.config.api_token).encode()
+        self._protected = PROTECTED_PATHS | ({METRICS_PATH} if self.config.metrics_token else set())
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and self._token is not None and is_page_path(scope.get("path", "")):
             await self._guard_page(scope, receive, send)
             return
-        if scope["type"] != "http" or scope.get("path", "").rstrip("/") not in PROTECTED_PATHS:
+        if scope["type"] != "http" or scope.get("path", "").rstrip("/") not in self._protected:
             await self.app(scope, receive, send)
             return
         path = scope["path"].rstrip("/")

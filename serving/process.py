@@ -58,3 +58,25 @@ def stop_server(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def worker_pids(server_pid: int) -> dict[int, int]:
+    """BentoML's worker processes under a server started by ``start_server``: worker index -> pid (Linux /proc).
+
+    The workers are the server's children whose command line carries ``--worker-id N``; a worker
+    killed and restarted by BentoML's process manager shows with its new pid.
+    """
+    workers: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == server_pid and b"--worker-id" in arguments:
+            index = arguments.index(b"--worker-id") + 1
+            if index < len(arguments) and arguments[index].isdigit():
+                workers[int(arguments[index])] = int(entry.name)
+    return workers

@@ -59,6 +59,7 @@ from serving.scoring import (
     score_tables,
     table_request,
 )
+from serving.traffic import WorkerConnections, install_route_labels
 
 logger = logging.getLogger("dealrisk.serving")
 
@@ -248,10 +249,14 @@ def configure_worker_process() -> None:
       noise (mean 283 vs 286 req/s at 8 clients, 480 vs 502 at 32).
     - The service's own INFO lines reach the server log: BentoML sets the root logger to WARNING,
       which would drop the start-up lines and ``DEALRISK_LOG_REQUESTS``' counts.
+    - BentoML's request metrics are labelled by route template, not by the raw path
+      (``serving.traffic.install_route_labels``: before the worker builds its app), one line says so.
     """
     if server_context.worker_index is None:
         return
     logging.getLogger("dealrisk").setLevel(logging.INFO)
+    labelled, status = install_route_labels()
+    logger.log(logging.INFO if labelled else logging.WARNING, "dealrisk: worker %s: %s", server_context.worker_index, status)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     try:
         enabled = ServingConfig.from_env().fair_accept
@@ -521,7 +526,9 @@ def model_info(model, config) -> dict:
     ).model_dump()
 
 
-# The first added is the outermost: 4xx lines cover the guard's refusals too.
+# The first added is the outermost: 4xx lines cover the guard's refusals too, and every answer,
+# refusals included, names its worker and may end an old kept-alive connection (serving.traffic).
+DealRiskService.add_asgi_middleware(WorkerConnections)
 DealRiskService.add_asgi_middleware(ClientErrorLog)
 DealRiskService.add_asgi_middleware(OpenAPIInfo)
 DealRiskService.add_asgi_middleware(RequestGuard)
