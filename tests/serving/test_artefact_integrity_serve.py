@@ -7,7 +7,7 @@ length and ``dealrisk serve`` is started on each: before the check, LightGBM's p
 process (SIGSEGV, a shell's exit 139, no message; or SIGABRT, 134, after hundreds of lines); now
 the start-up check exits 1 with one line naming the file and both sizes.
 
-Slow tier: a training run and five command start-ups (about a minute on two cores).
+Slow tier: a training run and five command start-ups (one to three minutes on two cores).
 """
 
 from __future__ import annotations
@@ -98,3 +98,22 @@ def test_a_cut_booster_stops_dealrisk_serve_with_one_line(champion, percent):
     assert output.startswith("dealrisk serve: cannot start: model bundle 'bundle/' of run "
                              f"{champion['run_id']} (deal-win v1) is not what training wrote: ")
     assert output.endswith(f"win_model.txt is {left:,} bytes, training wrote {len(original):,}")
+
+
+def test_the_gate_reads_a_recorded_bundle_only_after_checking_it(champion, tmp_path):
+    """``dealrisk promote`` compares bundles downloaded by ``training.tracking.download_bundle``: checked the same way."""
+    import mlflow
+
+    from features.model.integrity import BundleIntegrityError
+    from training.tracking import download_bundle
+
+    mlflow.set_tracking_uri(champion["uri"])
+    booster = champion["booster"]
+    original = booster.read_bytes()
+    booster.write_bytes(original[: len(original) // 2])
+    try:
+        with pytest.raises(BundleIntegrityError, match=f"win_model.txt is {len(original) // 2:,} bytes"):
+            download_bundle(champion["run_id"], tmp_path / "cut")
+    finally:
+        booster.write_bytes(original)
+    assert download_bundle(champion["run_id"], tmp_path / "intact").has("slip")
