@@ -649,13 +649,14 @@ def read_export_checked(folder: Path, mapping=None):
     return check_contract(raw, paths, mapping)
 
 
-def resolve_export_as_of(export, as_of=None) -> pd.Timestamp:
+def resolve_export_as_of(export, as_of=None, end: pd.Timestamp | None = None) -> pd.Timestamp:
     """The moment to score an export as of: ``as_of`` if given, else the export's last event.
 
     ``ValueError`` when ``as_of`` is not a time or lies more than a day after the last event
-    (the export cannot know what happened since).
+    (the export cannot know what happened since). ``end``: the last event when it is already
+    known (a partitioned export's, found on the Dask cluster); ``export`` is then not read.
     """
-    end = export_end(export)
+    end = export_end(export) if end is None else end
     if as_of is None:
         return end
     moment = parse_as_of(as_of)
