@@ -32,6 +32,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from features.contract.violations import shown_text
 from features.pointintime.definitions import FEATURES_BY_NAME
 from portfolio.store import ScoreStore, StoreError
 from serving.batcher import ARRIVALS, Coalescer
@@ -391,13 +392,13 @@ async def read_upload(request: Request, max_part_bytes: int) -> tuple[dict[str, 
         form = await request.form(max_files=limit, max_fields=limit, max_part_size=max_part_bytes)
     except Exception as exc:  # noqa: BLE001 - starlette's multipart parser: MultiPartException, ValueError, ...
         raise RequestError(400, "the body is not valid multipart/form-data",
-                           [Problem("body", str(exc)[:200] or type(exc).__name__)]) from None
+                           [Problem("body", shown_text(str(exc), 200) or type(exc).__name__)]) from None
     files: dict[str, bytes] = {}
     as_of = None
     try:
         for name, value in form.multi_items():
             if name in files or (name == "as_of" and as_of is not None):
-                raise RequestError(400, "a part is sent twice", [Problem(name, "sent more than once")])
+                raise RequestError(400, "a part is sent twice", [Problem(shown_text(name), "sent more than once")])
             if name == "as_of" and isinstance(value, str):
                 as_of = value
             else:

@@ -74,7 +74,7 @@ from features.contract.schema import (
     Table,
     context_columns,
 )
-from features.contract.violations import LARGE_STRING, CheckResult, Collector, Violation
+from features.contract.violations import LARGE_STRING, CheckResult, Collector, Violation, show_value
 
 # ---------------------------------------------------------------------------------------------
 # Composition.
@@ -138,7 +138,7 @@ def check_tables(raw: dict[str, pd.DataFrame], mapping: NameMapping | None = Non
     notes: list[str] = []
     for name in raw:
         if name not in TABLES:
-            notes.append(f"table {name!r} is not part of the contract and was ignored")
+            notes.append(f"table {show_value(name)} is not part of the contract and was ignored")
     present = {name: raw[name] for name in TABLES if raw.get(name) is not None}
     for table in TABLES.values():
         if table.required and table.name not in present:

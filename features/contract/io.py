@@ -13,6 +13,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from features.contract.schema import TABLES
+from features.contract.violations import shown_text
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -67,7 +68,7 @@ def read_table_file(source, parquet: bool) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for malformed input
         kind = "Parquet" if parquet else "CSV"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"not a readable {kind} table: {reason[:300]}") from None
+        raise ValueError(f"not a readable {kind} table: {shown_text(reason, 300)}") from None
 
 
 def read_table_bytes(data: bytes) -> pd.DataFrame:

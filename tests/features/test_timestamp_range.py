@@ -197,3 +197,19 @@ def test_headers_in_a_missing_column_report_are_escaped_and_cut():
     raw["deals"] = deals
     reason = next(v.reason for v in check_tables(raw).violations if v.rule == "missing_column")
     assert "\r" not in reason and "\n" not in reason and "x\\r\\n" in reason and "…" in reason
+
+
+def test_an_importer_reason_quotes_a_source_cell_safely(tmp_path):
+    """The importers quote source cells with the same helper (an Amount, a key in the row label)."""
+    from features.contract.importers.run import run_import_salesforce
+
+    source = tmp_path / "salesforce"
+    shutil.copytree(Path(__file__).parent / "importers" / "salesforce", source)
+    opportunities = pd.read_csv(source / "Opportunity.csv", dtype=str, keep_default_na=False)
+    opportunities.loc[0, "Amount"] = FORMULA + "\x1b[2J" + "5" * 200
+    opportunities.to_csv(source / "Opportunity.csv", index=False)
+    lines: list[str] = []
+    assert run_import_salesforce(source, tmp_path / "out", echo=lines.append) == 1
+    output = "\n".join(lines)
+    assert f"Amount {show_value(FORMULA + chr(27) + '[2J' + '5' * 200)} is not a number" in output
+    assert "\x1b" not in output and "5" * 61 not in output

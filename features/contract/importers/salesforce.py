@@ -52,7 +52,7 @@ from features.contract.importers.sources import (
 from features.contract.importers.titles import seniority_of_titles
 from features.contract.mapping import NameMapping, normalize_name
 from features.contract.schema import CLOSED_STAGES, DEAL_TYPES, OPEN_STAGES
-from features.contract.violations import Collector
+from features.contract.violations import Collector, show_value
 
 OBJECTS: tuple[str, ...] = (
     "Opportunity", "OpportunityHistory", "OpportunityFieldHistory", "OpportunityContactRole",
@@ -188,7 +188,7 @@ def _stage_names(names: pd.Series, closed: pd.Series, won: pd.Series, mapping: N
             derived[name] = stage
             count = "the one opportunity" if len(group) == 1 else f"all {len(group)} opportunities"
             found.notes.append(
-                f"{file}: stage {group['shown'].iloc[0]!r} taken as {stage}: Salesforce marks it closed and "
+                f"{file}: stage {show_value(group['shown'].iloc[0])} taken as {stage}: Salesforce marks it closed and "
                 f"{'won' if stage == 'won' else 'not won'} on {count} with it "
                 "(a line under 'stage:' in a mapping file overrides this)")
     return derived
@@ -220,7 +220,7 @@ def _date_text(values: pd.Series) -> list[str | None]:
 
 def _shown(value: object) -> str:
     """A cell in a message: quoted, or (blank)."""
-    return repr(value) if isinstance(value, str) else "(blank)"
+    return show_value(value) if isinstance(value, str) else "(blank)"
 
 
 def _none_where_missing(values: pd.Series) -> pd.Series:
@@ -261,7 +261,7 @@ def _deals(opp: pd.DataFrame, lines: Lines, accounts: tuple[Lines, pd.DataFrame]
     report_times(found.problems, lines, "CloseDate", close)
     amount_text = text_column(opp, "Amount").tolist()
     amount, bad_amount = parse_numbers(text_column(opp, "Amount"))
-    report_rows(found.problems, lines, "Amount", bad_amount, lambda p: f"Amount {amount_text[p]!r} is not a number",
+    report_rows(found.problems, lines, "Amount", bad_amount, lambda p: f"Amount {show_value(amount_text[p])} is not a number",
                 "bad_number")
 
     closed, bad_closed = flag_column(opp, "IsClosed")
@@ -338,14 +338,14 @@ def _outcomes(opp: pd.DataFrame, closed: pd.Series, won: pd.Series, canonical: p
     report_rows(found.problems, lines, "IsWon, IsClosed", is_won & is_open,
                 "IsWon is true but IsClosed is false: a won deal is closed", "contradiction")
     report_rows(found.problems, lines, "IsClosed, StageName", is_closed & stage_open,
-                lambda p: f"IsClosed is true but StageName {shown[p]!r} is an open stage ({stage[p]})", "contradiction")
+                lambda p: f"IsClosed is true but StageName {show_value(shown[p])} is an open stage ({stage[p]})", "contradiction")
     report_rows(found.problems, lines, "IsClosed, StageName", is_open & stage_closed,
-                lambda p: f"IsClosed is false but StageName {shown[p]!r} is a closed stage ({stage[p]})",
+                lambda p: f"IsClosed is false but StageName {show_value(shown[p])} is a closed stage ({stage[p]})",
                 "contradiction")
     report_rows(found.problems, lines, "IsWon, StageName", is_closed & is_won & (stage == "lost"),
-                lambda p: f"IsWon is true but StageName {shown[p]!r} is a lost stage", "contradiction")
+                lambda p: f"IsWon is true but StageName {show_value(shown[p])} is a lost stage", "contradiction")
     report_rows(found.problems, lines, "IsWon, StageName", is_closed & not_won & (stage == "won"),
-                lambda p: f"IsWon is false but StageName {shown[p]!r} is a won stage", "contradiction")
+                lambda p: f"IsWon is false but StageName {show_value(shown[p])} is a won stage", "contradiction")
     return pd.Series(outcome, index=opp.index, dtype=object)
 
 

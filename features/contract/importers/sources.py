@@ -19,7 +19,7 @@ import pandas as pd
 from features.contract.check import check_tables
 from features.contract.mapping import MAPPING_FILE_WHERE, NameMapping
 from features.contract.schema import TABLES, TIMESTAMP_DTYPE, Export
-from features.contract.violations import DETAIL_LIMIT, Collector, Violation, format_report
+from features.contract.violations import DETAIL_LIMIT, Collector, Violation, format_report, show_value, shown_text
 
 _TS = pd.DatetimeTZDtype("us", "UTC")
 
@@ -162,7 +162,7 @@ def parse_times(cells: pd.Series, formats: TimeFormats) -> ParsedTimes:
         if local:
             utc, unclear = _localize(parsed, None if dates else formats.timezone)
             for i in where[unclear]:
-                reasons[int(i)] = (f"{text[i]!r} is not a single moment in {zone} (a daylight-saving change); "
+                reasons[int(i)] = (f"{show_value(text[i])} is not a single moment in {zone} (a daylight-saving change); "
                                    "write it with an offset")
                 bad[i] = True
         else:
@@ -208,7 +208,7 @@ def parse_times(cells: pd.Series, formats: TimeFormats) -> ParsedTimes:
         is_date = not has_time_of_day(pattern)
         if not is_date and formats.timezone is None:
             for i in where[ok]:
-                reasons[int(i)] = (f"{text[i]!r} is a local time and no timezone was given; pass the zone the "
+                reasons[int(i)] = (f"{show_value(text[i])} is a local time and no timezone was given; pass the zone the "
                                    "export was written in (e.g. --timezone Europe/Berlin)")
                 bad[i] = True
                 todo[i] = False
@@ -218,7 +218,7 @@ def parse_times(cells: pd.Series, formats: TimeFormats) -> ParsedTimes:
         bad[i] = True
         expected = ", ".join([*formats.formats, *(["ISO-8601 (2026-03-31, 2026-03-31T14:05:00Z)"] if formats.iso else []),
                               *formats.local_formats])
-        reasons[int(i)] = f"{text[i]!r} is not a date or time in a format read here ({expected})"
+        reasons[int(i)] = f"{show_value(text[i])} is not a date or time in a format read here ({expected})"
     values = values.where(~pd.Series(bad), pd.NaT).astype(_TS)
     values.index = cells.index
     return ParsedTimes(values, date_only, bad, reasons)
@@ -354,7 +354,7 @@ def report_times(bucket: Collector, lines: Lines, column: str, parsed: ParsedTim
 
 def row_keys(name: str, values: pd.Series) -> list[str]:
     """``Id=006...`` labels for a key column (empty where the key is blank)."""
-    return [f"{name}={v}" if isinstance(v, str) and v else "" for v in values.tolist()]
+    return [f"{name}={shown_text(v)}" if isinstance(v, str) and v else "" for v in values.tolist()]
 
 
 @dataclass

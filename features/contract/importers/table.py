@@ -64,7 +64,7 @@ from features.contract.mapping import (
     read_yaml_file,
 )
 from features.contract.schema import CLOSED_STAGES, CONTEXT_PREFIX, OPEN_STAGES, TABLES, Column
-from features.contract.violations import Collector
+from features.contract.violations import Collector, show_value
 
 TOP_KEYS = ("tables", "names", "timezone", "encoding", "delimiter")
 TABLE_KEYS = ("file", "columns", "context", "encoding", "delimiter")
@@ -304,7 +304,7 @@ def _numbers(frame: pd.DataFrame, spec: ColumnSpec, lines: Lines, column: str, p
     numbers, bad = parse_numbers(text, spec.decimal, spec.thousands)
     shown = text.tolist()
     hint = "" if spec.decimal != "." or spec.thousands else " (for 1.250,50 map it with decimal: ',' and thousands: '.')"
-    report_rows(problems, lines, column, bad, lambda p: f"{shown[p]!r} is not a number{hint}", "bad_number")
+    report_rows(problems, lines, column, bad, lambda p: f"{show_value(shown[p])} is not a number{hint}", "bad_number")
     return numbers
 
 
