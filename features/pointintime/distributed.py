@@ -29,7 +29,7 @@ from pathlib import Path
 import dask
 import dask.dataframe as dd
 import pandas as pd
-from distributed import Client, LocalCluster
+from distributed import Client, Future, LocalCluster
 
 from features.contract.check import check_tables
 from features.contract.partitioned import (
@@ -109,7 +109,7 @@ def _share(client: Client, value):
 
 
 def _tasks(client: Client, root: Path, fn: Callable, args: tuple, tables, per_partition: list | None = None):
-    layout = read_layout(root)
+    layout = read_layout(Path(root).absolute())  # the workers read it: not relative to this process's folder
     wanted = _wanted_tables(layout, tables)
     shared = [_share(client, arg) for arg in args]
     run = dask.delayed(_on_partition, pure=False)
@@ -133,13 +133,21 @@ def map_partitions(client: Client, root: Path, fn: Callable, *args, meta: pd.Dat
     return dd.from_delayed(tasks, meta=meta, verify_meta=True)
 
 
+def submit_partitions(client: Client, root: Path, fn: Callable, *args, tables: Iterable[str] | None = None) -> list[Future]:
+    """``fn(partition_export, *args)`` of every partition, started on the workers: one future each, in partition order.
+
+    For a caller that shows progress as partitions finish (``distributed.as_completed``).
+    """
+    _, _, tasks = _tasks(client, Path(root), fn, args, tables)
+    return client.compute(tasks)
+
+
 def gather_partitions(client: Client, root: Path, fn: Callable, *args, tables: Iterable[str] | None = None) -> list:
     """``fn(partition_export, *args)`` of every partition, computed on the workers, gathered here in partition order.
 
     For small per-partition results that are not frames (a time, a dict of found inputs).
     """
-    _, _, tasks = _tasks(client, Path(root), fn, args, tables)
-    return client.gather(client.compute(tasks))
+    return client.gather(submit_partitions(client, root, fn, *args, tables=tables))
 
 
 def split_points(points: pd.DataFrame, partitions: int) -> list[pd.DataFrame]:
