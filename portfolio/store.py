@@ -189,6 +189,10 @@ def score_rows(explained: pd.DataFrame, features: pd.DataFrame, deals: pd.DataFr
     days = pd.to_numeric(pd.Series(np.asarray(features["days_to_expected_close"], dtype=float)), errors="coerce")
     # Back from days to a time: rounded to the second, what float days lose (23:59:59.999999).
     close = (as_of + pd.to_timedelta(days.to_numpy(), unit="D")).dt.round("s")
+    # Without field_history the feature is unknown (the training rule); a request's deal is the deal as
+    # of its as_of, so its row's date is the one known then, as the answer's amount is (with_current_amount).
+    if "expected_close_date" in deals:
+        close = close.fillna(pd.Series(pd.to_datetime(np.asarray(deals["expected_close_date"]), utc=True), index=close.index))
     # The stage history's stage at as_of; the deals row's stage when the export has no history.
     stage = pd.Series(np.asarray(features["current_stage"], dtype=object))
     if "stage" in deals:

@@ -9,7 +9,9 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_CHAMPION_ALIAS`` | ``champion`` | the alias served |
 | ``DEALRISK_API_TOKEN`` | unset | when set, scoring routes require ``Authorization: Bearer <token>`` |
 | ``DEALRISK_MAX_DEALS`` | ``2000`` | most deals in one request (413 beyond) |
-| ``DEALRISK_MAX_BODY_BYTES`` | ``33554432`` | largest request body in bytes (413 beyond) |
+| ``DEALRISK_MAX_BODY_BYTES`` | ``33554432`` | largest request body in bytes (413 beyond); also the most an uploaded Parquet part may decode to |
+| ``DEALRISK_MAX_TABLE_ROWS`` | ``250000`` | most rows in one uploaded event table of ``/score/tables`` (the deals table: ``DEALRISK_MAX_DEALS``), counted from the Parquet footer or the CSV's line ends before the table is read (413 beyond); a table at the limit takes 11-22 MiB as CSV (44-87 bytes a row in generated exports), so it fits the body limit |
+| ``DEALRISK_MAX_DEAL_EVENTS`` | ``20000`` | most stage_history, field_history, contacts and activities rows of one deal together, on ``/score`` and ``/score/tables`` (413 beyond; /score's schema allows 20000 activities a deal) |
 | ``DEALRISK_WARNING_THRESHOLDS`` | unset | JSON object overriding ``features.model.grades.WarningThresholds`` |
 | ``DEALRISK_LOG_REQUESTS`` | ``false`` | log deal ids of scored requests (contents are never logged) |
 | ``DEALRISK_BATCH_LINGER_MS`` | ``3`` | under concurrent load, how long a batch may wait for more requests (0: never) |
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from features.contract.mapping import MappingError, NameMapping, load_mapping
 from features.model.grades import ExplainConfig, WarningThresholds
 from features.model.names import RegisteredNameError, RegisteredNames
+from serving.limits import RequestLimits
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # Spellings accepted for an on/off setting.
@@ -53,6 +56,8 @@ class ServingConfig:
     api_token: str | None = field(default=None, repr=False)
     max_deals: int = 2000
     max_body_bytes: int = 32 * 1024 * 1024
+    max_table_rows: int = RequestLimits.max_table_rows  # see serving.limits.RequestLimits
+    max_deal_events: int = RequestLimits.max_deal_events
     max_batch_deals: int = 1000  # concurrent requests are scored together up to this many deals
     batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer
     log_requests: bool = False
@@ -70,6 +75,12 @@ class ServingConfig:
     reload_seconds: float = 60.0  # see serving.reload; 0: no scheduled re-read
     reload_without_token: bool = False  # POST /admin/reload without DEALRISK_API_TOKEN: refused unless on
     service_dir: str | None = None  # DEALRISK_SERVICE_DIR: set by dealrisk serve (serving.run)
+
+    @property
+    def limits(self) -> RequestLimits:
+        """The size limits of one request (``serving.limits``)."""
+        return RequestLimits(max_deals=self.max_deals, max_table_rows=self.max_table_rows,
+                             max_deal_events=self.max_deal_events, max_body_bytes=self.max_body_bytes)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "ServingConfig":
@@ -149,6 +160,8 @@ class ServingConfig:
             api_token=env.get("DEALRISK_API_TOKEN") or None,
             max_deals=positive_int("DEALRISK_MAX_DEALS", cls.max_deals),
             max_body_bytes=positive_int("DEALRISK_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_table_rows=positive_int("DEALRISK_MAX_TABLE_ROWS", cls.max_table_rows),
+            max_deal_events=positive_int("DEALRISK_MAX_DEAL_EVENTS", cls.max_deal_events),
             log_requests=(env.get("DEALRISK_LOG_REQUESTS", "").lower() in ("1", "true", "yes")),
             batch_linger_ms=linger,
             fair_accept=fair,

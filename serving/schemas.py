@@ -19,10 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from features.contract.schema import EVENT_TABLES
+from serving.limits import MAX_TEXT_CHARS, TEXT_PATTERN
 
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=True, str_max_length=1000)
 
-Id = Annotated[str, Field(min_length=1, max_length=200)]
+# Ids and other free text: serving.limits' text rule (at most 200 characters, no control character).
+Id = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]
 # Event times stay text here: the data contract parses them exactly as it parses CSV cells
 # (ISO 8601 in UTC, e.g. 2026-03-31T14:05:00Z), so a request and a file load accept the same.
 Timestamp = Annotated[
@@ -50,8 +52,8 @@ class FieldChange(TypedDict):
     """A change of a tracked field (``expected_close_date`` or ``amount``)."""
 
     field: Literal["expected_close_date", "amount"]
-    old_value: NotRequired[Optional[Annotated[str, Field(max_length=100)]]]
-    new_value: NotRequired[Optional[Annotated[str, Field(max_length=100)]]]
+    old_value: NotRequired[Optional[Annotated[str, Field(max_length=100, pattern=TEXT_PATTERN)]]]
+    new_value: NotRequired[Optional[Annotated[str, Field(max_length=100, pattern=TEXT_PATTERN)]]]
     changed_at: Timestamp
 
 
@@ -95,10 +97,10 @@ class Deal(BaseModel):
     created_at: Timestamp
     amount: Annotated[float, Field(strict=True, ge=0, le=1e13)]  # strict: true is not 1.0
     deal_type: Literal["new_business", "expansion", "renewal"]
-    lead_source: Optional[Annotated[str, Field(max_length=200)]] = None
-    segment: Optional[Annotated[str, Field(max_length=200)]] = None
-    region: Optional[Annotated[str, Field(max_length=200)]] = None
-    product: Optional[Annotated[str, Field(max_length=200)]] = None
+    lead_source: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
+    segment: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
+    region: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
+    product: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
     stage: Name = Field(description="Current (open) stage.")
     expected_close_date: Optional[Timestamp] = None
     stage_history: Optional[Annotated[list[StageEntry], Field(min_length=1, max_length=1000)]] = Field(

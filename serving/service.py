@@ -54,6 +54,7 @@ from serving.scoring import (
     RequestError,
     ScoreSink,
     TableRequest,
+    check_deal_events,
     dump_response,
     score_request,
     score_requests,
@@ -117,6 +118,10 @@ class DealRiskService:
         """
         if len(request.deals) > self.config.max_deals:
             return too_many_deals(len(request.deals), self.config.max_deals)
+        try:
+            check_deal_events(request.deals, self.config.max_deal_events)
+        except RequestError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
         return http_response(await self.batcher.submit(request), self.config, len(request.deals))
 
     @info_app.post(
@@ -133,9 +138,16 @@ class DealRiskService:
         row or a Parquet file, plus an optional ``as_of``. The same contract check, features and
         explanations as ``POST /score``; problems name the table, column and row, counted from 1 with
         the header not counted (as ``dealrisk validate`` counts), e.g. ``activities[row 17].type``. The answer is the same as ``/score``'s, deals in table order.
+
+        Each table's rows and columns are read from its CSV header and line ends or its Parquet
+        footer before a row is parsed: a part over ``DEALRISK_MAX_TABLE_ROWS`` (the deals over
+        ``DEALRISK_MAX_DEALS``), or Parquet data unpacking to more than the body limit, is a 413
+        naming the part and the limit; a column outside the contract is a 422. A deal's events
+        together are limited as on ``/score`` (``DEALRISK_MAX_DEAL_EVENTS``), and every text cell
+        follows ``/score``'s rule for ids and text (``serving.limits``).
         """
         try:
-            upload = table_request(*await read_upload(request, self.config.max_body_bytes))
+            upload = table_request(*await read_upload(request, self.config.max_body_bytes), self.config.limits)
         except RequestError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
         return http_response(await self.batcher.submit(upload), self.config, 0)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -71,9 +74,133 @@ def read_table_file(source, parquet: bool) -> pd.DataFrame:
         raise ValueError(f"not a readable {kind} table: {shown_text(reason, 300)}") from None
 
 
-def read_table_bytes(data: bytes) -> pd.DataFrame:
-    """Read one uploaded table: Parquet when it starts with Parquet's magic bytes, CSV otherwise."""
-    return read_table_file(io.BytesIO(data), parquet=data[:4] == PARQUET_MAGIC)
+def read_table_bytes(data: bytes, max_bytes: int | None = None) -> pd.DataFrame:
+    """Read one uploaded table: Parquet when it starts with Parquet's magic bytes, CSV otherwise.
+
+    ``max_bytes``: the most a Parquet table may decode to (``TableTooLarge`` beyond, found before
+    its text is decoded): its string columns are read dictionary-encoded, each distinct value
+    once, and their decoded size summed from the dictionaries, because a few hundred bytes of
+    Parquet can hold a million copies of one long string. A CSV table is its own decoded text.
+    """
+    if data[:4] != PARQUET_MAGIC or max_bytes is None:
+        return read_table_file(io.BytesIO(data), parquet=data[:4] == PARQUET_MAGIC)
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+        table = pq.ParquetFile(io.BytesIO(data), read_dictionary=text).read() if text else parquet.read()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for malformed input
+        raise ValueError(f"not a readable Parquet table: {_first_line(exc)}") from None
+    size = decoded_bytes(table)
+    if size > max_bytes:
+        raise TableTooLarge("bytes decoded", size, max_bytes)
+    try:
+        for position, column in enumerate(table.schema):
+            if pa.types.is_dictionary(column.type) and column.name in text:
+                table = table.set_column(position, column.name, table.column(position).cast(column.type.value_type))
+        return table.to_pandas()
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"not a readable Parquet table: {_first_line(exc)}") from None
+
+
+def decoded_bytes(table: pa.Table) -> int:
+    """The bytes ``table``'s columns take decoded: a dictionary column's values counted once per row
+    that points at them (without decoding them), other columns as held."""
+    size = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            if not pa.types.is_dictionary(chunk.type):
+                size += chunk.nbytes
+                continue
+            lengths = pc.binary_length(chunk.dictionary.cast(pa.large_binary()))
+            size += int(pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0) + chunk.indices.nbytes
+    return size
+
+
+class TableTooLarge(ValueError):
+    """A table bigger than allowed, found before its rows or values were decoded."""
+
+    def __init__(self, what: str, count: int, limit: int) -> None:
+        super().__init__(f"{count:,} {what}; the limit is {limit:,}")
+        self.what = what
+        self.count = count
+        self.limit = limit
+
+
+# Most bytes of Parquet metadata (the footer: schema, row groups, statistics) read from an upload;
+# a table of the contract with a few row groups needs a few KiB.
+PARQUET_FOOTER_LIMIT = 1024 * 1024
+# Most columns of an uploaded table (the widest, deals, has 14 and its context_* columns).
+TABLE_COLUMN_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """What a table file holds, from its header (CSV) or footer (Parquet), before any row is read."""
+
+    kind: str  # "CSV" or "Parquet"
+    rows: int  # data rows at most: the footer's count (Parquet), line ends after the header (CSV)
+    columns: tuple[str, ...]  # the table's columns, as the reader will name them
+    nested: tuple[str, ...] = ()  # Parquet columns of lists, structs or maps: not one value a cell
+    data_bytes: int = 0  # Parquet: its column data uncompressed (footer); CSV: the file's size
+
+
+def table_shape(data: bytes) -> TableShape:
+    """Rows, columns and size of an uploaded table (as ``read_table_bytes`` tells them apart) from
+    its first line or its footer, without parsing a row: the checks of an upload's size come first.
+
+    CSV rows are counted as line ends after the header (LF, CRLF or CR): at
+    least as many as the data rows (blank lines and line breaks inside quotes count too). Parquet
+    rows are the largest of the file's count, its row groups' counts and its columns' value
+    counts, so a footer that disagrees with itself is taken at its largest. ``ValueError`` when
+    the first line or the footer cannot be read; ``TableTooLarge`` for a footer over
+    ``PARQUET_FOOTER_LIMIT`` or more columns than ``TABLE_COLUMN_LIMIT``.
+    """
+    if data[:4] == PARQUET_MAGIC:
+        return _parquet_shape(data)
+    end = min([i for i in (data.find(b"\n"), data.find(b"\r")) if i >= 0], default=len(data))
+    if data.count(b",", 0, end) >= TABLE_COLUMN_LIMIT:  # before the header becomes a list of names
+        raise TableTooLarge("columns", data.count(b",", 0, end) + 1, TABLE_COLUMN_LIMIT)
+    try:
+        header = data[:end].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not a readable CSV table: {_first_line(exc)}") from None
+    columns = tuple(next(csv.reader([header]), [])) if header else ()
+    line_ends = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    lines = line_ends + (0 if data.endswith((b"\n", b"\r")) or not data else 1)
+    return TableShape("CSV", max(lines - 1, 0), columns, data_bytes=len(data))
+
+
+def _parquet_shape(data: bytes) -> TableShape:
+    footer = int.from_bytes(data[-8:-4], "little") if len(data) >= 12 and data[-4:] == PARQUET_MAGIC else 0
+    if footer > PARQUET_FOOTER_LIMIT:
+        raise TableTooLarge("bytes of Parquet metadata", footer, PARQUET_FOOTER_LIMIT)
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        meta = parquet.metadata
+        if meta.num_columns > TABLE_COLUMN_LIMIT:
+            raise TableTooLarge("columns", meta.num_columns, TABLE_COLUMN_LIMIT)
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        values = [sum(group.column(j).num_values for group in groups) for j in range(meta.num_columns)]
+        rows = max([meta.num_rows, sum(group.num_rows for group in groups), *values])
+        data_bytes = sum(max(group.total_byte_size, sum(group.column(j).total_uncompressed_size
+                                                        for j in range(group.num_columns))) for group in groups)
+        schema = parquet.schema_arrow
+        index = {name for name in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(name, str)}
+    except TableTooLarge:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for malformed input
+        raise ValueError(f"not a readable Parquet table: {_first_line(exc)}") from None
+    columns = tuple(field.name for field in schema if field.name not in index)
+    nested = tuple(field.name for field in schema if pa.types.is_nested(field.type))
+    return TableShape("Parquet", max(rows, 0), columns, nested, max(data_bytes, 0))
+
+
+def _first_line(exc: Exception) -> str:
+    """A reader's reason in one line of at most 300 characters, control characters escaped (it may
+    quote the file's bytes)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return shown_text(reason, 300)
 
 
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path, fmt: str = "csv") -> Path:
