@@ -11,7 +11,9 @@
   the server's error, so those records are dropped and ``ClientErrorLog``'s line stands for them.
   Errors of the server (5xx) keep their tracebacks.
 - ``OpenAPIInfo``: ``GET /docs.json`` names dealrisk, its version and what it does, instead of
-  BentoML's boilerplate (the service's name, version "None", "BentoML Team" as contact).
+  BentoML's boilerplate (the service's name, version "None", "BentoML Team" as contact), and is
+  the spec ``serving.openapi.served_spec`` makes of BentoML's: every status each route answers,
+  with its body's schema, and the names the service's mapping accepts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import logging
 
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
+
+from features.contract.mapping import load_mapping
+from serving.config import ConfigError, ServingConfig
+from serving.openapi import served_spec
 
 logger = logging.getLogger("dealrisk.serving")
 
@@ -143,17 +149,21 @@ def quiet_client_error_tracebacks() -> None:
 
 
 class OpenAPIInfo:
-    """ASGI middleware: ``GET /docs.json`` with ``service_info()`` as its ``info`` block.
+    """ASGI middleware: ``GET /docs.json`` as ``serving.openapi.served_spec`` makes it, with
+    ``service_info()`` as its ``info`` block.
 
     BentoML builds the spec's ``info`` from the service's name and its Bento's version (none when
-    served from source), with BentoML's own team as the contact; this replaces the block in the
-    answer and leaves every other route untouched. An answer that is not a 200 JSON object passes
-    unchanged.
+    served from source), with BentoML's own team as the contact, and leaves out most of what the
+    routes answer; this replaces the spec in the answer and leaves every other route untouched. The
+    mapping and whether a token is required come from the service's settings (``config``, else the
+    environment's; the default mapping where those cannot be read: the service then refuses to
+    start anyway). An answer that is not a 200 JSON object passes unchanged.
     """
 
-    def __init__(self, app, info: dict | None = None) -> None:
+    def __init__(self, app, info: dict | None = None, config=None) -> None:
         self.app = app
         self.info = info or service_info()
+        self.config = config
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope.get("path") != "/docs.json" or scope.get("method") != "GET":
@@ -191,5 +201,11 @@ class OpenAPIInfo:
             return body
         if not isinstance(spec, dict):
             return body
-        spec["info"] = dict(self.info)
-        return json.dumps(spec).encode("utf-8")
+        config = self.config
+        if config is None:
+            try:
+                config = ServingConfig.from_env()
+            except ConfigError:
+                config = ServingConfig()
+        mapping = config.mapping or load_mapping()
+        return json.dumps(served_spec(spec, mapping, config.api_token is not None, self.info)).encode("utf-8")

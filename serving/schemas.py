@@ -12,10 +12,12 @@ messages so that deal contents never reach a log.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, with_config
+from pydantic_core import PydanticCustomError
 from typing_extensions import NotRequired, TypedDict
 
 from features.contract.schema import EVENT_TABLES
@@ -25,14 +27,55 @@ STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, hide_input_in_errors=Tr
 
 # Ids and other free text: serving.limits' text rule (at most 200 characters, no control character).
 Id = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]
+# The years of the contract's supported range (features.contract.schema.TIMESTAMP_MIN to TIMESTAMP_MAX,
+# 1970-01-01 to 2200-01-01), as the spec's pattern states them; tests/serving/test_spec_truth.py
+# checks the two agree.
+TIMESTAMP_YEARS = "(?:19[7-9][0-9]|2[01][0-9][0-9])"
+# What the spec promises a timestamp looks like: RFC 3339 in UTC (upper-case T and Z, or +00:00),
+# inside the supported range. The contract reads a little more (a date alone, no offset, a space for
+# T), said in the description; a pattern with [0-9], not \d, because \d is any Unicode digit to Python.
+TIMESTAMP_PATTERN = (
+    f"^{TIMESTAMP_YEARS}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{1,9})?(?:Z|[+-]00:00)$"
+)
+TIMESTAMP_DESCRIPTION = (
+    "ISO 8601 UTC timestamp, e.g. 2026-03-31T14:05:00Z, from 1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z. "
+    "Also read: a date alone (midnight), no offset (UTC), a space instead of T; a non-zero offset is refused (422)."
+)
 # Event times stay text here: the data contract parses them exactly as it parses CSV cells
 # (ISO 8601 in UTC, e.g. 2026-03-31T14:05:00Z), so a request and a file load accept the same.
 Timestamp = Annotated[
     str,
-    Field(min_length=1, max_length=40, json_schema_extra={"format": "date-time"},
-          description="ISO 8601 UTC timestamp, e.g. 2026-03-31T14:05:00Z"),
+    Field(min_length=1, max_length=40, json_schema_extra={"format": "date-time", "pattern": TIMESTAMP_PATTERN},
+          description=TIMESTAMP_DESCRIPTION),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def refuse_numbers(value: object) -> object:
+    """An ``as_of`` is date-time text: a number, or text of digits alone, is refused rather than read as Unix time.
+
+    pydantic's lax datetime reads ``1700000000`` and ``"1700000000"`` as seconds since 1970; the
+    spec says a date-time string, and so does the service.
+    """
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 date-time such as 2026-06-30T00:00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"\s*[-+]?[0-9]+(?:\.[0-9]*)?\s*")
+AsOf = Annotated[datetime, BeforeValidator(refuse_numbers), Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN})]
+"""The type of ``as_of`` on both routes (``/score/tables`` reads its part with it too)."""
+
+
+def names_of(section: str, which: str = "") -> dict:
+    """Spec marker of a field holding a name of the contract's mapping ``section`` (stage, role, ...).
+
+    The served spec (``serving.openapi``) replaces it with a pattern and a list of the names the
+    service's mapping accepts (canonical names and the CRM's own, matched ignoring case and extra
+    spaces); ``which="open"``: only names of open stages.
+    """
+    return {"x-names": f"{section}:{which}" if which else section}
 
 
 # History records are TypedDicts, not models: validated just as strictly, but parsed into plain
@@ -43,8 +86,13 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 class StageEntry(TypedDict):
     """The deal entered ``stage`` at ``entered_at`` (back-steps allowed)."""
 
-    stage: Annotated[Name, Field(description="Stage entered (identify, qualify, propose, negotiate, contract).")]
+    stage: Annotated[Name, Field(description="Stage entered (identify, qualify, propose, negotiate, contract).",
+                                 json_schema_extra=names_of("stage", "open"))]
     entered_at: Timestamp
+
+
+CHANGED_VALUE = ("The value as text: a timestamp (as created_at) when field is expected_close_date, a finite number "
+                 "when it is amount; anything else is refused (422).")
 
 
 @with_config(STRICT)
@@ -52,8 +100,8 @@ class FieldChange(TypedDict):
     """A change of a tracked field (``expected_close_date`` or ``amount``)."""
 
     field: Literal["expected_close_date", "amount"]
-    old_value: NotRequired[Optional[Annotated[str, Field(max_length=100, pattern=TEXT_PATTERN)]]]
-    new_value: NotRequired[Optional[Annotated[str, Field(max_length=100, pattern=TEXT_PATTERN)]]]
+    old_value: NotRequired[Optional[Annotated[str, Field(max_length=100, pattern=TEXT_PATTERN, description=CHANGED_VALUE)]]]
+    new_value: NotRequired[Optional[Annotated[str, Field(max_length=100, pattern=TEXT_PATTERN, description=CHANGED_VALUE)]]]
     changed_at: Timestamp
 
 
@@ -65,9 +113,12 @@ class Contact(TypedDict):
     role: Annotated[
         Name,
         Field(description="decision_maker, economic_buyer, champion, technical_evaluator, influencer, "
-              "business_user, procurement or other (or a mapped CRM name such as 'Economic Buyer')."),
+              "business_user, procurement or other (or a mapped CRM name such as 'Economic Buyer').",
+              json_schema_extra=names_of("role")),
     ]
-    seniority: NotRequired[Optional[Annotated[Name, Field(description="individual, manager, director, vp or c_level.")]]]
+    seniority: NotRequired[Optional[Annotated[
+        Name, Field(description="individual, manager, director, vp or c_level.", json_schema_extra=names_of("seniority"))
+    ]]]
     added_at: Timestamp
 
 
@@ -77,8 +128,8 @@ class Activity(TypedDict):
 
     activity_id: Id
     contact_id: NotRequired[Optional[Id]]
-    type: Annotated[Name, Field(description="call, meeting, email or demo.")]
-    direction: Annotated[Name, Field(description="outbound or inbound.")]
+    type: Annotated[Name, Field(description="call, meeting, email or demo.", json_schema_extra=names_of("activity_type"))]
+    direction: Annotated[Name, Field(description="outbound or inbound.", json_schema_extra=names_of("direction"))]
     occurred_at: Timestamp
     duration_min: NotRequired[Optional[Annotated[float, Field(strict=True, ge=0, le=100_000)]]]
     customer_talk_ratio: NotRequired[
@@ -101,7 +152,7 @@ class Deal(BaseModel):
     segment: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
     region: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
     product: Optional[Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=TEXT_PATTERN)]] = None
-    stage: Name = Field(description="Current (open) stage.")
+    stage: Name = Field(description="Current (open) stage.", json_schema_extra=names_of("stage", "open"))
     expected_close_date: Optional[Timestamp] = None
     stage_history: Optional[Annotated[list[StageEntry], Field(min_length=1, max_length=1000)]] = Field(
         default=None, description="Stage entries; omit (null) only if the CRM keeps no stage history."
@@ -197,9 +248,11 @@ class ScoreRequest(BaseModel):
         hide_input_in_errors=True,
         json_schema_extra={"example": EXAMPLE_REQUEST},
     )
-    as_of: Optional[datetime] = Field(
+    as_of: Optional[AsOf] = Field(
         default=None,
-        description="Score as of this UTC moment (default: now). Events after it are rejected.",
+        description="Score as of this moment: an ISO 8601 date-time, e.g. 2026-06-30T00:00:00Z (an offset is converted "
+        "to UTC, none means UTC), from 1970-01-01 to 2200-01-01 and at most a day ahead of the server's clock; "
+        "null or left out: now. Events after it are refused (422).",
     )
     deals: Annotated[list[Deal], Field(min_length=1)] = Field(description="Deals to score (at least one).")
     next_best_actions: bool = Field(
@@ -319,6 +372,94 @@ class ModelInfo(BaseModel):
     )
 
 
+class ErrorProblem(BaseModel):
+    """One reason a request is refused, named by its request field (table, column and row for uploads)."""
+
+    field: str = Field(description="The request field, e.g. deals[0].contacts[1].role, activities[row 17].type, "
+                       "body or content-type.")
+    reason: str = Field(description="What is wrong and what was expected; a quoted value is cut short and its "
+                        "control characters escaped.")
+    table: Optional[str] = Field(default=None, description="The contract table the field belongs to.")
+    column: Optional[str] = Field(default=None, description="The contract column.")
+    row: Optional[int] = Field(default=None, description="Row of an uploaded table, counted from 1 after the header.")
+
+
+class ErrorBody(BaseModel):
+    """A refusal by the service: what is wrong, and (for most) each problem by its request field."""
+
+    error: str = Field(description="The refusal in one sentence.")
+    problems: list[ErrorProblem] = Field(default_factory=list, description="The problems, up to 50 (absent: none named).")
+    problem_count: Optional[int] = Field(default=None, description="How many problems there are in all.")
+
+
+class ValidationProblem(BaseModel):
+    """One of pydantic's errors, as BentoML answers them for a ``POST /score`` body (never the input value)."""
+
+    type: str = Field(description="pydantic's error type, e.g. missing, extra_forbidden, string_too_long.")
+    loc: list[str | int] = Field(description="Where in the body, e.g. [\"deals\", 0, \"amount\"].")
+    msg: str = Field(description="What is wrong, in words.")
+    url: Optional[str] = Field(default=None, description="pydantic's page on the error type.")
+
+
+class ValidationErrorBody(BaseModel):
+    """BentoML's answer to a ``POST /score`` body that is not JSON or breaks the request schema."""
+
+    error: str = Field(description="e.g. '2 validation errors for ScoreRequestIODescriptor'.")
+    detail: list[ValidationProblem] = Field(description="pydantic's errors, one per problem.")
+
+
+def _answer(model: type[BaseModel] | None, description: str, media_type: str = "application/json") -> dict:
+    return {"model": model, "description": description, "media_type": media_type}
+
+
+_UNAUTHORISED = _answer(ErrorBody, "Missing or wrong bearer token (only when DEALRISK_API_TOKEN is set); header "
+                        "WWW-Authenticate: Bearer.")
+_TOO_LARGE = _answer(ErrorBody, "Too large: a body over DEALRISK_MAX_BODY_BYTES (refused before it is read), more "
+                     "deals than DEALRISK_MAX_DEALS, or a table or a deal's history over its row limit; the error "
+                     "says which limit.")
+_NOT_SCORED = _answer(ErrorBody, "Scoring failed inside the service (a defect, logged without the request's "
+                      "contents); never a reaction to the request's values.")
+_BREAKS_CONTRACT = (
+    "The request breaks the data contract or the request's own rules, each problem named by its field: names of "
+    "stages, roles, ... the service's mapping does not know, timestamps that cannot be read, are not UTC or lie "
+    "outside 1970-2200, and the rules across fields that the schema cannot state: histories that disagree with "
+    "the deal (the last stage entry is the current stage), events before the deal was created or after as_of, "
+    "duplicate ids, an as_of more than a day ahead, a text with control characters."
+)
+
+# Every status each documented route answers besides its 200, with the body's model; the served
+# spec (serving.openapi) states exactly these. Keys: (method, path).
+ROUTE_ANSWERS: dict[tuple[str, str], dict[int, dict]] = {
+    ("post", "/score"): {
+        400: _answer(ValidationErrorBody, "The body is not JSON or breaks the request schema: missing, wrong-typed "
+                     "or unknown fields, NaN or infinite numbers, strings over their length, empty lists."),
+        401: _UNAUTHORISED,
+        413: _TOO_LARGE,
+        415: _answer(ErrorBody, "The body is not application/json."),
+        422: _answer(ErrorBody, _BREAKS_CONTRACT),
+        500: _NOT_SCORED,
+    },
+    ("post", "/score/tables"): {
+        400: _answer(ErrorBody, "The body is not valid multipart/form-data, or a part is sent twice."),
+        401: _UNAUTHORISED,
+        413: _TOO_LARGE,
+        415: _answer(ErrorBody, "The body is not multipart/form-data."),
+        422: _answer(ErrorBody, "An unknown part, no deals part, an as_of that is not a date-time, a part that is not "
+                     "a readable CSV or Parquet table, or a table that breaks the data contract (unknown columns "
+                     "among them); problems name the table, column and row. " + _BREAKS_CONTRACT),
+        500: _NOT_SCORED,
+    },
+    ("get", "/model"): {401: _UNAUTHORISED},
+    ("post", "/admin/reload"): {
+        401: _UNAUTHORISED,
+        403: _answer(ErrorBody, "No DEALRISK_API_TOKEN is set and DEALRISK_RELOAD_WITHOUT_TOKEN is off."),
+        500: _answer(None, "The new pair could not be loaded; the old one still serves (the answer's error says why).")
+    },
+}
+"""Statuses besides 200 per route: ``{"model": pydantic model or None (the route's own 200 model), "description",
+"media_type"}``."""
+
+
 def _table_part(table: str, what: str) -> dict:
     return {"type": "string", "format": "binary",
             "description": f"The {table} table ({what}): CSV with a header row, or Parquet; columns as in the data contract."}
@@ -335,9 +476,12 @@ TABLES_UPLOAD_OPENAPI: dict = {
                     "properties": {
                         "deals": _table_part("deals", "open deals; outcome and closed_at may be left out"),
                         **{table: _table_part(table, "optional") for table in EVENT_TABLES},
-                        "as_of": {"type": "string", "format": "date-time",
-                                  "description": "Score as of this UTC moment (default: now)."},
+                        "as_of": {"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN,
+                                  "description": "Score as of this moment, as the JSON request's as_of (empty or "
+                                  "left out: now)."},
                     },
+                    # Any other part is refused (422 naming it).
+                    "additionalProperties": False,
                 }
             }
         },

@@ -51,7 +51,7 @@ from features.pointintime.snapshots import export_end
 from features.pointintime.state import FeatureState
 from portfolio.store import score_rows
 from serving.limits import CONTROL_CHARACTER, MAX_TEXT_CHARS, RequestLimits
-from serving.schemas import ScoreRequest
+from serving.schemas import AsOf, ScoreRequest
 
 # as_of may lie at most this far in the future (clock skew between the CRM and the service).
 MAX_AS_OF_AHEAD = pd.Timedelta(days=1)
@@ -575,8 +575,8 @@ def column_problems(name: str, found: tuple[str, ...], nested: tuple[str, ...] =
 
 @functools.cache
 def _datetime_parser():
-    """pydantic's date-time parser, the one that reads the JSON request's ``as_of``."""
-    return TypeAdapter(datetime)
+    """pydantic's date-time parser with the JSON request's ``as_of`` rules (``serving.schemas.AsOf``: no number)."""
+    return TypeAdapter(AsOf)
 
 
 def read_request_tables(request: TableRequest, max_deals: int) -> dict[str, pd.DataFrame]:

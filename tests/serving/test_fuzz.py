@@ -1,9 +1,11 @@
-"""Schemathesis against the service's own OpenAPI spec, in process: no input may cause a 5xx.
+"""Schemathesis against the service's own OpenAPI spec, in process: no input may cause a 5xx, and
+every answer is one the spec documents.
 
 Cases are generated from /docs.json (valid and invalid bodies), sent through the started
-in-process client, and checked with schemathesis' ``not_a_server_error``. The number of
-examples is bounded so the test stays fast; tests/serving/test_http.py repeats a run against a
-real ``bentoml serve``.
+in-process client, and checked with schemathesis' ``not_a_server_error`` and the checks that the
+answer's status, media type and body are the documented ones (``RESPONSE_CHECKS``). The number
+of examples is bounded so the test stays fast; tests/serving/test_http.py runs schemathesis with
+all its checks against a real ``dealrisk serve``.
 """
 
 from __future__ import annotations
@@ -11,10 +13,16 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.generation import GenerationMode
 
 EXAMPLES = 25
+RESPONSE_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 def transport_kwargs(case, base_url: str) -> dict:
@@ -75,7 +83,7 @@ def test_no_server_error_from_generated_requests(client, schema, route, mode):
     def run(case):
         response = send(client, case)
         seen.append(response.status_code)
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=RESPONSE_CHECKS)
 
     run()
     assert seen and all(status < 500 for status in seen)
