@@ -46,8 +46,15 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
 
     >>> top_decile_lift(np.array([1, 0] + [0] * 18), np.linspace(1, 0, 20), np.ones(20))
     10.0
+
+    Rows of weight 0 count for nothing, even at the top (a truth point standing for no week):
+
+    >>> top_decile_lift(np.array([0, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1]), np.array([0.0, 1.0, 1.0, 1.0]))
+    3.0
     """
     y, p, w = (np.asarray(a, dtype=float) for a in (y, p, w))
+    weighed = w > 0
+    y, p, w = y[weighed], p[weighed], w[weighed]
     order = np.argsort(-p, kind="stable")
     cum = np.cumsum(w[order])
     top = order[cum <= 0.1 * w.sum() + 1e-12]
