@@ -13,7 +13,8 @@ mapping's names are accepted. ``served_spec`` rewrites the spec once per process
   ``ScoreResponse``;
 - a field marked ``x-names`` (``serving.schemas.names_of``) gets a pattern accepting exactly
   the names of the service's mapping (``names_pattern``) and their list in its description;
-- with a token set, the protected routes name the bearer scheme (``security``).
+- with a token set, the protected routes name the bearer scheme (``security``), ``/metrics`` too
+  (and its 401) with ``DEALRISK_METRICS_TOKEN=on``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic.json_schema import models_json_schema
 
 from features.contract.mapping import NameMapping
 from features.contract.schema import OPEN_STAGES
+from serving.guard import METRICS_PATH
 from serving.schemas import ROUTE_ANSWERS, ErrorBody, ScoreRequest, ScoreResponse, ValidationErrorBody
 
 REF = "#/components/schemas/{model}"
@@ -104,11 +106,13 @@ def _json(schema: dict, description: str, media_type: str = "application/json") 
     return {"description": description, "content": {media_type: {"schema": schema}}}
 
 
-def served_spec(spec: dict, mapping: NameMapping, token_required: bool, info: dict | None = None) -> dict:
+def served_spec(spec: dict, mapping: NameMapping, token_required: bool, info: dict | None = None,
+                metrics_token: bool = False) -> dict:
     """BentoML's ``spec`` corrected as the module docstring says (a new dict; ``spec`` is left as it is).
 
     ``mapping``: the names the service accepts (its ``ServingConfig.mapping`` or the default);
-    ``token_required``: whether ``DEALRISK_API_TOKEN`` is set; ``info``: the spec's ``info`` block.
+    ``token_required``: whether ``DEALRISK_API_TOKEN`` is set; ``info``: the spec's ``info`` block;
+    ``metrics_token``: ``DEALRISK_METRICS_TOKEN=on``, ``/metrics`` behind the token (its 401 documented).
     """
     spec = copy.deepcopy(spec)
     if info is not None:
@@ -144,10 +148,17 @@ def served_spec(spec: dict, mapping: NameMapping, token_required: bool, info: di
         operation = paths.get(path, {}).get("get")
         if operation is not None:
             operation["responses"] = {"200": _json({"type": "string"}, description, "text/plain")}
+    token_routes = TOKEN_ROUTES
+    metrics = paths.get(METRICS_PATH, {}).get("get")
+    if metrics_token and metrics is not None:
+        answer = ROUTE_ANSWERS[("get", "/model")][401]
+        metrics["responses"]["401"] = _json({"$ref": REF.format(model=answer["model"].__name__)},
+                                            answer["description"] + " With DEALRISK_METRICS_TOKEN=on.")
+        token_routes = (*TOKEN_ROUTES, ("get", METRICS_PATH))
     if token_required:
         spec["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
                                                             "description": "DEALRISK_API_TOKEN"}}
-        for method, path in TOKEN_ROUTES:
+        for method, path in token_routes:
             operation = paths.get(path, {}).get(method)
             if operation is not None:
                 operation["security"] = [{"bearer": []}]

@@ -208,4 +208,5 @@ class OpenAPIInfo:
             except ConfigError:
                 config = ServingConfig()
         mapping = config.mapping or load_mapping()
-        return json.dumps(served_spec(spec, mapping, config.api_token is not None, self.info)).encode("utf-8")
+        return json.dumps(served_spec(spec, mapping, config.api_token is not None, self.info,
+                                      metrics_token=config.metrics_token)).encode("utf-8")

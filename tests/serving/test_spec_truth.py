@@ -139,6 +139,17 @@ def test_no_security_scheme_without_a_token_and_bearer_with_one(spec):
     assert "security" not in with_token["paths"]["/healthz"]["get"]
 
 
+def test_metrics_behind_the_token_is_documented(client, spec):
+    """DEALRISK_METRICS_TOKEN=on: /metrics answers 401 without the token, and the spec says so."""
+    assert "401" not in spec["paths"]["/metrics"]["get"]["responses"]  # off: /metrics is open
+    with_metrics = served_spec(spec, load_mapping(), token_required=True, metrics_token=True)
+    guarded = TestClient(RequestGuard(client.app, replace(ServingConfig(), api_token="s3cret", metrics_token=True)))
+    response = guarded.get("/metrics")
+    assert response.status_code == 401
+    check_answer(with_metrics, "get", "/metrics", response)
+    assert with_metrics["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+
+
 # --- names: the spec's pattern accepts exactly the names the mapping reads ---------------------------------
 
 NAME_FIELDS = [("Deal", "stage", "stage:open"), ("StageEntry", "stage", "stage:open"), ("Contact", "role", "role"),
