@@ -87,17 +87,19 @@ def fitting_console(*renderables: RenderableType, file: IO[str] | None = None) -
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     # LightGBM and scikit-learn behind these modules: see the module docstring.
+    from features.contract.partitioned import PartitionError
     from features.model.bundle import BundleError
     from training.gate import PromotionError
     from training.pipeline import InsufficientDataError, TruthFileError
 
     return (
         ContractError, ExportFolderError, InsufficientDataError, SplitError, PromotionError, BundleError, TruthFileError,
+        PartitionError,
     )
 
 
 def train(
-    data: Annotated[Path, typer.Option(help="Export folder (CSV or Parquet tables).")],
+    data: Annotated[Path, typer.Option(help="Export folder (CSV or Parquet tables), or a partitioned export ('dealrisk partition').")],
     truth: Annotated[
         Optional[Path], typer.Option(help="Generator truth file: adds the true probabilities (the ceiling) to the report.")
     ] = None,
@@ -121,17 +123,29 @@ def train(
     win_name: Annotated[Optional[str], typer.Option(help=WIN_NAME_HELP)] = None,
     slip_name: Annotated[Optional[str], typer.Option(help=SLIP_NAME_HELP)] = None,
     override_leak_alarm: Annotated[bool, typer.Option("--override-leak-alarm", help=OVERRIDE_LEAK_HELP)] = False,
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(help=SCHEDULER_HELP)] = None,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 2,
 ) -> None:
     """Train, evaluate and register the win and slip models (aliased 'challenger').
 
     What the export lacks is skipped, one line each (a model without its label, features without
     their table or field history); a model that looks too good to be true raises leak alarms.
+    With --engine dask the partitioned export's features are built and the boosters fitted on a
+    Dask cluster (docs/scale.md); the run, report and registered models are the local engine's.
     """
     # LightGBM, scikit-learn and MLflow behind these: see the module docstring.
     from training.gate import run_promote
     from training.pipeline import run_train
 
     _quiet_downloads()
+    try:
+        check_engine(engine, scheduler, workers)
+    except ValueError as exc:
+        _fail(str(exc))
+    if engine == "dask" and mapping is not None:
+        _fail("--mapping is for --engine local: a partitioned export holds canonical names already "
+              "(dealrisk partition applied the mapping when it wrote it)")
     config_file = None
     try:
         config_file = read_config_file(config) if config is not None else None
@@ -155,9 +169,22 @@ def train(
                 started["n"] += 1
                 progress.update(task, description=description)
 
-            result = run_train(data, settings, truth_path=truth, mapping=mapping, step=step, config_file=config_file,
-                               notice=lambda line: progress.console.print(f"[bold yellow]small data:[/] {line}",
-                                                                          highlight=False, soft_wrap=True))
+            def notice(line: str) -> None:
+                progress.console.print(f"[bold yellow]small data:[/] {line}", highlight=False, soft_wrap=True)
+
+            if engine == "dask":
+                # Dask, distributed and lightgbm.dask load only for this engine (about 1 s).
+                from features.contract.partitioned import read_layout
+                from features.pointintime.distributed import cluster
+                from training.distributed import run_train_dask
+
+                read_layout(data)  # not a partitioned export: say so before starting a cluster
+                with cluster(scheduler, workers) as client:
+                    result = run_train_dask(data, settings, client, truth_path=truth, step=step,
+                                            config_file=config_file, notice=notice)
+            else:
+                result = run_train(data, settings, truth_path=truth, mapping=mapping, step=step,
+                                   config_file=config_file, notice=notice)
             progress.update(task, completed=steps, description="done")
     except _expected_errors() as exc:
         _fail(str(exc))
@@ -176,6 +203,9 @@ def train(
         f"registered {names.win_model} v{registered.win_version}{slip} (alias '{names.challenger_alias}') "
         f"from run {registered.run_id}; seconds per step: {result.seconds}"
     )
+    ran = result.report.get("engine", {})
+    console.print(f"engine: {ran.get('engine')} ({ran.get('workers')} worker(s), {ran.get('threads')} thread(s)"
+                  + (f", scheduler {ran['scheduler']})" if ran.get("engine") == "dask" else ")"), highlight=False)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.report, indent=2, sort_keys=True))

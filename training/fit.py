@@ -159,7 +159,8 @@ def fit_booster_dask(
         params["monotone_constraints_method"] = "basic"
     cat = [c for c in (categorical or []) if c in feature_names]
     model = DaskLGBMClassifier(client=client, n_estimators=config.num_boost_round, **params)
-    with warnings.catch_warnings():
+    # as_current: lightgbm.dask waits on its futures through distributed's current client.
+    with warnings.catch_warnings(), client.as_current():
         # the scikit-learn wrapper always carries n_jobs; lightgbm.dask drops it with a warning
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
         model.fit(x_train, y_train, sample_weight=w_train, feature_name=feature_names, categorical_feature=cat or "auto")

@@ -129,11 +129,12 @@ class TrainingData:
 def label_points(export, sides: pd.Series, missing_inputs: dict | None = None) -> pd.DataFrame:
     """Labelled snapshots (features.pointintime.snapshots) of the deals that have a side, one side each."""
     points = sample_snapshots(export, deal_ids=sides.index)
-    points = attach_sides(label_snapshots(export, points, missing_inputs), sides)
+    # The types fixed: a partition may have no labelled snapshot, and its empty frame must look like the rest.
+    points = attach_sides(label_snapshots(export, points, missing_inputs), sides).astype({"deal_id": "str", "side": "str"})
     deals = export.deals.set_index("deal_id")
     return points.assign(
-        closed_at=points["deal_id"].map(deals["closed_at"]),
-        deal_amount=points["deal_id"].map(deals["amount"]).astype(float),
+        closed_at=deals["closed_at"].reindex(points["deal_id"]).array,
+        deal_amount=deals["amount"].reindex(points["deal_id"]).to_numpy(dtype=float),
     )
 
 
