@@ -216,16 +216,8 @@ class LinearConfig:
     c: float = 1.0
     min_frequency: int = 5
     max_iter: int = 500
-    # The logistic half and the leak check's single-feature AUCs read the training snapshots of a
-    # stable sample of deals holding about this many rows when training has more (None: always
-    # all; training.pipeline.linear_sample). About 400k deals' worth: a few dozen coefficients are
-    # settled long before, and the Dask engine collects only these rows into the training process
-    # (the boosters always see every row).
-    max_rows: int | None = 1_000_000
 
     def __post_init__(self) -> None:
-        if self.max_rows is not None:
-            _check(self, max_rows=_at_least(1))
         if self.weight is not None:
             _check(self, weight=_PROBABILITY)
         if not self.weight_grid:
@@ -348,8 +340,17 @@ class TrainConfig:
     ece_bins: int = 10
     shap_sample: int = 500
     seed: int = 0
+    # The snapshots the training process reads of each side come from a stable sample of deals
+    # holding about this many rows when the side has more (None: all; training.pipeline.deal_sample):
+    # training's for the logistic half and the leak check, validation's for early stopping, the
+    # blend and calibration, test's for the evaluation (and the gate's points). The boosters always
+    # fit every training row. A million rows is ~400k deals a side: every figure's interval is long
+    # settled, and the Dask engine's training process holds at most that many rows a side.
+    max_rows_per_side: int | None = 1_000_000
 
     def __post_init__(self) -> None:
+        if self.max_rows_per_side is not None:
+            _check(self, max_rows_per_side=_at_least(1))
         if not self.stage_probabilities:
             raise ConfigError("stage_probabilities", f"expected a probability for each of {', '.join(OPEN_STAGES)}")
         for stage, probability in self.stage_probabilities.items():

@@ -10,11 +10,12 @@ The same steps as the local engine (``training.pipeline``), placed where the dat
   by ``training_frame`` (the local engine's ``label_training_rows`` and ``training_features``), and
   the training side stays there (``client.persist``);
 - the boosters are fitted there by LightGBM's own Dask interface (``training.fit.fit_booster_dask``);
-- this process collects what it needs, all small next to the training side: the validation and
-  test rows (early stopping, blending, calibration, evaluation, plots), the training rows of
-  ``linear_sample``'s deals (the logistic half, the leak check), the distinct categorical levels
-  (the matrix spec), the label summary and counts; then calibration, evaluation, MLflow logging
-  and registration run exactly as on the local engine (``training.pipeline.train_and_log``).
+- this process collects what it needs, at most ``TrainConfig.max_rows_per_side`` rows a side (a
+  stable sample of deals above it, as the local engine reads them): the validation and test rows
+  (early stopping, blending, calibration, evaluation, plots), training rows for the logistic half
+  and the leak check, the distinct categorical levels (the matrix spec), the label summary and the
+  counts; then calibration, evaluation, MLflow logging and registration run exactly as on the
+  local engine (``training.pipeline.train_and_log``).
 
 The workers read the partitions themselves: the export must be at the same path on every worker,
 and the workers need this package at the same version (``docs/scale.md``).
@@ -56,9 +57,9 @@ from training.pipeline import (
     distinct_level_rows,
     label_summary,
     lap_timer,
-    linear_sample,
     plan_periods,
     side_counts,
+    side_sample,
     train_and_log,
     training_frame,
     used_features,
@@ -82,7 +83,6 @@ class DistributedTraining:
     root: Path
     train: dd.DataFrame  # training_frame's training rows, persisted on the workers
     labels: pd.DataFrame  # label_summary of every side
-    counts: dict[str, dict[str, int]]  # side_counts of every side
     level_rows: pd.DataFrame  # distinct_level_rows of the training features
     engine: dict  # engine_record: the cluster and what its fit does differently
 
@@ -143,11 +143,9 @@ def combine_descriptions(parts: list[dict | None]) -> tuple[dict, pd.Timestamp]:
     return described, max(part["end"] for part in found)
 
 
-def collect_rows(frame: pd.DataFrame, max_rows: int | None, total_train_rows: int) -> pd.DataFrame:
-    """The rows of one partition this process needs: validation, test, and training rows of ``linear_sample``'s deals."""
-    train = (frame["side"] == "train").to_numpy()
-    keep = ~train | linear_sample(frame["deal_id"], max_rows, total_train_rows)
-    return frame.loc[keep]
+def collect_rows(frame: pd.DataFrame, max_rows: int | None, counts: dict) -> pd.DataFrame:
+    """The rows of one partition this process reads: each side's ``side_sample`` (all below ``max_rows``)."""
+    return frame.loc[side_sample(frame, max_rows, counts)]
 
 
 def train_levels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -175,7 +173,7 @@ def prepare_training_data_dask(client: Client, root: Path, export, end: pd.Times
     """``prepare_training_data`` of a partitioned export on ``client``'s cluster (``export``: its global tables).
 
     The plan, the state and every row's features equal the local engine's on the same export; the
-    returned ``rows`` and ``features`` hold the rows this process needs (``collect_rows``), in the
+    returned ``rows`` and ``features`` hold the rows this process reads (``collect_rows``), in the
     local engine's order (by deal and as_of), and ``distributed`` the training side on the cluster.
     """
     root = Path(root)
@@ -185,8 +183,8 @@ def prepare_training_data_dask(client: Client, root: Path, export, end: pd.Times
     frame = client.persist(map_partitions(client, root, training_frame, plan, state, skips))
     counts = add_counts(_each_partition(client, frame, side_counts))
     labels = pd.concat(_each_partition(client, frame, label_summary), ignore_index=True)
-    collected = pd.concat(_each_partition(client, frame, collect_rows, config.linear.max_rows,
-                                          counts["train"]["snapshots"]), ignore_index=True)
+    collected = pd.concat(_each_partition(client, frame, collect_rows, config.max_rows_per_side, counts),
+                          ignore_index=True)
     collected = collected.sort_values(["deal_id", "as_of"], kind="stable").reset_index(drop=True)
     levels = pd.concat(_each_partition(client, frame, train_levels), ignore_index=True)
     train = client.persist(frame[frame["side"] == "train"])
@@ -195,9 +193,9 @@ def prepare_training_data_dask(client: Client, root: Path, export, end: pd.Times
     engine = {"engine": "dask", **describe_cluster(client), "partitions": read_layout(root).partitions, **DASK_DIFFERENCES}
     return TrainingData(
         plan=plan, state=state, rows=collected[row_columns], features=collected[["deal_id", "as_of", *FEATURE_NAMES]],
-        feature_names=used_features(skips), skips=check_labels(labels, skips),
-        distributed=DistributedTraining(client=client, root=root, train=train, labels=labels, counts=counts,
-                                        level_rows=levels, engine=engine),
+        feature_names=used_features(skips), skips=check_labels(labels, skips), all_counts=counts,
+        distributed=DistributedTraining(client=client, root=root, train=train, labels=labels, level_rows=levels,
+                                        engine=engine),
     )
 
 

@@ -56,7 +56,7 @@ from training.fit import choose_blend_weight, fit_booster, monotone_vector
 from training.gate import PROMOTABLE_PARAM
 from training.metrics import compute_metrics, per_deal_weights
 from training.plots import plot_calibration, plot_forecast, plot_lift, plot_shap_summary
-from training.split import SplitError, SplitPlan, assign_sides, attach_sides, plan_split
+from training.split import SIDES, SplitError, SplitPlan, assign_sides, attach_sides, plan_split
 from training.tracking import (
     describe_export,
     fingerprint_files,
@@ -82,9 +82,9 @@ class TrainingData:
     side), closed_at and amount of the deal (evaluation only; never features).
     ``features`` holds every registry feature; those in ``skips.features`` are missing (NaN) in
     every row and left out of ``feature_names``, the features the models use.
-    ``distributed``: on the Dask engine (``training.distributed``), the training side as it stays
-    on the cluster; ``rows`` and ``features`` then hold the validation and test rows and the
-    training rows of ``linear_sample``'s deals only (the rows this process needs).
+    Above ``TrainConfig.max_rows_per_side`` a side's rows are those of a stable sample of its deals
+    (``side_sample``): validation and test here, the training side too on the Dask engine, where
+    ``distributed`` holds the whole training side as it stays on the cluster.
     """
 
     plan: SplitPlan
@@ -94,6 +94,7 @@ class TrainingData:
     feature_names: list[str]
     skips: Skips = field(default_factory=Skips)
     distributed: object | None = None  # training.distributed.DistributedTraining
+    all_counts: dict | None = None  # side_counts of every row when ``rows`` holds samples (None: of ``rows``)
 
     @property
     def targets(self) -> list[str]:
@@ -109,8 +110,8 @@ class TrainingData:
         return self.rows if self.distributed is None else self.distributed.labels
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Deals and snapshots per side, of all rows (``side_counts``)."""
-        return side_counts(self.rows) if self.distributed is None else self.distributed.counts
+        """Deals and snapshots per side, of all rows (``side_counts``), sampled or not."""
+        return side_counts(self.rows) if self.all_counts is None else self.all_counts
 
     def level_rows(self) -> pd.DataFrame:
         """Training features holding every categorical level seen in training (``fit_matrix_spec`` reads them)."""
@@ -245,26 +246,37 @@ def distinct_level_rows(features: pd.DataFrame) -> pd.DataFrame:
 
 
 # A stable key (16 bytes, as pandas' hash wants it), apart from the partitioning's: a deal's place in the sample.
-SAMPLE_HASH_KEY = "dealrisk.linear.1"[:16]
+SAMPLE_HASH_KEY = "dealrisk.sample1"
 
 
-def linear_sample(deal_ids: pd.Series, max_rows: int | None, total_rows: int) -> np.ndarray:
+def deal_sample(deal_ids: pd.Series, max_rows: int | None, total_rows: int) -> np.ndarray:
     """Mask of the rows whose deal is in a stable sample of deals holding about ``max_rows`` of
-    ``total_rows`` training rows; all rows when there are no more than that (or ``max_rows`` is None).
+    ``total_rows`` rows; all rows when there are no more than that (or ``max_rows`` is None).
 
     A deal is in when a keyed hash of its id, as a share of 2**64, is below ``max_rows / total_rows``:
     the same deals on every machine, for a whole export and per partition, and the sample of a
     sample is itself (the Dask engine collects it per partition; ``fit_bundle`` applies it again).
 
-    >>> linear_sample(pd.Series(["a", "b"]), None, 10).tolist()
+    >>> deal_sample(pd.Series(["a", "b"]), None, 10).tolist()
     [True, True]
-    >>> int(linear_sample(pd.Series([f"D{i}" for i in range(10_000)]), 1_000, 10_000).sum())
-    986
+    >>> int(deal_sample(pd.Series([f"D{i}" for i in range(10_000)]), 1_000, 10_000).sum())
+    978
     """
     if max_rows is None or total_rows <= max_rows:
         return np.ones(len(deal_ids), dtype=bool)
     share = pd.util.hash_array(np.asarray(deal_ids, dtype=object), hash_key=SAMPLE_HASH_KEY) / 2.0**64
     return share < max_rows / total_rows
+
+
+def side_sample(rows: pd.DataFrame, max_rows: int | None, counts: dict, sides=SIDES) -> np.ndarray:
+    """Mask of the rows the training process keeps: each of ``sides``' ``deal_sample`` against that
+    side's total (``counts``, ``side_counts`` of all rows); rows of the other sides all."""
+    keep = np.ones(len(rows), dtype=bool)
+    for side in sides:
+        on = (rows["side"] == side).to_numpy()
+        if on.any():
+            keep[on] = deal_sample(rows.loc[on, "deal_id"], max_rows, counts[side]["snapshots"])
+    return keep
 
 
 def prepare_training_data(export, config: TrainConfig) -> TrainingData:
@@ -281,9 +293,13 @@ def prepare_training_data(export, config: TrainConfig) -> TrainingData:
     state = fit_feature_state(export, plan.cutoff, config.features.fiscal_year_start_month)
     skips = plan_skips(state.missing_inputs or {})
     rows = label_training_rows(export, plan, state)
-    features = training_features(export, rows, state, skips)
-    return TrainingData(plan=plan, state=state, rows=rows, features=features.reset_index(drop=True),
-                        feature_names=used_features(skips), skips=check_labels(rows, skips))
+    features = training_features(export, rows, state, skips).reset_index(drop=True)
+    counts, labelled = side_counts(rows), check_labels(rows, skips)
+    keep = side_sample(rows, config.max_rows_per_side, counts, ("validation", "test"))  # training: every row, for the boosters
+    if not keep.all():
+        rows, features = rows.loc[keep].reset_index(drop=True), features.loc[keep].reset_index(drop=True)
+    return TrainingData(plan=plan, state=state, rows=rows, features=features, feature_names=used_features(skips),
+                        skips=labelled, all_counts=counts)
 
 
 def used_features(skips: Skips) -> list[str]:
@@ -443,8 +459,8 @@ def fit_bundle(data: TrainingData, config: TrainConfig, fitted_on: dict) -> Mode
 
 
 def training_sample(data: TrainingData, train_rows: pd.DataFrame, config: TrainConfig) -> np.ndarray:
-    """Mask of ``train_rows`` the logistic half and the leak check read (``linear_sample`` of all training rows)."""
-    return linear_sample(train_rows["deal_id"], config.linear.max_rows, data.counts()["train"]["snapshots"])
+    """Mask of ``train_rows`` the logistic half and the leak check read (``deal_sample`` of all training rows)."""
+    return deal_sample(train_rows["deal_id"], config.max_rows_per_side, data.counts()["train"]["snapshots"])
 
 
 def _weights(rows: pd.DataFrame) -> np.ndarray:
@@ -468,6 +484,7 @@ def evaluate_run(
         "weighting": "per-deal: each snapshot weighs 1 / (snapshots of its deal), so every deal counts once",
         "split": data.plan.to_dict(),
         "counts": data.counts(),
+        "sampled": sampled_sides(data, config),
         "best_iteration": {target: int(bundle.halves(target)[0].best_iteration) for target in bundle.targets},
         "linear_weight": {target: bundle.halves(target)[1].weight for target in bundle.targets},
         "skipped": data.skips.to_dict(),
@@ -512,6 +529,15 @@ def evaluate_run(
         "weight x win probability x deal amount, against the amount actually won that month"
     )
     return clean_for_json(report), plots
+
+
+def sampled_sides(data: TrainingData, config: TrainConfig) -> dict:
+    """The sides whose figures come from a deal sample (``max_rows_per_side``), with the deals and
+    snapshots read (training's: by the logistic half and the leak check); {} when none is sampled."""
+    train_rows = data.side("train")[0]
+    held = side_counts(data.rows)
+    held["train"] = side_counts(train_rows.loc[training_sample(data, train_rows, config)])["train"]
+    return {side: held[side] for side in SIDES if held[side]["snapshots"] < data.counts()[side]["snapshots"]}
 
 
 def check_leaks(data: TrainingData, win_test_auc: float, config: TrainConfig) -> dict:
