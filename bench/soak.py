@@ -4,7 +4,7 @@ on the way, and optionally a burst of random-path GETs against ``/metrics``.
 Usage (nothing to prepare: it builds its own store and service)::
 
     python bench/soak.py                                        # 8 clients, 180 s, kill -9 at 90 s
-    python bench/soak.py --seconds 60 --clients 4 --interval 10 --kill-at 20
+    python bench/soak.py --seconds 60 --clients 4 --interval 10 --kill-at 20 --warm-up 20
     python bench/soak.py --seconds 60 --random-paths 10000      # the /metrics burst first
 
 Set-up (not measured): ``dealrisk generate`` writes a ``--deals`` export into a temporary folder,
@@ -17,17 +17,17 @@ this checkout. Then, in order:
    scrape took, before and after, and the workers' memory;
 2. the soak: each client posts single-deal ``/score`` requests (a rotation of the export's open
    deals) back to back for ``--seconds``; a scraper reads ``/metrics`` every ``--scrape`` seconds,
-   as Prometheus would; at ``--kill-at`` seconds worker ``--kill-worker`` gets SIGKILL and BentoML
-   restarts it. Every ``--interval`` seconds one line: requests, errors, requests/s, p50/p99
+   as Prometheus would; at ``--kill-at`` seconds worker ``--kill-worker`` (default: the one holding
+   most of the clients' connections) gets SIGKILL and BentoML restarts it. Every ``--interval`` seconds one line: requests, errors, requests/s, p50/p99
    latency, answers per worker (the ``X-Dealrisk-Worker`` header, when the service sends it), the
    clients' connections each worker holds (from /proc, whatever the service sends), each worker's
    resident memory, and the last scrape's size and time.
 
 At the end: the lines as a table, the kill (when the worker's new process started, when it answered
 a new connection, and when the clients' kept-alive requests reached it again), and whether each
-worker process's memory, from one ``--interval`` after it began to serve to the end, stayed within
-5%. Traffic goes only to 127.0.0.1; the service and the
-temporary folder are removed at the end. Linux only (/proc).
+worker process's memory, from ``--warm-up`` seconds after it began to serve to the end, stayed
+within 5%. Traffic goes only to 127.0.0.1; the service and the temporary folder are removed at the
+end. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -138,8 +138,9 @@ async def client_loop(connection: Connection, payloads: list[bytes], offset: int
                       kill: dict) -> None:
     """Post ``/score`` back to back until ``deadline``; a failed request is counted and the connection reopened.
 
-    After the kill (``kill["at"]``), the first answer from the killed worker's index (its new
-    process: the old one is gone) is noted as ``kill["answered"]``.
+    Once the killed worker's new process exists (``kill["restarted"]``), the first answer with its
+    index is noted as ``kill["answered"]`` (earlier ones are the old process's last answers, sent
+    before the kill).
     """
     k = offset
     while time.monotonic() < deadline:
@@ -159,7 +160,7 @@ async def client_loop(connection: Connection, payloads: list[bytes], offset: int
         tally.latencies.append((now - started) * 1000)
         worker = headers.get(WORKER_HEADER, "?")
         tally.by_worker[worker] = tally.by_worker.get(worker, 0) + 1
-        if "at" in kill and "answered" not in kill and worker == kill["worker"]:
+        if "restarted" in kill and "answered" not in kill and worker == kill["worker"]:
             kill["answered"] = now
 
 
@@ -212,11 +213,14 @@ async def soak(args, url: str, port: int, server_pid: int, headers: dict, payloa
     start = time.monotonic()
     deadline = start + args.seconds
     rows, memory, kill = [], {}, {}
-    last_scrape: list = [None]
+    last_scrape: list = ["-"]
 
     async def scraper() -> None:
         while time.monotonic() < deadline - 0.5:
-            last_scrape[0] = await scrape(url, headers)
+            try:
+                last_scrape[0] = await scrape(url, headers)
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                last_scrape[0] = "failed"  # the worker answering it was killed
             await asyncio.sleep(args.scrape)
 
     async def killer() -> None:
@@ -224,6 +228,9 @@ async def soak(args, url: str, port: int, server_pid: int, headers: dict, payloa
             return
         await asyncio.sleep(args.kill_at)
         workers = worker_pids(server_pid)
+        if args.kill_worker is None:  # the one holding most of the clients' connections
+            held = connections_per_worker(workers, port)
+            args.kill_worker = max(sorted(held), key=held.get)
         if args.kill_worker not in workers:
             raise SystemExit(f"no worker {args.kill_worker} among {workers}")
         old = workers[args.kill_worker]
@@ -265,7 +272,7 @@ async def soak(args, url: str, port: int, server_pid: int, headers: dict, payloa
                    " / ".join(f"{w}:{n}" for w, n in sorted(done.by_worker.items())) or "-",
                    " / ".join(f"{i}:{n}" for i, n in sorted(held.items())),
                    " / ".join(f"{i}:{m:.0f}" for i, m in sorted(rss.items()) if m is not None),
-                   "-" if size is None else f"{size[0] / 1024:.1f} KB, {size[2]:.2f} s"]
+                   size if isinstance(size, str) else f"{size[0] / 1024:.1f} KB, {size[2]:.2f} s"]
             rows.append(row)
             print("  ".join(str(cell) for cell in row), flush=True)
             if now >= deadline - 0.01:
@@ -280,13 +287,11 @@ async def soak(args, url: str, port: int, server_pid: int, headers: dict, payloa
     finally:
         for connection in connections:
             await connection.close()
-    # When each process began to serve: the first two at the start, a restarted one at its first answer.
+    # When each process began to serve: the first ones at the start, a restarted one at its first
+    # answer to the clients (None: never seen answering them).
+    first = min((t for record in memory.values() for t, _ in record["samples"]), default=start)
     for record in memory.values():
-        record["serving"] = start
-    if "answered" in kill:
-        for pid, record in memory.items():
-            if pid != kill["pid"] and record["worker"] == args.kill_worker:
-                record["serving"] = kill["answered"]
+        record["serving"] = start if record["samples"][0][0] <= first else kill.get("answered")
     return {"rows": rows, "memory": memory, "kill": kill, "start": start}
 
 
@@ -295,10 +300,12 @@ def memory_verdict(memory: dict, warm_up: float) -> tuple[list[list], bool]:
     rows, within = [], True
     for pid, record in memory.items():
         samples = [(t, mb) for t, mb in record["samples"] if mb is not None]
-        warm = [mb for t, mb in samples if t >= record["serving"] + warm_up - 0.5]
+        serving = record["serving"]
+        warm = [] if serving is None else [mb for t, mb in samples if t >= serving + warm_up - 0.5]
         if len(warm) < 2:
-            rows.append([record["worker"], pid, "-", f"{samples[-1][1]:.0f}" if samples else "-",
-                         "killed" if pid == record.get("killed") else "served too briefly"])
+            why = ("killed" if pid == record.get("killed") else
+                   "never seen answering the clients" if serving is None else "served too briefly")
+            rows.append([record["worker"], pid, "-", f"{samples[-1][1]:.0f}" if samples else "-", why])
             continue
         growth = warm[-1] / warm[0] - 1
         within &= abs(growth) <= MEMORY_TOLERANCE
@@ -313,7 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per report line")
     parser.add_argument("--kill-at", type=float, default=None,
                         help="seconds into the soak when one worker gets SIGKILL (default: half-way; 0: never)")
-    parser.add_argument("--kill-worker", type=int, default=1, help="the worker index to kill")
+    parser.add_argument("--kill-worker", type=int, default=None,
+                        help="the worker index to kill (default: the one holding most of the clients' connections)")
+    parser.add_argument("--warm-up", type=float, default=60.0,
+                        help="seconds a worker process serves before its memory is the baseline of the 5%% check")
     parser.add_argument("--scrape", type=float, default=15.0, help="seconds between reads of /metrics during the soak")
     parser.add_argument("--random-paths", type=int, default=0, help="GETs of random paths before the soak")
     parser.add_argument("--deals", type=int, default=1500, help="deals in the generated export")
@@ -419,8 +429,8 @@ def report(args, result: dict) -> None:
               f"answering the clients' kept-alive requests after {since['answered']} "
               f"(the last two from the X-Dealrisk-Worker header)")
         result["memory"].get(kill["pid"], {})["killed"] = kill["pid"]
-    rows, within = memory_verdict(result["memory"], args.interval)
-    print_table(f"memory per worker process once it has served for {args.interval:g} s, and at the end",
+    rows, within = memory_verdict(result["memory"], args.warm_up)
+    print_table(f"memory per worker process once it has served for {args.warm_up:g} s (warm-up), and at the end",
                 ["worker", "pid", "warmed up MB", "end MB", "change"], rows)
     print(f"memory after warm-up within {MEMORY_TOLERANCE:.0%}: {'yes' if within else 'NO'}")
 

@@ -19,7 +19,7 @@ Nothing is read at import time; ``ServingConfig.from_env()`` is called when the 
 | ``DEALRISK_STORE_URL`` | ``sqlite:///data/scores.db`` | the score store (SQLAlchemy URL; ``postgresql://...`` for a server) |
 | ``DEALRISK_PAGE_EXPORT`` | unset | an export folder the managers' page (``serving.page``) reads for the funnel view and the deals' decision chains; without it the funnel is not shown and the decision chain comes from the stored warnings and factors |
 | ``DEALRISK_FAIR_ACCEPT`` | ``on`` | ``on``: the workers take turns accepting connections (``serving.service.fair_accept``); ``off``: asyncio's own accept. Each worker logs at start-up whether it is active and, if not, why |
-| ``DEALRISK_CONNECTION_SECONDS`` | ``5`` | a kept-alive connection this many seconds old is closed after its next answer (``Connection: close``; the client reconnects through the fair accept), so a worker restarted after a crash gets its share of the clients again within seconds (``serving.traffic.WorkerConnections``); ``0``: connections stay open until the client or the 5 s idle timeout closes them |
+| ``DEALRISK_CONNECTION_SECONDS`` | ``3`` | a kept-alive connection this many seconds old is closed after its next answer (``Connection: close``; the client reconnects through the fair accept), so a worker restarted after a crash gets its share of the clients again within seconds (``serving.traffic.WorkerConnections``); ``0``: connections stay open until the client or the 5 s idle timeout closes them |
 | ``DEALRISK_METRICS_TOKEN`` | ``off`` | ``on``: ``GET /metrics`` needs ``Authorization: Bearer <DEALRISK_API_TOKEN>`` too (401 otherwise; for Prometheus's ``authorization`` scrape setting); refused at start-up without a token set |
 | ``DEALRISK_MAPPING`` | unset | a YAML name-mapping file (the one ``--mapping`` takes: a CRM's own stage, role, ... names), added to the shipped default for every request; read and checked at start-up |
 | ``DEALRISK_RELOAD_SECONDS`` | ``60`` | how often each worker re-reads the champion aliases and, when they moved, loads the new pair and switches to it without a restart (``serving.reload``); ``0``: never on a schedule (``POST /admin/reload`` still works) |
@@ -62,7 +62,7 @@ class ServingConfig:
     batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer
     log_requests: bool = False
     fair_accept: bool = True  # see serving.service.fair_accept
-    connection_seconds: float = 5.0  # DEALRISK_CONNECTION_SECONDS: see serving.traffic.WorkerConnections; 0: never
+    connection_seconds: float = 3.0  # DEALRISK_CONNECTION_SECONDS: see serving.traffic.WorkerConnections; 0: never
     metrics_token: bool = False  # DEALRISK_METRICS_TOKEN: /metrics behind the bearer token (serving.guard)
     store_write: bool = False  # see serving.service.store_sink
     store_url: str | None = field(default=None, repr=False)  # None: portfolio.store's default; may hold a password

@@ -157,7 +157,7 @@ def test_connections_stay_open_with_the_limit_off_and_forgotten_clients_do_not_p
     assert len(middleware._opened) == 1
 
 
-@pytest.mark.parametrize("raw, seconds", [("", 5.0), ("0", 0.0), ("2.5", 2.5)])
+@pytest.mark.parametrize("raw, seconds", [("", 3.0), ("0", 0.0), ("2.5", 2.5)])
 def test_the_connection_setting_reads_seconds(raw, seconds):
     assert ServingConfig.from_env({"DEALRISK_CONNECTION_SECONDS": raw}).connection_seconds == seconds
 

@@ -3,7 +3,7 @@
 When a worker dies its clients reconnect at once, and only the surviving worker is there to
 accept; kept-alive connections then stayed on it for good (after a ``kill -9`` under 8 clients the
 new worker served 0 requests for the next 40 s and throughput halved). With
-``DEALRISK_CONNECTION_SECONDS`` (default 5) a connection that old is closed after its next answer,
+``DEALRISK_CONNECTION_SECONDS`` (default 3) a connection that old is closed after its next answer,
 the client reconnects, and the fair accept hands the connection to the worker holding fewer. A
 real ``dealrisk serve`` (2 workers, default settings) under 4 keep-alive clients; worker 1 gets
 SIGKILL; once its new process answers a new connection, the clients' own requests must reach it
