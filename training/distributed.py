@@ -69,7 +69,7 @@ from training.truth import read_truth
 
 # What the Dask engine's fit does differently from the local one (LightGBM's limits), in the run's record.
 DASK_DIFFERENCES: dict[str, str] = {
-    "early_stopping": "replayed on the validation period after all num_boost_round rounds (lightgbm.dask has none)",
+    "early_stopping": "LightGBM's rule replayed on the validation period after each block of rounds (lightgbm.dask has none)",
     "monotone_constraints_method": "basic (LightGBM's only method in distributed learning)",
 }
 

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.dask.fixtures import dask_client  # noqa: F401 - the fixture
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 DEALS = 3000
@@ -61,12 +63,9 @@ def partitioned(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client():
-    """A 2-worker LocalCluster on 127.0.0.1 (single-threaded worker processes), closed after the module."""
-    from features.pointintime.distributed import cluster
-
-    with cluster(None, workers=2) as started:
-        yield started
+def client(dask_client):
+    """The Dask engine tests' 2-worker LocalCluster on 127.0.0.1 (tests/dask/fixtures.py), closed after the module."""
+    return dask_client
 
 
 def train_cli(folder: Path, store: Path, *engine: str) -> Run:
@@ -195,6 +194,39 @@ def test_the_dask_model_serves_through_the_unchanged_service(dask_run, partition
     assert all(deal["model_versions"]["win"] == "1" and deal["slip_probability"] is not None for deal in answer["deals"])
 
 
+@pytest.mark.slow
+def test_dealrisk_serve_answers_with_the_dask_trained_champion(dask_run, partitioned, tmp_path):
+    import sys
+    import urllib.request
+
+    from features.contract.load import load_export
+    from serving.process import free_port, start_server, stop_server
+    from serving.request import request_from_export
+
+    export = load_export(partitioned / "export")
+    open_ids = export.deals.loc[export.deals["outcome"] == "open", "deal_id"].head(3).tolist()
+    body = json.dumps(request_from_export(export, open_ids)).encode()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEALRISK_")}
+    env.update(MLFLOW_TRACKING_URI=dask_run.uri, MLFLOW_DISABLE_TELEMETRY="true", BENTOML_DO_NOT_TRACK="True")
+    url = f"http://127.0.0.1:{port}"
+    dealrisk = str(Path(sys.executable).parent / "dealrisk")
+    process = start_server([dealrisk, "serve", "--port", str(port)], f"{url}/readyz", tmp_path / "serve.log",
+                           env=env, cwd=tmp_path)
+    try:
+        request = urllib.request.Request(f"{url}/score", data=body, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert answer.status == 200
+            deals = json.loads(answer.read())["deals"]
+        with urllib.request.urlopen(f"{url}/model", timeout=30) as answer:
+            model = json.loads(answer.read())
+    finally:
+        stop_server(process)
+    assert [deal["deal_id"] for deal in deals] == open_ids
+    assert all(0 < deal["win_probability"] < 1 and deal["model_versions"]["win"] == "1" for deal in deals)
+    assert model["run_ids"]["win"] == dask_run.report["run_id"]
+
+
 def test_replayed_early_stopping_stops_where_lightgbm_does(partitioned):
     from features.contract.load import load_export
     from features.model.matrix import encode_matrix, fit_matrix_spec
@@ -221,6 +253,29 @@ def test_replayed_early_stopping_stops_where_lightgbm_does(partitioned):
         assert replayed.best_iteration == stopped.best_iteration
         assert replayed.current_iteration() == stopped.current_iteration()
         np.testing.assert_array_equal(replayed.predict(val[0]), stopped.predict(val[0]))
+
+
+def test_dask_fit_continues_block_after_block_until_the_rule_stops_it(client):
+    import dask.dataframe as dd
+
+    from training.config import BoosterConfig
+    from training.fit import dask_block_rounds, early_stopping_point, fit_booster_dask
+
+    rng = np.random.default_rng(0)
+    x, x_val = rng.normal(size=(8000, 4)), rng.normal(size=(3000, 4))
+    y, y_val = (x[:, 0] + rng.normal(size=8000) > 0).astype(float), (x_val[:, 0] + rng.normal(size=3000) > 0).astype(float)
+    names = ["a", "b", "c", "d"]
+    train = (dd.from_pandas(pd.DataFrame(x, columns=names), npartitions=4), dd.from_pandas(pd.Series(y), npartitions=4),
+             dd.from_pandas(pd.Series(np.ones(len(y))), npartitions=4))
+    validation = (x_val, y_val, np.ones(len(y_val)))
+    slow = BoosterConfig(num_boost_round=420, early_stopping_rounds=20, learning_rate=0.002, min_leaf_share=0.0)
+    assert dask_block_rounds(slow) == 100
+    grown = fit_booster_dask(client, train, validation, slow, names, len(y))
+    assert grown.current_iteration() == grown.best_iteration == 420  # five blocks, each continuing the last
+    fast = replace(slow, learning_rate=0.5)
+    stopped = fit_booster_dask(client, train, validation, fast, names, len(y))
+    assert stopped.current_iteration() == stopped.best_iteration < 100  # stopped in the first block, cut at its best
+    assert early_stopping_point(stopped, validation, 20) == (stopped.best_iteration, False)
 
 
 def test_the_fingerprint_covers_every_partition_file(partitioned):
