@@ -71,18 +71,28 @@ def cluster(scheduler: str | None = None, workers: int = 2, memory_limit: str | 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=":0", silence_logs=logging.ERROR, **options) as local:
         with Client(local, set_as_default=False) as client:
+            client.wait_for_workers(workers)  # a LocalCluster's workers register after it returns
             yield client
 
 
 def describe_cluster(client: Client) -> dict:
-    """The cluster a run used: scheduler address, workers, threads and memory per worker (for run records)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    """The cluster a run used: scheduler address, workers, threads and memory per worker (for run records).
+
+    Asked of the scheduler now: ``Client.scheduler_info`` is the client's cached copy, refreshed every
+    few seconds, and just after connecting it may list no worker (a run then recorded 0 workers).
+    """
+    workers = client.run_on_scheduler(_worker_resources)
     return {
         "scheduler": client.scheduler.address,
         "workers": len(workers),
-        "threads": sum(w.get("nthreads", 0) for w in workers.values()),
-        "memory_limit_per_worker": max((w.get("memory_limit") or 0 for w in workers.values()), default=0),
+        "threads": sum(threads for threads, _ in workers.values()),
+        "memory_limit_per_worker": max((memory or 0 for _, memory in workers.values()), default=0),
     }
+
+
+def _worker_resources(dask_scheduler) -> dict[str, tuple[int, int]]:
+    """On the scheduler: each worker's address -> (threads, memory limit in bytes)."""
+    return {address: (state.nthreads, state.memory_limit) for address, state in dask_scheduler.workers.items()}
 
 
 def empty_export(tables: Iterable[str]) -> Export:
