@@ -8,7 +8,7 @@ process) and the Dask engine (``training.distributed.run_train_dask`` on a Local
 state, labelled snapshots and their features) and training (the boosters and the logistic half,
 calibration), from the run's own laps; memory: each process's peak resident set (the local
 process; the Dask driver, which also hosts the scheduler, and every worker, read on the worker
-with ``resource.getrusage`` through ``client.run``). Ratios are Dask over local in the same run.
+through ``client.run``). Ratios are Dask over local in the same run.
 
 Memory-budget mode (``--budget-gib B``): every process of a run must stay below B GiB resident.
 A watchdog samples each process of the run (driver and workers) every 50 ms and stops the run
@@ -38,8 +38,17 @@ MIB = 1024 * 1024
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set in MiB.
+
+    Linux's VmHWM, which starts afresh at exec; ``ru_maxrss`` does not, so a process started by a
+    large parent (this script after generating an export) would report the parent's size.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (MIB if sys.platform == "darwin" else 1024)
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def ensure_export(folder: Path, deals: int, seed: int, partitions: int) -> Path:
