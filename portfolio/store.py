@@ -59,6 +59,7 @@ the frames ``ScoreStore.history()``, ``latest()`` and ``snapshots()`` return (``
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,7 +306,7 @@ class ScoreStore:
             else:
                 engine = sa.create_engine(parsed, pool_pre_ping=True, **JSON_CODEC)
             if create:
-                metadata.create_all(engine)
+                _create_tables(engine)
             elif not all(sa.inspect(engine).has_table(table.name) for table in (scoring_runs, deal_scores)):
                 engine.dispose()
                 raise empty
@@ -592,6 +593,24 @@ def _frame(read: list, columns: tuple[str, ...]) -> pd.DataFrame:
         else:
             out[name] = values.astype("str") if name in TEXT_COLUMNS or name in ("origin",) else values
     return pd.DataFrame(out, columns=list(columns))
+
+
+def _create_tables(engine, attempts: int = 5) -> None:
+    """``metadata.create_all``, safe when several processes open a new store at the same moment.
+
+    Each service worker opens the store at start-up. On a new PostgreSQL database two of them can
+    both see no table and both send ``CREATE TABLE``; the slower one fails with a duplicate key in
+    ``pg_type`` (an ``IntegrityError``) or "already exists" (``ProgrammingError``) and its worker
+    stopped the service. ``create_all`` checks first, so trying again skips what the other made.
+    """
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _check_layout(engine: sa.Engine) -> None:

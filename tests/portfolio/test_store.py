@@ -202,3 +202,32 @@ def test_snapshots_read_only_the_columns_asked_for(opened):
     assert got["win_probability"].tolist() == [0.4, 0.5] and got["snapshot"].tolist() == [0, 1]
     assert got["owner_id"].isna().all() and got["score"].isna().all()
     assert list(got.columns) == [*opened.history().columns, "snapshot"]
+
+
+@pytest.mark.slow
+def test_workers_opening_a_new_postgresql_store_at_once_all_succeed(postgres_url):
+    """Every service worker opens the store at start-up: on a new PostgreSQL database they race to
+    create the tables, and the loser's duplicate ``pg_type`` key used to stop the whole service
+    (seen in CI: ``StoreError ... duplicate key value violates unique constraint``)."""
+    import threading
+
+    openers = 8
+    start = threading.Barrier(openers)
+    failures: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            ScoreStore.open(postgres_url).close()
+        except BaseException as exc:  # noqa: BLE001 - collected and shown below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(openers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, [str(exc) for exc in failures]
+    store = ScoreStore.open(postgres_url, create=False)
+    assert store.runs().empty
+    store.close()
