@@ -183,3 +183,20 @@ def test_generate_writes_straight_to_partitions(tmp_path):
             pd.testing.assert_frame_equal(parts.table(name), in_partition_order(folder.table(name), 3), check_exact=True)
     messy = runner.invoke(app, ["generate", "--deals", "20", "--messy", "--partitions", "2", "--out", str(tmp_path / "m")])
     assert messy.exit_code == 1 and "--messy and --partitions" in messy.output
+
+
+def test_validate_checks_every_partition_and_reports_them_together(export, root):
+    runner = CliRunner()
+    passed = runner.invoke(app, ["validate", str(root)])
+    assert passed.exit_code == 0, passed.output
+    assert f"passes the data contract in each of its {PARTS} partitions" in passed.output
+    assert f"deals {len(export.deals)} rows" in passed.output
+    for index in (1, 2):  # a broken row in two partitions: both named in one report
+        path = root / "stage_history" / partition_file(index)
+        table = pq.read_table(path).to_pandas()
+        table.loc[0, "stage"] = "bogus"
+        pq.write_table(arrow_table(table), path)
+    failed = runner.invoke(app, ["validate", str(root)])
+    assert failed.exit_code == 1, failed.output
+    assert "stage_history/part-00001.parquet row 1" in failed.output
+    assert "stage_history/part-00002.parquet row 1" in failed.output
