@@ -178,7 +178,8 @@ def prepare_training_data_dask(client: Client, root: Path, export, end: pd.Times
     """
     root = Path(root)
     plan = plan_periods(export, config, end=end)
-    state = fit_feature_state_dask(client, root, plan.cutoff, config.features.fiscal_year_start_month)
+    state = fit_feature_state_dask(client, root, plan.cutoff, config.features.fiscal_year_start_month,
+                                   global_export=export)  # the global tables read once
     skips = plan_skips(state.missing_inputs or {})
     frame = client.persist(map_partitions(client, root, training_frame, plan, state, skips))
     counts = add_counts(_each_partition(client, frame, side_counts))

@@ -224,16 +224,21 @@ def combine_inputs(found: list[dict[str, str | None]]) -> dict[str, str | None]:
 
 
 def fit_feature_state_dask(client: Client, root: Path, cutoff,
-                           fiscal_year_start_month: int = DEFAULT_FISCAL_YEAR_START_MONTH) -> FeatureState:
+                           fiscal_year_start_month: int = DEFAULT_FISCAL_YEAR_START_MONTH,
+                           global_export: Export | None = None) -> FeatureState:
     """``fit_feature_state`` of the whole partitioned export, equal to the local one.
 
     Fitted here on ``read_global`` (deals, stage_history, field_history: what the closed-deal
     history, won-stage days and first amounts read); which inputs the contacts and activities
     tables give before the cutoff is found on the workers, partition by partition, and combined.
+    ``global_export``: those tables when the caller has read them already (training has), so they are
+    not read a second time.
     """
     root = Path(root)
     cutoff = parse_as_of(cutoff)
-    state = fit_feature_state(read_global(root, GLOBAL_TABLES), cutoff, fiscal_year_start_month)
+    if global_export is None:
+        global_export = read_global(root, GLOBAL_TABLES)
+    state = fit_feature_state(global_export, cutoff, fiscal_year_start_month)
     found = combine_inputs(gather_partitions(client, root, _partition_inputs, cutoff,
                                              tables=("deals", "contacts", "activities")))
     missing = {**(state.missing_inputs or {}), **missing_inputs(found)}
