@@ -121,9 +121,7 @@ def run_score(data: Path, as_of: str | None = None, out: Path | None = None, map
         # A partitioned export is read whole, each partition through the contract check (its errors name the file).
         export = load_export(data, names) if is_partitioned(data) else read_export_checked(data, names)
     except ContractError as exc:
-        first = exc.violations[0] if exc.violations else None
-        where = f"{first.table}: {first.reason}" if first is not None else str(exc).splitlines()[0]
-        _fail(f"export {data} cannot be read: {where}")
+        _fail(f"export {data} cannot be read: {_first_violation(exc)}")
     except RequestError as exc:
         first = exc.problems[0]
         _fail(f"export {data} breaks the data contract ({len(exc.problems)} problem(s)); first: {first.field}: "

@@ -54,9 +54,9 @@ class ServingConfig:
     tracking_uri: str = DEFAULT_TRACKING_URI
     names: RegisteredNames = field(default_factory=RegisteredNames)
     api_token: str | None = field(default=None, repr=False)
-    max_deals: int = 2000
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_table_rows: int = RequestLimits.max_table_rows  # see serving.limits.RequestLimits
+    max_deals: int = RequestLimits.max_deals  # the request size defaults: serving.limits.RequestLimits
+    max_body_bytes: int = RequestLimits.max_body_bytes
+    max_table_rows: int = RequestLimits.max_table_rows
     max_deal_events: int = RequestLimits.max_deal_events
     max_batch_deals: int = 1000  # concurrent requests are scored together up to this many deals
     batch_linger_ms: float = 3.0  # see serving.batcher.Coalescer

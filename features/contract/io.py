@@ -6,6 +6,8 @@ import csv
 import io
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,21 +213,30 @@ def write_tables(tables: dict[str, pd.DataFrame], folder: Path, fmt: str = "csv"
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"format must be csv or parquet, got {fmt!r}")
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         for name, frame in tables.items():
             if fmt == "csv":
                 _write_csv(frame, staging / f"{name}.csv")
             else:
                 frame.to_parquet(staging / f"{name}.parquet", index=False)
+    return folder
+
+
+@contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """A temporary sibling of ``folder`` to write into; renamed to ``folder`` (replacing it) when the
+    block ends, removed when it raises or is interrupted: nothing half-written is left behind."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
         if folder.exists():
             shutil.rmtree(folder)
         staging.rename(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return folder
 
 
 def write_frame(frame: pd.DataFrame, path: Path) -> Path:

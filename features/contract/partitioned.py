@@ -15,8 +15,6 @@ its path, table, column, row and reason; a deal in the wrong partition is a viol
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contract.check import check_tables
-from features.contract.io import read_table_file
+from features.contract.io import read_table_file, staged_folder
 from features.contract.mapping import MappingError, NameMapping, load_mapping
 from features.contract.schema import TABLES, Export
 from features.contract.violations import DETAIL_LIMIT, ContractError, Violation
@@ -114,10 +112,8 @@ def write_partitioned(
     present = [name for name, table in export.tables().items() if table is not None]
     deal_part = pd.Series(partition_of(export.deals[PARTITION_KEY], partitions),
                           index=pd.Index(export.deals[PARTITION_KEY].astype(str).to_numpy(dtype=object)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        rows: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    with staged_folder(out) as staging:
         for name in present:
             table = export.table(name)
             rows[name] = len(table)
@@ -125,12 +121,6 @@ def write_partitioned(
         layout = {"partitions": partitions, "key": PARTITION_KEY, "hash": HASH_RULE, "tables": present,
                   "rows": rows, "format": LAYOUT_FORMAT}
         (staging / LAYOUT_FILE).write_text(json.dumps(layout, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return PartitionLayout(root=out, partitions=partitions, tables=tuple(present), rows=rows)
 
 
