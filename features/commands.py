@@ -36,6 +36,9 @@ def check_engine(engine: str, scheduler: str | None, workers: int) -> None:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "local" and scheduler is not None:
         raise ValueError("--scheduler is for --engine dask")
+    if scheduler is not None and not scheduler.strip():
+        raise ValueError("--scheduler is empty: give the scheduler's address (tcp://host:8786), "
+                         "or leave it out for a LocalCluster on this machine")
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
 

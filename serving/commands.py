@@ -7,6 +7,7 @@ the score store (``portfolio.store``) and optionally written to a file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -171,7 +172,11 @@ def _run_score_dask(data: Path, as_of: str | None, out: Path | None, store_url: 
         read_layout(data)
     except PartitionError as exc:
         _fail(f"--engine dask: {exc}")
-    with cluster(scheduler, workers) as client:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(cluster(scheduler, workers))
+        except PartitionError as exc:  # ClusterError: the --scheduler cannot be reached
+            _fail(f"--engine dask: {exc}")
         try:
             moment = resolve_export_as_of(None, as_of, end=export_end_dask(client, data))
         except ContractError as exc:

@@ -43,6 +43,10 @@ class PartitionError(ValueError):
     """A folder that is not a usable partitioned export, or a partition request that cannot be met."""
 
 
+class ClusterError(PartitionError):
+    """The Dask cluster a partitioned export should be read on cannot be reached (``--scheduler``)."""
+
+
 @dataclass(frozen=True)
 class PartitionLayout:
     """What ``partitions.json`` says: how many partitions, and which tables the export has."""

@@ -30,10 +30,12 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 from distributed import Client, Future, LocalCluster
+from distributed.comm import get_address_host_port
 
 from features.contract.check import check_tables
 from features.contract.partitioned import (
     GLOBAL_TABLES,
+    ClusterError,
     PartitionLayout,
     partition_of,
     read_global,
@@ -41,6 +43,7 @@ from features.contract.partitioned import (
     read_partition,
 )
 from features.contract.schema import TABLES, TIMESTAMP_DTYPE, Export
+from features.contract.violations import shown_text
 from features.pointintime.definitions import DEFAULT_FISCAL_YEAR_START_MONTH, INPUTS
 from features.pointintime.events import parse_as_of
 from features.pointintime.inputs import find_inputs, missing_inputs
@@ -48,6 +51,8 @@ from features.pointintime.pipeline import build_features, select_open_deals
 from features.pointintime.snapshots import export_end
 from features.pointintime.state import FeatureState, fit_feature_state
 
+# How long to try reaching a running scheduler (--scheduler) before saying it cannot be reached.
+CONNECT_SECONDS = 20
 # Inputs only the contacts and activities tables decide (``find_inputs``): the tables
 # ``read_global`` leaves out, so they are found partition by partition and combined.
 PARTITION_INPUTS: tuple[str, ...] = ("contacts", "activities", "activities.customer_talk_ratio", "activities.next_step_set")
@@ -62,7 +67,16 @@ def cluster(scheduler: str | None = None, workers: int = 2, memory_limit: str | 
     taken, ``memory_limit`` per worker, e.g. "2GiB"; default Dask's share of this machine).
     """
     if scheduler is not None:
-        with Client(scheduler, set_as_default=False) as client:
+        try:
+            # A malformed address is refused before a Client exists: a Client that failed to parse
+            # it still tries to close at exit, for 40 s, with a traceback.
+            get_address_host_port(scheduler)
+            client = Client(scheduler, set_as_default=False, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError, ValueError) as exc:  # not an address, refused, timed out
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ClusterError(f"--scheduler {shown_text(scheduler, 100)}: cannot reach a Dask scheduler there "
+                               f"({shown_text(reason, 200)})") from None
+        with client:
             yield client
         return
     if workers < 1:

@@ -128,3 +128,23 @@ def test_a_corrupted_partition_names_its_file(dask_client, partitioned_export, t
                                       "--scheduler", dask_client.scheduler.address])
     assert result.exit_code == 1 and "contacts/part-00002.parquet" in result.output
     assert not (tmp_path / "f.parquet").exists()
+
+
+@pytest.mark.parametrize("address", ["not an address", "localhost:notaport", "tcp://[::1"])
+def test_a_malformed_scheduler_address_is_one_line_naming_it(partitioned_export, address):
+    """Refused before a Client exists (one that failed to parse it tried to close for 40 s at exit,
+    with a traceback after the message), on every command that takes --scheduler."""
+    for command in (["features", "--data", str(partitioned_export.root), "--as-of", "2026-01-01T00:00:00Z",
+                     "--out", "unused.parquet"], ["train", "--data", str(partitioned_export.root)]):
+        result = CliRunner().invoke(app, [*command, "--engine", "dask", "--scheduler", address])
+        assert result.exit_code != 0
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert f"--scheduler {address}: cannot reach a Dask scheduler there" in result.output
+
+
+def test_an_empty_scheduler_address_is_refused_before_anything_starts(partitioned_export):
+    result = CliRunner().invoke(app, ["features", "--data", str(partitioned_export.root), "--as-of",
+                                      "2026-01-01T00:00:00Z", "--out", "unused.parquet", "--engine", "dask",
+                                      "--scheduler", " "])
+    assert result.exit_code != 0
+    assert "--scheduler is empty" in result.output
