@@ -122,6 +122,17 @@ def _role_share_features() -> list[Feature]:
              "zero": f"{label.capitalize()} in none of the contacted activities in the last {ENGAGED_WINDOW_DAYS} days",
              "missing": f"No activity with a known contact in the last {ENGAGED_WINDOW_DAYS} days"},
         )
+        for role, label in (("decision_maker", "decision maker"), ("economic_buyer", "economic buyer"), ("champion", "champion"))
+    ]
+    meeting_shares = [
+        Feature(
+            f"{role}_meeting_share", "decision_chain",
+            f"Share of the activities so far with a {label} contact that were meetings; missing when there were none.",
+            "share", "numeric",
+            {"value": f"{{value:.0%}} of the activities with a {label} were meetings",
+             "zero": f"No meeting among the activities with a {label}",
+             "missing": f"No activity with a {label} yet"},
+        )
         for role, label in (("decision_maker", "decision maker"), ("economic_buyer", "economic buyer"))
     ]
     meetings = Feature(
@@ -131,7 +142,7 @@ def _role_share_features() -> list[Feature]:
          "zero": f"No meeting with a decision maker in the last {ENGAGED_WINDOW_DAYS} days",
          "missing": "No contact or activity data"},
     )
-    return [*shares, meetings]
+    return [*shares, *meeting_shares, meetings]
 
 
 def _activity_count(kind: str, days: int) -> Feature:
@@ -173,6 +184,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("close_date_days_pushed", "stage", "Total days the expected close date moved later.", "days",
             "numeric", {"value": "Close date pushed by {value:.0f} day{s} in total", "zero": "Close date never pushed",
                         "missing": "No field history"}),
+    Feature("planned_days_at_creation", "stage",
+            "Days from the deal's creation to the expected close date it was created with (the first plan).",
+            "days", "numeric",
+            {"value": "Planned to close {value:.0f} day{s} after creation", "missing": "First close date unknown"}),
     Feature("amount_change_ratio", "stage", "Amount as of as_of divided by the amount at creation.", "ratio",
             "numeric", {"value": "Amount is {value:.2f}x its initial value", "missing": "Amount history unknown"}),
     Feature("largest_amount_cut", "stage",
@@ -245,6 +260,19 @@ FEATURES: tuple[Feature, ...] = (
     Feature("next_step_rate", "engagement", "Share of recorded calls so far that ended with a next step set.",
             "share", "numeric", {"value": "{value:.0%} of recorded calls set a next step",
                                  "missing": "No recorded calls"}),
+    Feature(f"inbound_share_{ENGAGED_WINDOW_DAYS}d", "engagement",
+            f"Share of the last {ENGAGED_WINDOW_DAYS} days' activities that were inbound; missing when there were none.",
+            "share", "numeric", {"value": f"{{value:.0%}} of the last {ENGAGED_WINDOW_DAYS} days' activities came from the customer",
+                                 "missing": f"No activity in the last {ENGAGED_WINDOW_DAYS} days"}),
+    Feature(f"next_step_rate_{ENGAGED_WINDOW_DAYS}d", "engagement",
+            f"Share of the last {ENGAGED_WINDOW_DAYS} days' recorded calls that ended with a next step set; "
+            "missing when there were none.",
+            "share", "numeric", {"value": f"{{value:.0%}} of the last {ENGAGED_WINDOW_DAYS} days' recorded calls set a next step",
+                                 "missing": f"No recorded call in the last {ENGAGED_WINDOW_DAYS} days"}),
+    Feature(f"customer_talk_ratio_{ENGAGED_WINDOW_DAYS}d", "engagement",
+            f"Mean customer talk ratio over the last {ENGAGED_WINDOW_DAYS} days' recorded calls; missing when there were none.",
+            "share", "numeric", {"value": f"Customer talked {{value:.0%}} of the last {ENGAGED_WINDOW_DAYS} days' recorded calls",
+                                 "missing": f"No recorded call in the last {ENGAGED_WINDOW_DAYS} days"}),
     # --- context ------------------------------------------------------------------------------
     Feature("amount", "context", "Deal amount as of as_of (reconstructed from field_history).", "currency",
             "numeric", {"value": "Amount {value:,.0f}", "missing": "Amount unknown"}),
@@ -253,6 +281,11 @@ FEATURES: tuple[Feature, ...] = (
             "closed at or before as_of (fitted state).", "ratio", "numeric",
             {"value": "Amount is {value:.1f}x the typical {segment} deal",
              "missing": "No closed deals of this segment to compare the amount with"}),
+    Feature("first_amount_vs_segment_median", "context",
+            "The amount the deal was created with, divided by the same segment median as amount_vs_segment_median.",
+            "ratio", "numeric",
+            {"value": "Created at {value:.1f}x the typical {segment} deal",
+             "missing": "No closed deals of this segment to compare the first amount with"}),
     Feature("deal_type", "context", "new_business, expansion or renewal.", "category", "categorical",
             {"value": "Deal type {value}", "missing": "Deal type unknown"}),
     Feature("segment", "context", "Customer segment.", "category", "categorical",
@@ -304,27 +337,32 @@ def _role_engagement_names() -> tuple[str, ...]:
     return (
         "roles_engaged_30d", "max_seniority_engaged_30d",
         *(name for role in roles for name in (f"{role}_engaged_30d", f"days_since_{role}_engaged")),
-        f"decision_maker_activity_share_{ENGAGED_WINDOW_DAYS}d", f"economic_buyer_activity_share_{ENGAGED_WINDOW_DAYS}d",
+        *(f"{role}_activity_share_{ENGAGED_WINDOW_DAYS}d" for role in roles),
+        "decision_maker_meeting_share", "economic_buyer_meeting_share",
         f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d",
     )
 
 
+# Features read off recorded calls' optional columns: talk ratio (all so far, last 30 days), then next steps.
+CALL_METRIC_FEATURES = ("mean_customer_talk_ratio", f"customer_talk_ratio_{ENGAGED_WINDOW_DAYS}d",
+                         "next_step_rate", f"next_step_rate_{ENGAGED_WINDOW_DAYS}d")
 # The inputs of each feature (``Feature.needs``), by group: the tables and tracked fields the
 # pipeline's family functions read. Features not listed need only the deals table's required columns.
 _NEEDS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("stage_history",), ("current_stage", "days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps")),
     (("history:expected_close_date",), ("days_to_expected_close", "close_date_pushes", "close_date_days_pushed",
+                                        "planned_days_at_creation",
                                         "expected_close_in_quarter_last_month", "days_since_close_date_moved")),
     (("history:amount",), ("amount_change_ratio", "largest_amount_cut", "amount")),
-    (("history:amount", "deals.segment"), ("amount_vs_segment_median",)),
+    (("history:amount", "deals.segment"), ("amount_vs_segment_median", "first_amount_vs_segment_median")),
     (("history:owner_id",), ("owner_win_rate", "owner_closed_deals")),
     (("contacts",), ("contacts_count", "roles_present")),
     (("contacts", "activities"), _role_engagement_names()),
     (("activities",), ("contacts_engaged", "top_contact_share",
                        *(f.name for f in FEATURES if f.family == "engagement"
-                         and f.name not in ("mean_customer_talk_ratio", "next_step_rate")))),
-    (("activities", "activities.customer_talk_ratio"), ("mean_customer_talk_ratio",)),
-    (("activities", "activities.next_step_set"), ("next_step_rate",)),
+                         and f.name not in CALL_METRIC_FEATURES))),
+    (("activities", "activities.customer_talk_ratio"), CALL_METRIC_FEATURES[:2]),
+    (("activities", "activities.next_step_set"), CALL_METRIC_FEATURES[2:]),
     *((((f"deals.{column}",), (column,)) for column in ("lead_source", "segment", "region", "product"))),
 )
 FEATURE_NEEDS: dict[str, tuple[str, ...]] = {name: needs for needs, names in _NEEDS for name in names}

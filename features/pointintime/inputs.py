@@ -171,7 +171,7 @@ def describe_features(names: list[str]) -> str:
     """Feature names for a line: a whole family by its name, the rest listed (at most ``LISTED_FEATURES``).
 
     >>> describe_features([f.name for f in FEATURES if f.family == "engagement"] + ["top_contact_share"])
-    'the engagement family (17 features), top_contact_share'
+    'the engagement family (20 features), top_contact_share'
     """
     wanted = set(names)
     parts: list[str] = []

@@ -25,6 +25,7 @@ from features.contract.schema import (
     Export,
 )
 from features.pointintime.definitions import (
+    CALL_METRIC_FEATURES,
     CATEGORICAL_FEATURES,
     ENGAGED_WINDOW_DAYS,
     FEATURE_NAMES,
@@ -36,6 +37,7 @@ from features.pointintime.events import (
     DAY_US,
     DIRECTION_CODES,
     ENGAGED_ROLES,
+    MEETING_ROLES,
     OPEN_STAGE_CODES,
     ROLE_CODES,
     SENIORITY_CODES,
@@ -114,14 +116,16 @@ def reconstruct_tracked_fields(export: Export, pts: Points) -> tuple[dict[str, n
     return reconstruct_field(export, pts, "expected_close_date", changes), reconstruct_field(export, pts, "amount", changes)
 
 
-def compute_field_features(pts: Points, close: dict[str, np.ndarray], amount: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Days to expected close, close-date pushes, amount as known at as_of and its largest single cut."""
+def compute_field_features(export: Export, pts: Points, close: dict[str, np.ndarray], amount: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Days to expected close, close-date pushes, the first plan's length, amount as known at as_of and its largest single cut."""
+    created = pts.micros(export.deals, "created_at")[pts.deal_row]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(amount["initial"] > 0, amount["value"] / amount["initial"], np.nan)
     return {
         "days_to_expected_close": (close["value"] - pts.as_of) / DAY_US,
         "close_date_pushes": close["pushes"],
         "close_date_days_pushed": close["days_pushed"],
+        "planned_days_at_creation": (close["initial"] - created) / DAY_US,
         "amount_change_ratio": ratio,
         "largest_amount_cut": amount["largest_cut"],
         "amount": amount["value"],
@@ -202,7 +206,8 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
     names = [f"activities_{SHORT_WINDOW_DAYS}d", f"activities_{ENGAGED_WINDOW_DAYS}d"]
     names += [f"{t}s_{d}d" for d in (SHORT_WINDOW_DAYS, ENGAGED_WINDOW_DAYS) for t in ACTIVITY_TYPES]
     names += ["inbound_share", "days_since_last_activity", "days_since_last_inbound", "activity_trend_14d",
-              "meetings_held", "mean_customer_talk_ratio", "next_step_rate", "contacts_engaged", "top_contact_share"]
+              "meetings_held", "contacts_engaged", "top_contact_share", f"inbound_share_{ENGAGED_WINDOW_DAYS}d"]
+    names += list(CALL_METRIC_FEATURES)
     if activities is None:
         return {name: nan_array(n) for name in names}
     codes, known = deal_codes(pts, activities)
@@ -227,8 +232,11 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
         out[f"activities_{days}d"] = (stop - lo).astype(float)
         for t in ACTIVITY_TYPES:
             out[f"{t}s_{days}d"] = index.window_sum(t, stop, lo)
+    month = window(ENGAGED_WINDOW_DAYS)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["inbound_share"] = np.where(total > 0, index.window_sum("inbound", stop, start) / total, np.nan)
+        in_month = (stop - month).astype(float)
+        out[f"inbound_share_{ENGAGED_WINDOW_DAYS}d"] = np.where(in_month > 0, index.window_sum("inbound", stop, month) / in_month, np.nan)
         last_time = index.last_value(index.times.astype(float), start, stop)
         out["days_since_last_activity"] = (pts.as_of - last_time) / DAY_US
         last_inbound = forward_fill_last(np.asarray(values["inbound"], dtype=bool)[index.order], index.codes)
@@ -239,10 +247,11 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
         before = (window(TREND_WINDOW_DAYS) - window(2 * TREND_WINDOW_DAYS)).astype(float)
         out["activity_trend_14d"] = np.where(recent + before > 0, (recent - before) / (recent + before), 0.0)
         out["meetings_held"] = index.window_sum("meeting", stop, start)
-        for metric, name in (("customer_talk_ratio", "mean_customer_talk_ratio"), ("next_step_set", "next_step_rate")):
+        call_metrics = zip(("customer_talk_ratio",) * 2 + ("next_step_set",) * 2, CALL_METRIC_FEATURES, (start, month) * 2)
+        for metric, name, lo in call_metrics:  # mean over recorded calls so far, and over the last 30 days
             if metric in values:
-                counted = index.window_sum(f"{metric}_n", stop, start)
-                out[name] = np.where(counted > 0, index.window_sum(metric, stop, start) / counted, np.nan)
+                counted = index.window_sum(f"{metric}_n", stop, lo)
+                out[name] = np.where(counted > 0, index.window_sum(metric, stop, lo) / counted, np.nan)
             else:
                 out[name] = nan_array(n)
     out |= _threading_features(pts, activities, known, index, start, stop)
@@ -294,6 +303,7 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     names = ["roles_engaged_30d", "max_seniority_engaged_30d"]
     names += [name for r in ENGAGED_ROLES for name in (f"{r}_engaged_30d", f"days_since_{r}_engaged")]
     names += [f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d" for r in SHARE_ROLES]
+    names += [f"{r}_meeting_share" for r in MEETING_ROLES]
     names += [f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d"]
     activities, contacts = export.activities, export.contacts
     if activities is None or contacts is None:
@@ -307,7 +317,8 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     effective = np.maximum(pts.micros(activities, "occurred_at")[keep], pts.micros(contacts, "added_at")[contact_row])
     values = {r: role == i for i, r in enumerate(ROLES)} | {f"level_{v}": level == v for v in SENIORITY_LEVEL.values()}
     meeting = pts.codes(activities, "type", TYPE_CODES)[keep] == ACTIVITY_TYPES.index("meeting")
-    values["decision_maker_meeting"] = meeting & (role == ROLES.index("decision_maker"))
+    for r in MEETING_ROLES:
+        values[f"{r}_meeting"] = meeting & (role == ROLES.index(r))
     index = EventIndex(codes[keep], effective, values)
     start, stop = index.locate(pts.deal_row, pts.as_of)
     lo = index.stop(pts.deal_row, pts.as_of - ENGAGED_WINDOW_DAYS * DAY_US)
@@ -328,6 +339,10 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
         for r in SHARE_ROLES:
             out[f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d"] = np.where(in_window > 0, index.window_sum(r, stop, lo) / in_window, np.nan)
     out[f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d"] = index.window_sum("decision_maker_meeting", stop, lo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for r in MEETING_ROLES:  # engaged executives take meetings: the share of their activities that are meetings
+            with_role = index.window_sum(r, stop, start)
+            out[f"{r}_meeting_share"] = np.where(with_role > 0, index.window_sum(f"{r}_meeting", stop, start) / with_role, np.nan)
     return {name: out[name] for name in names}
 
 
@@ -377,14 +392,16 @@ def _index_segment_amounts(history: pd.DataFrame) -> tuple[Codebook, EventIndex,
     return segments, index, medians
 
 
-def compute_segment_amount_features(export: Export, pts: Points, state: FeatureState, amount: np.ndarray) -> dict[str, np.ndarray]:
-    """The amount as of as_of over the median first amount of the segment's deals closed at or before as_of."""
+def compute_segment_amount_features(export: Export, pts: Points, state: FeatureState, amount: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The amount as of as_of, and the one the deal was created with, over the median first amount
+    of the segment's deals closed at or before as_of (``amount``: ``events.reconstruct_field``)."""
     segments, index, medians = _win_history(state)["segment"]
     code = pts.codes(export.deals, "segment", segments)[pts.deal_row]
     start, stop = index.locate(code, pts.as_of)
     median = np.where(code >= 0, index.last_value(medians, start, stop), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {"amount_vs_segment_median": np.where(median > 0, amount / median, np.nan)}
+        return {"amount_vs_segment_median": np.where(median > 0, amount["value"] / median, np.nan),
+                "first_amount_vs_segment_median": np.where(median > 0, amount["initial"] / median, np.nan)}
 
 
 def compute_win_rate_features(export: Export, pts: Points, state: FeatureState) -> dict[str, np.ndarray]:
@@ -472,13 +489,13 @@ def compute_features(export: Export, pts: Points, state: FeatureState) -> dict[s
     columns: dict[str, np.ndarray] = {}
     columns |= compute_stage_features(export, pts, state)
     close, amount = reconstruct_tracked_fields(export, pts)
-    columns |= compute_field_features(pts, close, amount)
+    columns |= compute_field_features(export, pts, close, amount)
     columns |= compute_calendar_features(pts, state, close)
     columns |= compute_contact_features(export, pts)
     columns |= compute_role_engagement_features(export, pts)
     columns |= compute_activity_features(export, pts)
     columns |= compute_win_rate_features(export, pts, state)
-    columns |= compute_segment_amount_features(export, pts, state, columns["amount"])
+    columns |= compute_segment_amount_features(export, pts, state, amount)
     columns |= compute_context_features(export, pts)
     return columns
 

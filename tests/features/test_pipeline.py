@@ -192,8 +192,9 @@ def test_amount_vs_segment_median_is_missing_with_an_older_state(export, state):
     older = type(state).from_dict(data)  # a bundle saved before segments were kept
     points = points_of(("D1", "2026-03-01"), ("D3", "2026-03-09"))
     frame, before = build_features(export, points, older), build_features(export, points, state)
-    assert frame["amount_vs_segment_median"].isna().all()
-    others = [c for c in frame.columns if c != "amount_vs_segment_median"]
+    by_segment = ["amount_vs_segment_median", "first_amount_vs_segment_median"]
+    assert frame[by_segment].isna().all().all() and before[by_segment].notna().any().all()
+    others = [c for c in frame.columns if c not in by_segment]
     pd.testing.assert_frame_equal(frame[others], before[others])
 
 
@@ -247,12 +248,13 @@ def test_a_deal_without_events_has_zero_counts_and_missing_recency(export, state
 ROLE_ENGAGEMENT = ["roles_engaged_30d", "max_seniority_engaged_30d",
                    *[f"{p}{r}_engaged{s}" for r in ("decision_maker", "economic_buyer", "champion")
                      for p, s in (("", "_30d"), ("days_since_", ""))],
-                   "decision_maker_activity_share_30d", "economic_buyer_activity_share_30d",
-                   "decision_maker_meetings_30d"]
+                   "decision_maker_activity_share_30d", "economic_buyer_activity_share_30d", "champion_activity_share_30d",
+                   "decision_maker_meeting_share", "economic_buyer_meeting_share", "decision_maker_meetings_30d"]
 NEEDS_TABLE = {
     "stage_history": ["current_stage", "days_in_stage", "days_in_stage_vs_won", "stage_changes", "stage_back_steps"],
     "field_history": ["days_to_expected_close", "close_date_pushes", "close_date_days_pushed", "amount_change_ratio",
-                      "largest_amount_cut", "amount", "amount_vs_segment_median",
+                      "largest_amount_cut", "amount", "amount_vs_segment_median", "planned_days_at_creation",
+                      "first_amount_vs_segment_median",
                       "expected_close_in_quarter_last_month", "days_since_close_date_moved"],
     "contacts": ["contacts_count", "roles_present", *ROLE_ENGAGEMENT],
     "activities": [f.name for f in FEATURES if f.family == "engagement"]
@@ -262,7 +264,7 @@ NEEDS_TABLE = {
 
 @pytest.mark.parametrize("table", list(NEEDS_TABLE))
 def test_missing_table_makes_its_features_nan_and_leaves_the_rest(export, state, table):
-    points = points_of(("D1", "2026-03-01"), ("D2", "2026-02-01"), ("D3", "2026-03-09"))
+    points = points_of(("D1", "2026-03-01"), ("D2", "2026-02-01"), ("D3", "2026-03-09"), ("D3", "2026-03-12"))
     full = build_features(export, points, state)
     partial = build_features(make_export(drop=(table,)), points, state)
     needed = NEEDS_TABLE[table]

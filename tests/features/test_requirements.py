@@ -72,7 +72,7 @@ def test_a_deals_only_export_skips_the_slip_model_and_says_why_in_one_line():
     assert set(skips.fields) == {"stage", "expected_close_date", "amount", "owner_id"}
     assert any(line.startswith("amount not used for training snapshots: there is no field_history, so the deals' "
                                "amount is its value at export time") for line in lines)
-    assert any("the engagement family (17 features)" in line and "there is no activities table" in line for line in lines)
+    assert any("the engagement family (20 features)" in line and "there is no activities table" in line for line in lines)
     assert "features missing (NaN), not used by the models: segment: deals have no segment" in lines
     # what is left for a win model: deal age, type, product, the account's history and the calendar
     kept = [name for name in FEATURE_NAMES if name not in skips.features]
@@ -115,7 +115,8 @@ def test_missing_columns_of_recorded_calls_are_named():
     found = find_inputs(Export(**{**export.tables(), "activities": export.activities.drop(columns=["customer_talk_ratio"])}))
     assert found["activities.customer_talk_ratio"] == "activities have no customer_talk_ratio column"
     features = plan_skips(missing_inputs(found)).features
-    assert {k: v for k, v in features.items() if v != "history:owner_id"} == {"mean_customer_talk_ratio": "activities.customer_talk_ratio"}
+    assert {k: v for k, v in features.items() if v != "history:owner_id"} == {
+        "mean_customer_talk_ratio": "activities.customer_talk_ratio", "customer_talk_ratio_30d": "activities.customer_talk_ratio"}
 
 
 def test_slip_labels_are_missing_without_close_date_history():
