@@ -14,7 +14,7 @@ DEMO_PORT ?= 3000
 # deal view has a win-probability history to draw and the list a trend; without next best actions.
 DEMO_HISTORY ?= 2026-05-01T00:00:00Z 2026-06-01T00:00:00Z 2026-06-15T00:00:00Z
 
-.PHONY: postgres chromium demo test test-fast test-slow test-notebooks lint install clean docs serve bench-truth-gap bench-minimum-data
+.PHONY: postgres chromium demo test test-fast test-slow test-notebooks lint install clean docs serve bench-truth-gap bench-truth-ceiling bench-minimum-data
 
 $(BIN)/dealrisk: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -87,6 +87,10 @@ chromium:
 # with its 90% interval, and the calibration methods side by side (~5 min a seed on 2 cores).
 bench-truth-gap: install
 	$(BIN)/python bench/truth_gap.py --deals 20000 --seeds 41 42 43 44 45
+
+# The gap split: what the export does not show (a model fitted to the truth itself) and what learning costs.
+bench-truth-ceiling: install
+	$(BIN)/python bench/truth_ceiling.py --deals 20000 --seeds 41 42 43 44 45
 
 # Closed training deals needed before the model beats the stage table beyond luck (MinimumData.reliable_closed).
 bench-minimum-data: install

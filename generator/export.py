@@ -54,6 +54,9 @@ from generator.simulation import (
 
 DEFAULT_EXPORT_DATE = pd.Timestamp("2026-07-01T00:00:00Z")
 TRUTH_COLUMNS = ["deal_id", "as_of", "true_win_probability", "true_slip_probability", "kind"]
+# The hidden state behind each truth row (``generate_export(hidden_state=True)``; never in the
+# truth file): the simulation's DealState fields that enter the day's health or its pace.
+HIDDEN_STATE_COLUMNS = ["quality", "pace", "momentum", "budget", "champion", "dm", "eb"]
 Progress = Callable[[str, int, int], None]
 
 SEGMENTS = ("smb", "mid_market", "enterprise")
@@ -732,9 +735,12 @@ def build_truth(
     progress: Progress | None = None,
     grid_rows: np.ndarray | None = None,
     grid_rng: np.random.Generator | None = None,
+    hidden_state: bool = False,
 ) -> pd.DataFrame:
     """True win and slip probabilities: every deal at creation, the sampled open (deal, as_of)
     moments and the chosen weekly-grid points (``grid_rows`` of ``sim.grid_*``, with ``grid_rng``).
+    ``hidden_state``: each row also carries the state the probability conditions on
+    (``HIDDEN_STATE_COLUMNS``; at creation quality and pace, the rest still 0).
 
     Slip is the training label's event: not won by the calendar day of the expected close date
     known at ``as_of``. A continuation from the state at midnight of day D simulates day D first,
@@ -751,6 +757,7 @@ def build_truth(
     if progress is not None:
         progress("truth at creation", 1, 1)
     frames = [truth_frame(deal_ids, format_timestamps(pop.created, start), creation, creation_by, "creation")]
+    states = [DealState.fresh(sim.state.quality, sim.state.pace)]
 
     def ticker(step: str, total: int) -> Callable[[int], None]:
         done = [0]
@@ -770,6 +777,7 @@ def build_truth(
         )
         as_of = format_timestamps(sim.snapshot_as_of.astype(float), start)
         frames.append(truth_frame(deal_ids[sim.snapshot_deals], as_of, snapshot, snapshot_by, "snapshot"))
+        states.append(sim.snapshot_states)
     if grid_rows is not None and len(grid_rows):
         deals = sim.grid_deals[grid_rows]
         weeks = sim.grid_weeks[grid_rows]
@@ -777,11 +785,17 @@ def build_truth(
         midnight = np.floor(pop.created[deals]).astype(np.int64) + 7 * weeks
         expected = expected_close_at(sim, deals, as_of, sim.grid_expected_close[grid_rows])
         tick = ticker("truth at weekly points", len(grid_rows))
+        grid_states = sim.grid_states.take(grid_rows)
         grid, grid_by = estimate_outcome_probabilities(
-            sim.grid_states.take(grid_rows), n_paths, grid_rng, params, win_within=expected - midnight + 1, progress=tick,
+            grid_states, n_paths, grid_rng, params, win_within=expected - midnight + 1, progress=tick,
         )
         frames.append(truth_frame(deal_ids[deals], format_minutes(as_of, start), grid, grid_by, "grid"))
-    return pd.concat(frames, ignore_index=True)[TRUTH_COLUMNS]
+        states.append(grid_states)
+    truth = pd.concat(frames, ignore_index=True)[TRUTH_COLUMNS]
+    if hidden_state:
+        for column in HIDDEN_STATE_COLUMNS:
+            truth[column] = np.concatenate([np.asarray(getattr(state, column), dtype=float) for state in states])
+    return truth
 
 
 def expected_close_at(sim: Simulation, deals: np.ndarray, as_of_minutes: np.ndarray, at_midnight: np.ndarray) -> np.ndarray:
@@ -830,6 +844,7 @@ def generate_export(
     progress: Progress | None = None,
     truth_grid_deals: int = 0,
     truth_grid_points: int = 1,
+    hidden_state: bool = False,
 ) -> GeneratedExport:
     """Simulate a CRM export of ``n_deals`` deals created over ``span_days`` up to ``export_date``.
 
@@ -840,7 +855,9 @@ def generate_export(
     of each of the ``truth_grid_deals`` latest mature closed deals (``select_grid_points``: the
     test period). Each probability is estimated from ``n_paths`` continuations of the hidden state.
     The truth is off here by default (callers that only want tables pay nothing); the CLI turns
-    the grid on.
+    the grid on. ``hidden_state`` adds the simulation's state behind every truth row
+    (``HIDDEN_STATE_COLUMNS``): for diagnostics such as bench/truth_ceiling.py, never for a model
+    or the truth file; the tables and probabilities are the same either way.
     """
     if n_deals < 1:
         raise ValueError(f"n_deals must be at least 1, got {n_deals}")
@@ -861,7 +878,7 @@ def generate_export(
     sim = simulate_deals(pop, span_days, truth_snapshots, sim_rng, params, progress, capture_grid=grid)
     tables = build_tables(sim, pop, start)
     grid_rows = select_grid_points(sim, pop, span_days, truth_grid_deals, truth_grid_points, grid_rng) if grid else None
-    truth = build_truth(sim, pop, start, truth_rng, params, n_paths, progress, grid_rows, grid_rng)
+    truth = build_truth(sim, pop, start, truth_rng, params, n_paths, progress, grid_rows, grid_rng, hidden_state)
     planted = None
     if messy:
         tables, planted = plant_problems(tables, messy_rng)

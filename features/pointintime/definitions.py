@@ -539,7 +539,7 @@ them; "deals" means the deals table's required columns only); so does each model
 `expected_close_date` changes in `field_history`, because its label is "not won by the close date
 known at the snapshot". What an export lacks is skipped with one line each, never a crash: `slip
 model not trained: deals have no expected_close_date and there is no field_history`, `features
-missing (NaN), not used by the models: the engagement family (17 features), contacts_engaged,
+missing (NaN), not used by the models: the engagement family (20 features), contacts_engaged,
 top_contact_share: there is no activities table`. A deals-only export trains a win model on what
 the deals give: deal age, deal type and the other filled context columns, the account's win
 history, and the sales calendar.

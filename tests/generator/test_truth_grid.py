@@ -10,7 +10,8 @@ from sklearn.metrics import roc_auc_score
 from features.contract.check import check_tables
 from features.contract.schema import TABLES
 from features.pointintime.snapshots import sample_snapshots, select_mature_deals
-from generator.export import generate_export
+from generator.export import HIDDEN_STATE_COLUMNS, TRUTH_COLUMNS, generate_export
+from generator.simulation import SimulationParams
 
 DEALS, SEED = 700, 13
 
@@ -103,3 +104,24 @@ def test_slip_truth_counts_never_winning_and_tracks_the_slip_label(gridded, expo
     assert known.mean() > 0.95
     assert roc_auc_score(slipped[known], grid["true_slip_probability"][known]) > 0.85
     assert abs(grid["true_slip_probability"][known].mean() - slipped[known].mean()) < 0.05
+
+
+def test_hidden_state_rides_along_each_truth_row_and_changes_nothing_else(gridded):
+    hidden = generate_export(DEALS, SEED, truth_snapshots=40, n_paths=60, truth_grid_deals=250, truth_grid_points=50,
+                             hidden_state=True)
+    plain = generate_export(DEALS, SEED, truth_snapshots=40, n_paths=60, truth_grid_deals=250, truth_grid_points=50)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(plain.tables[name], hidden.tables[name])
+    pd.testing.assert_frame_equal(hidden.truth[TRUTH_COLUMNS], plain.truth)
+    state = hidden.truth[HIDDEN_STATE_COLUMNS]
+    assert state.notna().all().all()
+    creation = hidden.truth["kind"] == "creation"
+    assert (state.loc[creation, ["momentum", "budget", "champion", "dm", "eb"]] == 0).all().all()  # nothing has happened yet
+    assert state.loc[~creation, "dm"].gt(0).any() and state["pace"].gt(0).all()
+    # Each row's state is its own: the day's health read off it ranks that row's true win probability.
+    weights = SimulationParams().health_weights
+    later = hidden.truth.loc[~creation]
+    health = later["quality"] + sum(w * later[c] for w, c in zip(weights, ("momentum", "budget", "champion", "dm", "eb")))
+    assert health.corr(later["true_win_probability"], method="spearman") > 0.6
+    shuffled = health.sample(frac=1.0, random_state=0).to_numpy()
+    assert abs(np.corrcoef(shuffled, later["true_win_probability"])[0, 1]) < 0.2

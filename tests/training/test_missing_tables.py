@@ -70,7 +70,7 @@ def train_without_mlflow(folder: Path):
     ("contacts", ("contacts",), None,
      "features missing (NaN), not used by the models: contacts_count, roles_present, roles_engaged_30d"),
     ("activities", ("activities", "activities.customer_talk_ratio", "activities.next_step_set"), None,
-     "features missing (NaN), not used by the models: the engagement family (17 features), roles_engaged_30d, "
+     "features missing (NaN), not used by the models: the engagement family (20 features), roles_engaged_30d, "
      "decision_maker_engaged_30d"),
 ])
 def test_each_optional_table_removed_in_turn_still_trains(generated, tmp_path, table, inputs, skipped_model, line):
