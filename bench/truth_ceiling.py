@@ -17,7 +17,7 @@ per seed, on the test period's weekly truth points (every weekly point weighing 
 Every gap has a 90% deal-bootstrap interval from the same resamples (``training.truth.truth_block``);
 the mean over seeds treats them as independent (``truth_gap.mean_with_interval``). Win and slip.
 
-    .venv/bin/python bench/truth_ceiling.py --deals 20000 --seeds 41 42 43 44 45   # ~3 min a seed on 2 cores
+    .venv/bin/python bench/truth_ceiling.py --deals 20000 --seeds 41 42 43 44 45   # 4-7 min a seed on 2 cores
     make bench-truth-ceiling
 
 The exports are ``bench/truth_gap.py``'s (same seeds, same 2,000 random truth moments), with
