@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.contract.cells import TIMESTAMP_RANGE
 from features.contract.schema import (
     ACTIVITY_TYPES,
     OPEN_STAGES,
@@ -17,6 +18,8 @@ from features.contract.schema import (
     SENIORITY_LEVEL,
     STAGES,
     TIMESTAMP_DTYPE,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
     Export,
 )
 
@@ -530,10 +533,16 @@ def running_min_ratio(old: np.ndarray, new: np.ndarray, codes: np.ndarray) -> np
 
 
 def parse_as_of(value) -> pd.Timestamp:
-    """A UTC timestamp from text or a timestamp; naive values are taken as UTC.
+    """A UTC timestamp from text or a timestamp; naive values are taken as UTC. Outside the data
+    contract's range (``TIMESTAMP_MIN`` .. ``TIMESTAMP_MAX``, as the service and ``dealrisk validate``
+    hold it) it is a ``FeatureInputError``: year 1 would otherwise select no deal and write an empty file.
 
     >>> parse_as_of("2026-06-30")
     Timestamp('2026-06-30 00:00:00+0000', tz='UTC')
+    >>> parse_as_of("0001-01-01")
+    Traceback (most recent call last):
+    ...
+    features.pointintime.events.FeatureInputError: as_of: '0001-01-01' is outside the supported range 1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z
     """
     try:
         stamp = pd.Timestamp(value)
@@ -541,5 +550,8 @@ def parse_as_of(value) -> pd.Timestamp:
         raise FeatureInputError(f"as_of: {value!r} is not a timestamp (e.g. 2026-06-30T00:00:00Z)") from exc
     if pd.isna(stamp):
         raise FeatureInputError(f"as_of: {value!r} is not a timestamp (e.g. 2026-06-30T00:00:00Z)")
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if not TIMESTAMP_MIN <= stamp <= TIMESTAMP_MAX:  # the contract's range, as the service and validate hold it
+        raise FeatureInputError(f"as_of: {value!r} is outside the supported range {TIMESTAMP_RANGE}")
+    return stamp
 

@@ -15,6 +15,8 @@ from features.contract.schema import (
     OPEN_STAGES,
     ROLES,
     TIMESTAMP_DTYPE,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
     Export,
 )
 from features.pointintime.definitions import FEATURE_NAMES, FEATURES
@@ -22,6 +24,7 @@ from features.pointintime.events import (
     FeatureInputError,
     forward_fill_last,
     group_cumcount,
+    parse_as_of,
 )
 from features.pointintime.pipeline import (
     build_features,
@@ -506,6 +509,21 @@ def test_features_command_reports_a_bad_as_of(export_folder, tmp_path):
                                       "--out", str(tmp_path / "f.csv")])
     assert result.exit_code == 1 and "as_of: 'soon' is not a timestamp" in result.output
     assert not (tmp_path / "f.csv").exists()
+
+
+@pytest.mark.parametrize("as_of", ["0001-01-01", "1969-12-31T23:59:59Z", "2200-01-01T00:00:01Z", "2999-06-30"])
+def test_an_as_of_outside_the_contracts_range_is_refused_not_an_empty_file(export_folder, tmp_path, as_of):
+    # Year 1 used to select no open deal and write a header-only file with exit 0.
+    from typer.testing import CliRunner
+
+    from dealrisk.cli import app
+
+    with pytest.raises(FeatureInputError, match="outside the supported range 1970-01-01T00:00:00Z to 2200-01-01T00:00:00Z"):
+        parse_as_of(as_of)
+    result = CliRunner().invoke(app, ["features", "--data", str(export_folder), "--as-of", as_of, "--out", str(tmp_path / "f.csv")])
+    assert result.exit_code == 1 and "is outside the supported range" in result.output
+    assert not (tmp_path / "f.csv").exists()
+    assert parse_as_of("1970-01-01T00:00:00Z") == TIMESTAMP_MIN and parse_as_of("2200-01-01") == TIMESTAMP_MAX
 
 
 def test_codebook_small_and_large_paths_agree():
