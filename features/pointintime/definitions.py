@@ -17,6 +17,11 @@ KINDS: tuple[str, ...] = ("numeric", "categorical", "flag")
 ENGAGED_WINDOW_DAYS = 30
 SHORT_WINDOW_DAYS = 7
 TREND_WINDOW_DAYS = 14
+# Decision-chain roles with features of their own: engaged in the last 30 days, days since engaged
+# and share of the last 30 days' contacted activities; the first two also the share of their
+# activities that are meetings. The pipeline computes exactly these.
+ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
+MEETING_ROLES: tuple[str, ...] = ENGAGED_ROLES[:2]
 # Pseudo-count pulling owner/account win rates towards the global rate for small histories.
 WIN_RATE_PRIOR_DEALS = 5.0
 # First month (1-12) of the fiscal year when the feature state names none: calendar quarters.
@@ -90,7 +95,12 @@ class Feature:
             raise ValueError(f"feature {self.name}: needs unknown inputs {unknown}; known: {', '.join(INPUTS)}")
 
 
-def _role_features(role: str, label: str) -> list[Feature]:
+def _role_label(role: str) -> str:
+    return role.replace("_", " ")
+
+
+def _role_features(role: str) -> list[Feature]:
+    label = _role_label(role)
     return [
         Feature(
             f"{role}_engaged_30d", "decision_chain",
@@ -122,7 +132,7 @@ def _role_share_features() -> list[Feature]:
              "zero": f"{label.capitalize()} in none of the contacted activities in the last {ENGAGED_WINDOW_DAYS} days",
              "missing": f"No activity with a known contact in the last {ENGAGED_WINDOW_DAYS} days"},
         )
-        for role, label in (("decision_maker", "decision maker"), ("economic_buyer", "economic buyer"), ("champion", "champion"))
+        for role, label in ((role, _role_label(role)) for role in ENGAGED_ROLES)
     ]
     meeting_shares = [
         Feature(
@@ -133,7 +143,7 @@ def _role_share_features() -> list[Feature]:
              "zero": f"No meeting among the activities with a {label}",
              "missing": f"No activity with a {label} yet"},
         )
-        for role, label in (("decision_maker", "decision maker"), ("economic_buyer", "economic buyer"))
+        for role, label in ((role, _role_label(role)) for role in MEETING_ROLES)
     ]
     meetings = Feature(
         f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d", "decision_chain",
@@ -208,9 +218,7 @@ FEATURES: tuple[Feature, ...] = (
             {"value": f"{{value:.0f}} roles engaged in the last {ENGAGED_WINDOW_DAYS} days",
              "zero": f"No role engaged in the last {ENGAGED_WINDOW_DAYS} days",
              "missing": "No contact or activity data"}),
-    *_role_features("decision_maker", "decision maker"),
-    *_role_features("economic_buyer", "economic buyer"),
-    *_role_features("champion", "champion"),
+    *(feature for role in ENGAGED_ROLES for feature in _role_features(role)),
     *_role_share_features(),
     Feature("max_seniority_engaged_30d", "decision_chain",
             f"Highest seniority level engaged in the last {ENGAGED_WINDOW_DAYS} days "
@@ -333,12 +341,11 @@ FEATURES: tuple[Feature, ...] = (
 
 
 def _role_engagement_names() -> tuple[str, ...]:
-    roles = ("decision_maker", "economic_buyer", "champion")
     return (
         "roles_engaged_30d", "max_seniority_engaged_30d",
-        *(name for role in roles for name in (f"{role}_engaged_30d", f"days_since_{role}_engaged")),
-        *(f"{role}_activity_share_{ENGAGED_WINDOW_DAYS}d" for role in roles),
-        "decision_maker_meeting_share", "economic_buyer_meeting_share",
+        *(name for role in ENGAGED_ROLES for name in (f"{role}_engaged_30d", f"days_since_{role}_engaged")),
+        *(f"{role}_activity_share_{ENGAGED_WINDOW_DAYS}d" for role in ENGAGED_ROLES),
+        *(f"{role}_meeting_share" for role in MEETING_ROLES),
         f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d",
     )
 

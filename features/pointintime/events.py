@@ -27,9 +27,6 @@ DAY_US = 86_400_000_000  # microseconds per day
 STR_DTYPE = pd.StringDtype(na_value=np.nan)  # the contract's "str" dtype
 _NAT = np.iinfo(np.int64).min  # NaT in int64 microseconds
 STAGE_NAMES = pd.array(list(STAGES) + [None], dtype=STR_DTYPE)  # stage code -> name; the last: missing
-ENGAGED_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")
-SHARE_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer", "champion")  # roles with an activity-share feature
-MEETING_ROLES: tuple[str, ...] = ("decision_maker", "economic_buyer")  # roles with a meeting-share feature
 OPEN_STAGE_CODES = np.array([i for i, s in enumerate(STAGES) if s in OPEN_STAGES])
 
 

@@ -27,8 +27,10 @@ from features.contract.schema import (
 from features.pointintime.definitions import (
     CALL_METRIC_FEATURES,
     CATEGORICAL_FEATURES,
+    ENGAGED_ROLES,
     ENGAGED_WINDOW_DAYS,
     FEATURE_NAMES,
+    MEETING_ROLES,
     SHORT_WINDOW_DAYS,
     TREND_WINDOW_DAYS,
     WIN_RATE_PRIOR_DEALS,
@@ -36,12 +38,9 @@ from features.pointintime.definitions import (
 from features.pointintime.events import (
     DAY_US,
     DIRECTION_CODES,
-    ENGAGED_ROLES,
-    MEETING_ROLES,
     OPEN_STAGE_CODES,
     ROLE_CODES,
     SENIORITY_CODES,
-    SHARE_ROLES,
     STAGE_CODES,
     STAGE_NAMES,
     STR_DTYPE,
@@ -227,12 +226,12 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
 
     total = (stop - start).astype(float)
     out: dict[str, np.ndarray] = {}
+    lows = {days: window(days) for days in (SHORT_WINDOW_DAYS, TREND_WINDOW_DAYS, ENGAGED_WINDOW_DAYS, 2 * TREND_WINDOW_DAYS)}
     for days in (SHORT_WINDOW_DAYS, ENGAGED_WINDOW_DAYS):
-        lo = window(days)
-        out[f"activities_{days}d"] = (stop - lo).astype(float)
+        out[f"activities_{days}d"] = (stop - lows[days]).astype(float)
         for t in ACTIVITY_TYPES:
-            out[f"{t}s_{days}d"] = index.window_sum(t, stop, lo)
-    month = window(ENGAGED_WINDOW_DAYS)
+            out[f"{t}s_{days}d"] = index.window_sum(t, stop, lows[days])
+    month = lows[ENGAGED_WINDOW_DAYS]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["inbound_share"] = np.where(total > 0, index.window_sum("inbound", stop, start) / total, np.nan)
         in_month = (stop - month).astype(float)
@@ -243,8 +242,8 @@ def compute_activity_features(export: Export, pts: Points) -> dict[str, np.ndarr
         inbound_pos = index.last_value(last_inbound, start, stop, fill=-1)
         inbound_time = np.where(inbound_pos >= 0, index.times[np.maximum(inbound_pos, 0)], np.nan) if len(index) else nan_array(n)
         out["days_since_last_inbound"] = (pts.as_of - inbound_time) / DAY_US
-        recent = (stop - window(TREND_WINDOW_DAYS)).astype(float)
-        before = (window(TREND_WINDOW_DAYS) - window(2 * TREND_WINDOW_DAYS)).astype(float)
+        recent = (stop - lows[TREND_WINDOW_DAYS]).astype(float)
+        before = (lows[TREND_WINDOW_DAYS] - lows[2 * TREND_WINDOW_DAYS]).astype(float)
         out["activity_trend_14d"] = np.where(recent + before > 0, (recent - before) / (recent + before), 0.0)
         out["meetings_held"] = index.window_sum("meeting", stop, start)
         call_metrics = zip(("customer_talk_ratio",) * 2 + ("next_step_set",) * 2, CALL_METRIC_FEATURES, (start, month) * 2)
@@ -302,7 +301,7 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
     n = len(pts.as_of)
     names = ["roles_engaged_30d", "max_seniority_engaged_30d"]
     names += [name for r in ENGAGED_ROLES for name in (f"{r}_engaged_30d", f"days_since_{r}_engaged")]
-    names += [f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d" for r in SHARE_ROLES]
+    names += [f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d" for r in ENGAGED_ROLES]
     names += [f"{r}_meeting_share" for r in MEETING_ROLES]
     names += [f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d"]
     activities, contacts = export.activities, export.contacts
@@ -335,11 +334,10 @@ def compute_role_engagement_features(export: Export, pts: Points) -> dict[str, n
         last_time = np.where(last >= 0, index.times[np.maximum(last, 0)], np.nan) if len(index) else nan_array(n)
         out[f"days_since_{r}_engaged"] = (pts.as_of - last_time) / DAY_US
     in_window = (stop - lo).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for r in SHARE_ROLES:
-            out[f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d"] = np.where(in_window > 0, index.window_sum(r, stop, lo) / in_window, np.nan)
     out[f"decision_maker_meetings_{ENGAGED_WINDOW_DAYS}d"] = index.window_sum("decision_maker_meeting", stop, lo)
     with np.errstate(divide="ignore", invalid="ignore"):
+        for r in ENGAGED_ROLES:
+            out[f"{r}_activity_share_{ENGAGED_WINDOW_DAYS}d"] = np.where(in_window > 0, index.window_sum(r, stop, lo) / in_window, np.nan)
         for r in MEETING_ROLES:  # engaged executives take meetings: the share of their activities that are meetings
             with_role = index.window_sum(r, stop, start)
             out[f"{r}_meeting_share"] = np.where(with_role > 0, index.window_sum(f"{r}_meeting", stop, start) / with_role, np.nan)
