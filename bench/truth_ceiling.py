@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-parts", action="store_true", help="skip the fits with one hidden part added (all of them still runs)")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
     args = parser.parse_args(argv)
+    if args.grid_points < 1 or args.deals < 1:
+        parser.error("--grid-points and --deals must be at least 1: the ceiling is fitted on the training deals' weekly truth points")
     console = Console(width=220)
     config = TrainConfig()
     results = []

@@ -22,6 +22,7 @@ from features.contract.schema import (
     TIMESTAMP_MIN,
     Export,
 )
+from features.contract.violations import show_value
 
 DAY_US = 86_400_000_000  # microseconds per day
 STR_DTYPE = pd.StringDtype(na_value=np.nan)  # the contract's "str" dtype
@@ -544,11 +545,11 @@ def parse_as_of(value) -> pd.Timestamp:
     try:
         stamp = pd.Timestamp(value)
     except (TypeError, ValueError) as exc:
-        raise FeatureInputError(f"as_of: {value!r} is not a timestamp (e.g. 2026-06-30T00:00:00Z)") from exc
+        raise FeatureInputError(f"as_of: {show_value(value)} is not a timestamp (e.g. 2026-06-30T00:00:00Z)") from exc
     if pd.isna(stamp):
-        raise FeatureInputError(f"as_of: {value!r} is not a timestamp (e.g. 2026-06-30T00:00:00Z)")
+        raise FeatureInputError(f"as_of: {show_value(value)} is not a timestamp (e.g. 2026-06-30T00:00:00Z)")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     if not TIMESTAMP_MIN <= stamp <= TIMESTAMP_MAX:  # the contract's range, as the service and validate hold it
-        raise FeatureInputError(f"as_of: {value!r} is outside the supported range {TIMESTAMP_RANGE}")
+        raise FeatureInputError(f"as_of: {show_value(value)} is outside the supported range {TIMESTAMP_RANGE}")
     return stamp
 

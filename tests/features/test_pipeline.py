@@ -511,6 +511,14 @@ def test_features_command_reports_a_bad_as_of(export_folder, tmp_path):
     assert not (tmp_path / "f.csv").exists()
 
 
+@pytest.mark.parametrize("as_of", ["2026-" * 20_000, "\x00" + "9" * 100, "0001-01-01" + " " * 100_000])
+def test_a_bad_as_of_is_echoed_cut_and_escaped(as_of):
+    with pytest.raises(FeatureInputError) as info:
+        parse_as_of(as_of)
+    message = str(info.value)
+    assert message.startswith("as_of: '") and "…" in message and len(message) < 200 and "\x00" not in message
+
+
 @pytest.mark.parametrize("as_of", ["0001-01-01", "1969-12-31T23:59:59Z", "2200-01-01T00:00:01Z", "2999-06-30"])
 def test_an_as_of_outside_the_contracts_range_is_refused_not_an_empty_file(export_folder, tmp_path, as_of):
     # Year 1 used to select no open deal and write a header-only file with exit 0.
